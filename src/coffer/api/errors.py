@@ -1,0 +1,82 @@
+"""The one table that maps Coffer's errors to HTTP statuses, and the error body (spec §1)."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coffer import errors
+from coffer.api.schemas import ErrorBody
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.CofferError], int] = {
+    errors.Unauthenticated: 401,
+    errors.OrganisationRequired: 400,
+    errors.Forbidden: 403,
+    errors.KmsNotEnabled: 403,
+    errors.NotFound: 404,
+    errors.InvalidRequest: 400,
+    errors.RequestTooLarge: 413,
+    errors.Conflict: 409,
+    errors.Unavailable: 503,
+    errors.Internal: 500,
+    errors.CofferError: 500,
+}
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def status_of(error: errors.CofferError) -> int:
+    """The status of the most specific class of ``error`` that the table names."""
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
+
+
+def error_response(status: int, message: str, code: str, request_id: str) -> Response:
+    body = msgspec.json.encode(ErrorBody(message=message, code=code, request_id=request_id))
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+async def coffer_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.CofferError)
+    status = status_of(exc)
+    request_id = request_id_of(request)
+    if status >= 500:
+        # Details stay in the server log; the client gets the request id to quote.
+        log.error("request %s failed: %s", request_id, exc.code, exc_info=exc)
+        message = (
+            exc.message if isinstance(exc, errors.RegionUnavailable) else type(exc).default_message
+        )
+        return error_response(status, message, exc.code, request_id)
+    return error_response(status, exc.message, exc.code, request_id)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "invalid_request")
+    return error_response(exc.status_code, str(exc.detail), code, request_id_of(request))
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    request_id = request_id_of(request)
+    log.error("request %s failed unexpectedly", request_id, exc_info=exc)
+    return error_response(500, errors.Internal.default_message, "internal", request_id)
+
+
+HANDLERS = {
+    errors.CofferError: coffer_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

@@ -1,0 +1,142 @@
+"""Request parsing and response encoding shared by every endpoint module."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from coffer.errors import InvalidRequest, RequestTooLarge
+from coffer.service.context import RequestMeta
+from coffer.service.services import Services
+
+T = TypeVar("T")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_BASE64_ERROR = re.compile(r"Invalid base64 encoded string - at `\$\.(\w+)`")
+_AUTH_SCHEMES = ("bearer", "token")
+_VERSION = re.compile(r"[0-9]{1,10}")
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (the caller's ``X-Request-Id`` if sane) and echoes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID.fullmatch(candidate):
+                    request_id = candidate
+                break
+        if request_id is None:
+            request_id = secrets.token_hex(16)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <t>`` or ``Token <t>`` (the Go client's form)."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() not in _AUTH_SCHEMES:
+        return None
+    return token.strip() or None
+
+
+def meta(request: Request) -> RequestMeta:
+    headers = request.headers
+    return RequestMeta(
+        request_id=str(request.state.request_id),
+        token=bearer_token(request),
+        organisation_ref=headers.get("x-organisation-identity") or None,
+        project_ref=headers.get("x-project-identity") or None,
+        client_ip=request.client.host if request.client else None,
+        user_agent=headers.get("user-agent"),
+    )
+
+
+async def body_of(request: Request) -> bytes:
+    """The request body, refused past the configured size without reading it all."""
+    limit = services(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and _VERSION.fullmatch(declared) and int(declared) > limit:
+        raise RequestTooLarge(f"request body must be at most {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"request body must be at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode(body: bytes, type_: type[T]) -> T:
+    """Parse a JSON body into ``type_``; every failure is a 400 that says what is wrong."""
+    if not body.strip():
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as exc:
+        # msgspec reports the failing path in its message; name the field for base64 errors the
+        # way the spec words it.
+        match = _BASE64_ERROR.fullmatch(str(exc))
+        if match:
+            raise InvalidRequest(f"{match.group(1)} must be valid base64") from None
+        raise InvalidRequest(str(exc)) from None
+    except msgspec.DecodeError:
+        raise InvalidRequest("request body must be valid JSON") from None
+
+
+async def parse(request: Request, type_: type[T]) -> T:
+    return decode(await body_of(request), type_)
+
+
+def json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        msgspec.json.encode(value),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def key_version(value: str | int | None) -> int | None:
+    """``keyVersion`` of a request: a positive integer, given as a number or a string."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidRequest("keyVersion must be a positive integer")
+    if isinstance(value, str):
+        if _VERSION.fullmatch(value) is None:
+            raise InvalidRequest("keyVersion must be a positive integer")
+        value = int(value)
+    if value < 1:
+        raise InvalidRequest("keyVersion must be a positive integer")
+    return value

@@ -1,0 +1,118 @@
+"""``/v1/kms/{region}/keys``: list, create and get keys (spec §5.2–5.4)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coffer.api import http
+from coffer.api.schemas import (
+    CreateKeyRequest,
+    KeyVersionView,
+    KmsKey,
+    OrganisationView,
+)
+from coffer.domain.keys import Key, KeyStatus
+from coffer.domain.keytypes import KeyType
+from coffer.domain.tenants import Organisation
+from coffer.errors import InvalidRequest
+from coffer.storage.repositories import KeyFilter
+
+
+def key_view(key: Key, organisation: Organisation) -> KmsKey:
+    return KmsKey(
+        identity=key.identity,
+        name=key.name,
+        slug=key.slug,
+        description=key.description,
+        labels=dict(key.labels),
+        annotations=dict(key.annotations),
+        project_id=key.project_identity,
+        key_type=key.key_type.value,
+        status=key.status.value,
+        export_allowed=key.export_allowed,
+        imported=key.imported,
+        key_rotation_enabled=key.key_rotation_enabled,
+        rotation_period_in_days=key.rotation_period_days,
+        latest_version=key.latest_version,
+        min_decryption_version=key.min_decryption_version,
+        versions=[
+            KeyVersionView(
+                version=v.version,
+                status=key.version_status(v.version).value,
+                created_at=v.created_at,
+            )
+            for v in key.versions
+        ],
+        deletion_scheduled_at=key.deletion_scheduled_at,
+        created_at=key.created_at,
+        updated_at=key.updated_at,
+        object_version=key.object_version,
+        organisation=OrganisationView(
+            identity=organisation.identity,
+            name=organisation.name,
+            slug=organisation.slug,
+            created_at=organisation.created_at,
+            object_version=organisation.object_version,
+        ),
+    )
+
+
+def _key_filter(request: Request) -> KeyFilter:
+    query = request.query_params
+    status = query.get("status")
+    key_type = query.get("keyType")
+    try:
+        parsed_status = KeyStatus(status) if status is not None else None
+    except ValueError:
+        raise InvalidRequest(f"status must be one of {', '.join(KeyStatus)}") from None
+    try:
+        parsed_type = KeyType(key_type) if key_type is not None else None
+    except ValueError:
+        raise InvalidRequest("keyType is not a known key type") from None
+    labels = {
+        name[len("matchLabels[") : -1]: value
+        for name, value in query.multi_items()
+        if name.startswith("matchLabels[") and name.endswith("]")
+    }
+    return KeyFilter(
+        identity=query.get("identity"),
+        name=query.get("name"),
+        slug=query.get("slug"),
+        status=parsed_status,
+        key_type=parsed_type,
+        labels=labels,
+    )
+
+
+async def list_keys(request: Request) -> Response:
+    key_filter = _key_filter(request)
+    caller, keys = await http.services(request).keys.list_keys(
+        http.meta(request), request.path_params["region"], key_filter
+    )
+    return http.json([key_view(key, caller.organisation) for key in keys])
+
+
+async def create_key(request: Request) -> Response:
+    meta = http.meta(request)
+    body = await http.parse(request, CreateKeyRequest)
+    created = await http.services(request).keys.create_key(
+        meta,
+        request.path_params["region"],
+        name=body.name,
+        key_type=body.key_type,
+        description=body.description,
+        labels=body.labels,
+        annotations=body.annotations,
+        export_allowed=body.export_allowed,
+        key_rotation_enabled=body.key_rotation_enabled,
+        rotation_period_days=body.rotation_period_in_days,
+    )
+    return http.json(key_view(created.key, created.caller.organisation), status=201)
+
+
+async def get_key(request: Request) -> Response:
+    found = await http.services(request).keys.get_key(
+        http.meta(request), request.path_params["region"], request.path_params["key"]
+    )
+    return http.json(key_view(found.key, found.caller.organisation))

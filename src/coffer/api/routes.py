@@ -1,0 +1,58 @@
+"""The endpoint table: one row per endpoint, used both for routing and for the OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coffer.api import crypto, health, keys, summary
+from coffer.api.schemas import (
+    CreateKeyRequest,
+    DecryptRequest,
+    DecryptResponse,
+    EncryptRequest,
+    EncryptResponse,
+    HealthResponse,
+    KmsKey,
+    SummaryResponse,
+)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    request: type[Any] | None = None
+    response: Any = None
+    status: int = 200
+    kms: bool = True  # needs a token and X-Organisation-Identity
+    query: tuple[str, ...] = ()
+
+
+KEY = "/v1/kms/{region}/keys/{key}"
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/v1/kms/summary", summary.summary, "KMS availability and key counts",
+             response=SummaryResponse),
+    Endpoint("GET", "/v1/kms/{region}/keys", keys.list_keys, "List keys", response=list[KmsKey],
+             query=("identity", "name", "slug", "status", "keyType")),
+    Endpoint("POST", "/v1/kms/{region}/keys", keys.create_key, "Create a key",
+             request=CreateKeyRequest, response=KmsKey, status=201),
+    Endpoint("GET", KEY, keys.get_key, "Get a key", response=KmsKey),
+    Endpoint("POST", f"{KEY}/encrypt", crypto.encrypt, "Encrypt with a key",
+             request=EncryptRequest, response=EncryptResponse),
+    Endpoint("POST", f"{KEY}/decrypt", crypto.decrypt, "Decrypt with a key",
+             request=DecryptRequest, response=DecryptResponse),
+    Endpoint("GET", "/healthz", health.healthz, "The process is up", response=HealthResponse,
+             kms=False),
+    Endpoint("GET", "/readyz", health.readyz, "Database and root key are usable",
+             response=HealthResponse, kms=False),
+)  # fmt: skip

@@ -1,0 +1,131 @@
+"""Request and response bodies of the API (spec §2, §5), as msgspec structs.
+
+The same structs parse requests, encode responses and generate the OpenAPI document. ``bytes``
+fields are standard base64 (with padding) on the wire. Requests reject unknown fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class Request(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class Response(msgspec.Struct, rename="camel", kw_only=True):
+    pass
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class ErrorBody(Response):
+    message: str
+    code: str
+    request_id: str
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+class OrganisationView(Response):
+    identity: str
+    name: str
+    slug: str
+    created_at: datetime
+    object_version: int
+
+
+class KeyVersionView(Response):
+    version: int
+    status: str
+    created_at: datetime
+
+
+class KmsKey(Response):
+    identity: str
+    name: str
+    slug: str
+    description: str | None
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    project_id: str | None
+    key_type: str
+    status: str
+    export_allowed: bool
+    imported: bool
+    key_rotation_enabled: bool
+    rotation_period_in_days: int | None
+    latest_version: int
+    min_decryption_version: int
+    versions: list[KeyVersionView]
+    deletion_scheduled_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    object_version: int
+    organisation: OrganisationView
+
+
+class CreateKeyRequest(Request):
+    name: str
+    key_type: str
+    description: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    export_allowed: bool = False
+    key_rotation_enabled: bool = False
+    rotation_period_in_days: int | None = None
+
+
+# --- crypto ----------------------------------------------------------------------------------
+
+# ``keyVersion`` is a string in responses; requests accept a string or an integer (spec §1).
+KeyVersionInput = str | int | None
+
+
+class EncryptRequest(Request):
+    plaintext: bytes
+    key_version: KeyVersionInput = None
+
+
+class EncryptResponse(Response):
+    ciphertext: str
+    key_version: str
+
+
+class DecryptRequest(Request):
+    ciphertext: str
+
+
+class DecryptResponse(Response):
+    plaintext: bytes
+    key_version: str
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+
+class RegionSummaryView(Response):
+    identity: str
+    name: str
+    slug: str
+    kms_available: bool
+    total_keys: int
+    active_keys: int
+    disabled_keys: int
+    pending_deletion_keys: int
+
+
+class SummaryResponse(Response):
+    feature_enabled: bool
+    regions: list[RegionSummaryView]
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+class HealthResponse(Response):
+    status: str

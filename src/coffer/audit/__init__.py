@@ -1,0 +1,1 @@
+"""The audit trail: one record for every KMS request, success or failure."""

@@ -1,0 +1,160 @@
+"""The composition root: settings → stores → providers → services → app.
+
+The only module that chooses implementations. Nothing is built at import time; every caller
+(the CLI, each test) builds its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+
+from coffer.api.app import create_app
+from coffer.audit.events import AuditSink, DiscardingSink
+from coffer.config import ConfigError, Settings
+from coffer.crypto.root import FileRootKey, RootKeyError, RootKeyProvider
+from coffer.domain.regions import Region
+from coffer.service.access import AccessService
+from coffer.service.caches import KeyCache
+from coffer.service.keyring import Keyring
+from coffer.service.keys import KeyService
+from coffer.service.operations import Operations
+from coffer.service.services import Services
+from coffer.service.tenants import Bootstrapped, TenantService
+from coffer.storage.database import create_engine_for, schema_revision, upgrade
+from coffer.storage.sql import SqlStore
+
+SQLITE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def regions_of(settings: Settings) -> list[Region]:
+    return [
+        Region(
+            identity=r.identity or r.slug,
+            slug=r.slug,
+            name=r.name,
+            kms_available=r.kms_available,
+        )
+        for r in settings.regions
+    ]
+
+
+def build_services(
+    settings: Settings,
+    *,
+    root: RootKeyProvider | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    timer: Callable[[], float] = time.monotonic,
+    audit_sink: AuditSink | None = None,
+) -> Services:
+    store = SqlStore(create_engine_for(settings.url))
+    root = root if root is not None else FileRootKey.load(settings.root_key_path)
+    access = AccessService(
+        store,
+        clock,
+        cache_size=settings.cache_size,
+        cache_ttl=settings.cache_ttl_seconds,
+        timer=timer,
+    )
+    keyring = Keyring(store, root, cache_size=settings.cache_size, timer=timer)
+    operations = Operations(access, audit_sink or DiscardingSink(), clock)
+    keys = KeyService(
+        store,
+        operations,
+        keyring,
+        KeyCache(settings.cache_size, settings.cache_ttl_seconds, timer),
+        regions_of(settings),
+        clock,
+    )
+    return Services(
+        settings=settings,
+        store=store,
+        root=root,
+        access=access,
+        keyring=keyring,
+        keys=keys,
+        tenants=TenantService(store, root, clock),
+    )
+
+
+def build_app(settings: Settings, **overrides: Any) -> Starlette:
+    """The ASGI app over freshly built services (``overrides`` as for ``build_services``)."""
+    return create_app(build_services(settings, **overrides))
+
+
+class NotInitialised(ConfigError):
+    """The data directory has not been set up by ``coffer init``."""
+
+
+class AlreadyInitialised(ConfigError):
+    """``coffer init`` on a directory that already holds a Coffer."""
+
+
+async def initialise(settings: Settings) -> Bootstrapped:
+    """Create the data directory, root key, schema, first organisation and admin token.
+
+    Either everything is created or nothing is left behind: on failure the files this call made
+    are removed again.
+    """
+    data_dir = settings.data_dir
+    existing = [p for p in (settings.database_path, settings.root_key_path) if p.exists()]
+    if existing:
+        raise AlreadyInitialised(
+            f"{data_dir} is already initialised ({existing[0].name} exists); nothing was changed"
+        )
+    created_dir = not data_dir.exists()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made: list[Path] = []
+    try:
+        root = FileRootKey.create(settings.root_key_path)
+        made.append(settings.root_key_path)
+        made += [
+            settings.database_path.with_name(settings.database_path.name + s) for s in SQLITE_FILES
+        ]
+        upgrade(settings.url)
+        return await _bootstrap(settings, root)
+    except BaseException:
+        for path in made:
+            path.unlink(missing_ok=True)
+        if created_dir:
+            data_dir.rmdir()
+        raise
+
+
+async def _bootstrap(settings: Settings, root: RootKeyProvider) -> Bootstrapped:
+    services = build_services(settings, root=root)
+    try:
+        return await services.tenants.bootstrap()
+    finally:
+        await services.close()
+
+
+def open_data_dir(settings: Settings) -> RootKeyProvider:
+    """Check that ``settings.data_dir`` is an initialised Coffer, migrate its schema to this
+    version, and load its root key. Raises ``ConfigError`` with what to do otherwise."""
+    hint = f"run `coffer init --data-dir {settings.data_dir}` first"
+    if settings.database_url is None and not settings.database_path.exists():
+        raise NotInitialised(
+            f"{settings.data_dir} is not an initialised Coffer data directory: {hint}"
+        )
+    current, head = schema_revision(settings.url)
+    if current is None:
+        raise NotInitialised(f"the database at {settings.data_dir} has no Coffer schema: {hint}")
+    if current != head:
+        upgrade(settings.url)
+    try:
+        return FileRootKey.load(settings.root_key_path)
+    except RootKeyError as exc:
+        raise ConfigError(
+            f"{exc.message}. Coffer cannot decrypt any key without it: restore the root key file "
+            "from your backup (mode 0600, readable by the server's user)"
+        ) from None

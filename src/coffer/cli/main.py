@@ -1,0 +1,142 @@
+"""``coffer``: set up and run a Coffer server.
+
+The interface of ``init`` and ``serve`` is exact: other tools drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from coffer.bootstrap import build_services, initialise, open_data_dir
+from coffer.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    help="Coffer: a self-hosted Key Management Service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("coffer")
+
+
+class OutputFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+DataDir = Annotated[
+    Path,
+    typer.Option("--data-dir", envvar="COFFER_DATA_DIR", help="Data directory of this Coffer."),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"coffer: {message}", err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def init(
+    data_dir: DataDir,
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="text, or json for scripts")
+    ] = OutputFormat.TEXT,
+) -> None:
+    """Create a data directory: database, root key, organisation `default` and an admin token."""
+    try:
+        result = asyncio.run(initialise(Settings(data_dir=data_dir)))
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    if output is OutputFormat.JSON:
+        typer.echo(
+            json.dumps(
+                {
+                    "organisation": result.organisation.identity,
+                    "organisationSlug": result.organisation.slug,
+                    "token": result.token,
+                }
+            )
+        )
+        return
+    typer.echo(f"Initialised Coffer in {data_dir}")
+    typer.echo(f"  organisation: {result.organisation.identity} (slug {result.organisation.slug})")
+    typer.echo(f"  admin token:  {result.token}")
+    typer.echo("The token is shown only this once: keep it somewhere safe.")
+    typer.echo(f"Back up {data_dir / 'root.key'}: without it no key can ever be decrypted.")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(
+    data_dir: DataDir,
+    host: Annotated[str, typer.Option(envvar="COFFER_HOST", help="Address to listen on.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(envvar="COFFER_PORT", help="Port to listen on.")] = 8200,
+    config: Annotated[
+        Path | None, typer.Option("--config", envvar="COFFER_CONFIG", help="TOML settings file.")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate chain: serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = False,
+) -> None:
+    """Serve the KMS API."""
+    import uvicorn
+
+    from coffer.api.app import create_app
+
+    try:
+        settings = load_settings(
+            data_dir, host=host, port=port, config_file=config, tls_cert=tls_cert, tls_key=tls_key
+        )
+        root = open_data_dir(settings)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.tls_cert is None and not _is_loopback(host):
+        log.warning(
+            "listening on %s without TLS: tokens and plaintexts cross the network in clear; "
+            "use --tls-cert and --tls-key, or a TLS-terminating proxy on the same host",
+            host,
+        )
+    app = create_app(build_services(settings, root=root))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+            log_level=settings.log_level.lower(),
+            access_log=access_log,
+            server_header=False,
+        )
+    )
+    server.run()
+
+
+def main() -> None:
+    app()

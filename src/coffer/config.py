@@ -1,0 +1,152 @@
+"""Settings: every knob of the server in one place, read once at start (never at import time).
+
+Sources, strongest first: command-line options, ``COFFER_*`` environment variables, the optional
+TOML file, and the defaults below.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATABASE_FILE = "coffer.db"
+ROOT_KEY_FILE = "root.key"
+_SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message says what and where."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSettings:
+    slug: str
+    name: str
+    kms_available: bool = True
+    identity: str | None = None
+
+
+DEFAULT_REGIONS = (RegionSettings(slug="nl-01", name="Netherlands 01", kms_available=True),)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8200
+    regions: tuple[RegionSettings, ...] = DEFAULT_REGIONS
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    database_url: str | None = None
+    #: Keys, tokens and memberships kept in memory, each.
+    cache_size: int = 100_000
+    #: Safety net: how long a cached key, token or membership is trusted without a change event.
+    cache_ttl_seconds: float = 30.0
+    #: Largest request body accepted (a 65,535-byte plaintext is ~87 KiB of JSON).
+    max_body_bytes: int = 1 << 20
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / DATABASE_FILE
+
+    @property
+    def root_key_path(self) -> Path:
+        return self.data_dir / ROOT_KEY_FILE
+
+    @property
+    def url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.database_path}"
+
+
+def _regions(raw: Any, source: str) -> tuple[RegionSettings, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{source}: 'regions' must be a non-empty array of tables")
+    regions: list[RegionSettings] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        where = f"{source}: regions[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(item) - {"slug", "name", "kms_available", "identity"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+        slug = item.get("slug")
+        if not isinstance(slug, str) or _SLUG.fullmatch(slug) is None:
+            raise ConfigError(f"{where}: 'slug' must be lowercase letters, digits and '-'")
+        name = item.get("name", slug)
+        available = item.get("kms_available", True)
+        identity = item.get("identity")
+        if not isinstance(name, str) or not isinstance(available, bool):
+            raise ConfigError(f"{where}: 'name' must be a string, 'kms_available' a boolean")
+        if identity is not None and not isinstance(identity, str):
+            raise ConfigError(f"{where}: 'identity' must be a string")
+        for ref in {slug, identity or slug}:
+            if ref in seen:
+                raise ConfigError(f"{where}: region {ref!r} is configured twice")
+            seen.add(ref)
+        regions.append(RegionSettings(slug, name, available, identity))
+    return tuple(regions)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of a TOML file, checked; keys match ``Settings`` fields."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    allowed = {
+        "regions",
+        "cache_size",
+        "cache_ttl_seconds",
+        "max_body_bytes",
+        "log_level",
+    }
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    if "regions" in raw:
+        values["regions"] = _regions(raw["regions"], str(path))
+    for name in ("cache_size", "max_body_bytes"):
+        if name in raw:
+            if not isinstance(raw[name], int) or raw[name] < 1:
+                raise ConfigError(f"{path}: '{name}' must be a positive integer")
+            values[name] = raw[name]
+    if "cache_ttl_seconds" in raw:
+        if not isinstance(raw["cache_ttl_seconds"], int | float) or raw["cache_ttl_seconds"] <= 0:
+            raise ConfigError(f"{path}: 'cache_ttl_seconds' must be a positive number")
+        values["cache_ttl_seconds"] = float(raw["cache_ttl_seconds"])
+    if "log_level" in raw:
+        values["log_level"] = str(raw["log_level"])
+    return values
+
+
+def load_settings(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8200,
+    config_file: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> Settings:
+    values = read_config_file(config_file) if config_file is not None else {}
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+    return Settings(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        **values,
+    )

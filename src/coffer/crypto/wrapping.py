@@ -1,0 +1,71 @@
+"""Key wrapping for the key hierarchy (ARCHITECTURE §2).
+
+Every stored key is wrapped with AES-256-GCM under the key one level up, with associated data
+that names the row it belongs to. A wrapped blob copied to another row (another organisation,
+key, version or type) fails its tag check and never unwraps.
+
+Blob format: format byte (1) ‖ nonce (12) ‖ ciphertext ‖ tag (16).
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from coffer.errors import KeyIntegrityError
+
+FORMAT_V1 = b"\x01"
+WRAPPING_KEY_BYTES = 32
+_NONCE_BYTES = 12
+
+
+def _aad(*parts: str) -> bytes:
+    # Identities and type names never contain NUL, so NUL-joining is unambiguous.
+    return "\x00".join(parts).encode("utf-8")
+
+
+def kek_aad(organisation_identity: str) -> bytes:
+    """Associated data of an organisation KEK wrapped by the root key."""
+    return _aad("coffer/organisation-kek/v1", organisation_identity)
+
+
+def key_version_aad(
+    organisation_identity: str, key_identity: str, version: int, key_type: str
+) -> bytes:
+    """Associated data of one key version's material wrapped by its organisation's KEK."""
+    return _aad(
+        "coffer/key-version/v1",
+        organisation_identity,
+        key_identity,
+        str(version),
+        key_type,
+    )
+
+
+class Wrapper:
+    """Wraps and unwraps under one 256-bit key."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != WRAPPING_KEY_BYTES:
+            raise ValueError("a wrapping key is 32 bytes")
+        self._aead = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return "<Wrapper redacted>"
+
+    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return FORMAT_V1 + nonce + self._aead.encrypt(nonce, plaintext, FORMAT_V1 + aad)
+
+    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+        if len(blob) < 1 + _NONCE_BYTES + 16 or blob[:1] != FORMAT_V1:
+            raise KeyIntegrityError()
+        nonce = blob[1 : 1 + _NONCE_BYTES]
+        try:
+            return self._aead.decrypt(nonce, blob[1 + _NONCE_BYTES :], FORMAT_V1 + aad)
+        except InvalidTag:
+            raise KeyIntegrityError() from None

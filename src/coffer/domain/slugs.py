@@ -1,0 +1,23 @@
+"""Slugs: the URL-safe name of a key, project or organisation (spec §2)."""
+
+from __future__ import annotations
+
+import re
+
+from coffer.errors import InvalidRequest
+
+MAX_SLUG_LENGTH = 63
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def slugify(name: str) -> str:
+    """Lowercase, replace each run outside ``[a-z0-9]`` by ``-``, trim ``-``, cut to 63.
+
+    The spec trims before cutting; a cut can then end on ``-``, so it is trimmed once more (the
+    result is always a valid slug: no leading or trailing ``-``).
+    """
+    slug = _NOT_SLUG.sub("-", name.lower()).strip("-")
+    slug = slug[:MAX_SLUG_LENGTH].rstrip("-")
+    if not slug:
+        raise InvalidRequest("name must contain at least one letter or digit")
+    return slug

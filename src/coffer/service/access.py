@@ -1,0 +1,83 @@
+"""Authentication and organisation membership, cached for the hot path (spec §1.1 steps 1–3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from coffer.domain.permissions import Grants
+from coffer.domain.tenants import Principal
+from coffer.errors import Forbidden, OrganisationRequired, Unauthenticated
+from coffer.iam.tokens import token_digest
+from coffer.service.caches import Cache
+from coffer.service.context import Caller
+from coffer.storage.repositories import Store, TokenRecord
+
+
+class AccessService:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], datetime],
+        *,
+        cache_size: int,
+        cache_ttl: float,
+        timer: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._tokens: Cache[bytes, TokenRecord] = Cache(cache_size, cache_ttl, timer)
+        self._callers: Cache[tuple[str, str, str | None], Caller] = Cache(
+            cache_size, cache_ttl, timer
+        )
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The principal a bearer token belongs to; ``Unauthenticated`` for anything else."""
+        if not token:
+            raise Unauthenticated()
+        digest = token_digest(token)
+        record = self._tokens.get(digest)
+        if record is None:
+            record = await self._store.find_token(digest)
+            if record is None:
+                raise Unauthenticated()
+            self._tokens.put(digest, record)
+        if record.revoked_at is not None or (
+            record.expires_at is not None and record.expires_at <= self._clock()
+        ):
+            raise Unauthenticated()
+        return record.principal
+
+    async def caller(
+        self,
+        principal: Principal,
+        organisation_ref: str | None,
+        project_ref: str | None,
+    ) -> Caller:
+        """The principal acting in an organisation it is a member of (``Forbidden`` otherwise)."""
+        if not organisation_ref:
+            raise OrganisationRequired()
+        cache_key = (principal.identity, organisation_ref, project_ref or None)
+        caller = self._callers.get(cache_key)
+        if caller is not None:
+            return caller
+        organisation = await self._store.find_organisation(organisation_ref)
+        if organisation is None:
+            raise Forbidden()
+        bindings = await self._store.bindings(principal.identity, organisation.identity)
+        if not bindings:
+            # Same answer as for an organisation that does not exist: never reveal which.
+            raise Forbidden()
+        project = None
+        if project_ref:
+            project = await self._store.find_project(organisation.identity, project_ref)
+            if project is None:
+                raise Forbidden("project not found or not accessible")
+        caller = Caller(principal, organisation, project, Grants.from_bindings(bindings))
+        self._callers.put(cache_key, caller)
+        return caller
+
+    def forget_all(self) -> None:
+        """Drop every cached token and membership (after a change to tokens or bindings)."""
+        self._tokens.clear()
+        self._callers.clear()

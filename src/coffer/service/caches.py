@@ -1,0 +1,87 @@
+"""Bounded caches of the hot path.
+
+Entries expire after a short TTL as a safety net; changes made through this process invalidate
+their entries at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from coffer.domain.keys import Key
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Cache(Generic[K, V]):
+    """A bounded mapping whose entries expire ``ttl`` seconds after they were put.
+
+    When full, the oldest entry goes first. Written for the hot path: a hit is one dict lookup
+    and one clock read (``cachetools.TTLCache`` measured four times slower per hit here).
+    """
+
+    __slots__ = ("_data", "_maxsize", "_timer", "_ttl")
+
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]) -> None:
+        self._data: dict[K, tuple[float, V]] = {}
+        self._maxsize = maxsize
+        self._ttl = ttl
+        self._timer = timer
+
+    def get(self, key: K) -> V | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._timer():
+            self._data.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: K, value: V) -> None:
+        data = self._data
+        data.pop(key, None)
+        while len(data) >= self._maxsize:
+            del data[next(iter(data))]
+        data[key] = (self._timer() + self._ttl, value)
+
+    def pop(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+KeyRef = tuple[str, str, str | None, str]  # (organisation, region, project, identity or slug)
+
+
+class KeyCache:
+    """Keys by every reference they were looked up with; invalidated by key identity."""
+
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]) -> None:
+        self._maxsize = maxsize
+        self._keys: Cache[KeyRef, Key] = Cache(maxsize, ttl, timer)
+        self._refs: dict[str, set[KeyRef]] = {}
+
+    def get(self, ref: KeyRef) -> Key | None:
+        return self._keys.get(ref)
+
+    def put(self, ref: KeyRef, key: Key) -> None:
+        self._keys.put(ref, key)
+        refs = self._refs.setdefault(key.identity, set())
+        refs.add(ref)
+        if len(self._refs) > 2 * self._maxsize:
+            # Expired entries leave references behind; drop those whose key is gone.
+            self._refs = {
+                identity: alive
+                for identity, refs_of in self._refs.items()
+                if (alive := {r for r in refs_of if self._keys.get(r) is not None})
+            }
+
+    def invalidate(self, key_identity: str) -> None:
+        for ref in self._refs.pop(key_identity, ()):
+            self._keys.pop(ref)

@@ -1,0 +1,65 @@
+"""Key versions' material: wrapped on the way in, unwrapped and parsed once on the way out.
+
+Handles (ready-to-use algorithm objects) are cached per (key, version). A version's material never
+changes, so these entries need no invalidation; only a destroyed key's entries are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from coffer.crypto.algorithms import KeyHandle, algorithm_for
+from coffer.crypto.root import RootKeyProvider
+from coffer.crypto.wrapping import Wrapper, kek_aad, key_version_aad
+from coffer.domain.keys import Key
+from coffer.errors import KeyIntegrityError
+from coffer.service.caches import Cache
+from coffer.storage.repositories import Store
+
+
+class Keyring:
+    def __init__(
+        self,
+        store: Store,
+        root: RootKeyProvider,
+        *,
+        cache_size: int,
+        timer: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._root = root
+        # Material does not expire; the TTL only bounds how long an unused handle stays.
+        self._handles: Cache[tuple[str, int], KeyHandle] = Cache(cache_size, 3600.0, timer)
+        self._keks: Cache[str, Wrapper] = Cache(cache_size, 3600.0, timer)
+
+    async def _kek(self, organisation_identity: str) -> Wrapper:
+        wrapper = self._keks.get(organisation_identity)
+        if wrapper is None:
+            blob = await self._store.wrapped_kek(organisation_identity)
+            if blob is None:
+                raise KeyIntegrityError()
+            wrapper = Wrapper(self._root.unwrap(blob, kek_aad(organisation_identity)))
+            self._keks.put(organisation_identity, wrapper)
+        return wrapper
+
+    async def wrap(self, key: Key, version: int, material: bytes) -> bytes:
+        """``material`` wrapped by the key's organisation KEK, bound to its row."""
+        kek = await self._kek(key.organisation_identity)
+        aad = key_version_aad(key.organisation_identity, key.identity, version, key.key_type.value)
+        return kek.wrap(material, aad)
+
+    def remember(self, key: Key, version: int, handle: KeyHandle) -> None:
+        self._handles.put((key.identity, version), handle)
+
+    async def handle(self, key: Key, version: int) -> KeyHandle:
+        handle = self._handles.get((key.identity, version))
+        if handle is not None:
+            return handle
+        blob = await self._store.wrapped_version(key.identity, version)
+        if blob is None:
+            raise KeyIntegrityError()
+        kek = await self._kek(key.organisation_identity)
+        aad = key_version_aad(key.organisation_identity, key.identity, version, key.key_type.value)
+        handle = algorithm_for(key.key_type).load(kek.unwrap(blob, aad))
+        self._handles.put((key.identity, version), handle)
+        return handle

@@ -1,0 +1,269 @@
+"""``KeyService``: the KMS operations on keys (spec §5)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from coffer.crypto.algorithms import algorithm_for
+from coffer.domain import formats
+from coffer.domain.keys import Key, KeySpec, KeyStatus, check_plaintext_size
+from coffer.domain.keytypes import Operation as KeyOperation
+from coffer.domain.keytypes import require
+from coffer.domain.permissions import Action
+from coffer.domain.regions import Region
+from coffer.errors import (
+    Conflict,
+    Forbidden,
+    InvalidCiphertext,
+    KeyNotFound,
+    RegionNotFound,
+    RegionUnavailable,
+)
+from coffer.service.caches import KeyCache
+from coffer.service.context import Caller, RequestMeta
+from coffer.service.keyring import Keyring
+from coffer.service.operations import Operation, Operations
+from coffer.storage.repositories import KeyFilter, Store
+
+
+@dataclass(frozen=True, slots=True)
+class RegionSummary:
+    region: Region
+    counts: Mapping[KeyStatus, int]
+
+
+@dataclass(frozen=True, slots=True)
+class KmsSummary:
+    feature_enabled: bool
+    regions: Sequence[RegionSummary]
+
+
+@dataclass(frozen=True, slots=True)
+class Encrypted:
+    ciphertext: str
+    key_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decrypted:
+    plaintext: bytes
+    key_version: int
+
+    def __repr__(self) -> str:
+        return f"Decrypted(plaintext=<redacted>, key_version={self.key_version})"
+
+
+@dataclass(frozen=True, slots=True)
+class Scoped:
+    """A key together with the organisation it belongs to (what a key response shows)."""
+
+    key: Key
+    caller: Caller
+
+
+class KeyService:
+    def __init__(
+        self,
+        store: Store,
+        operations: Operations,
+        keyring: Keyring,
+        key_cache: KeyCache,
+        regions: Sequence[Region],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._ops = operations
+        self._keyring = keyring
+        self._keys = key_cache
+        self._regions = tuple(regions)
+        self._region_refs = {ref: r for r in regions for ref in (r.identity, r.slug)}
+        self._clock = clock
+
+    # --- resolution shared by every operation ---------------------------------------------
+
+    def _region(self, op: Operation, ref: str) -> Region:
+        region = self._region_refs.get(ref)
+        if region is None:
+            raise RegionNotFound()
+        op.at_region(region)
+        if not region.kms_available:
+            raise RegionUnavailable()
+        return region
+
+    async def _find_key(self, caller: Caller, region: Region, ref: str) -> Key | None:
+        cache_ref = (
+            caller.organisation.identity,
+            region.identity,
+            caller.project_identity,
+            ref,
+        )
+        key = self._keys.get(cache_ref)
+        if key is None:
+            key = await self._store.find_key(
+                caller.organisation.identity,
+                region.identity,
+                caller.project_identity,
+                ref,
+            )
+            if key is not None:
+                self._keys.put(cache_ref, key)
+        return key
+
+    async def _authorised_key(
+        self, op: Operation, caller: Caller, region: Region, ref: str, action: Action
+    ) -> Key:
+        """The key ``ref`` if the caller may ``action`` it (spec §1.1 step 7)."""
+        key = await self._find_key(caller, region, ref)
+        if key is None:
+            raise KeyNotFound()
+        allowed = caller.grants.on_key(key.identity, key.project_identity)
+        if not allowed:
+            raise KeyNotFound()
+        op.touch(key)
+        if action not in allowed:
+            raise Forbidden()
+        return key
+
+    @staticmethod
+    def _require_collection(caller: Caller, action: Action) -> None:
+        if action not in caller.grants.in_scope(caller.project_identity):
+            raise Forbidden()
+
+    # --- operations -------------------------------------------------------------------------
+
+    async def summary(self, meta: RequestMeta) -> KmsSummary:
+        async with self._ops.begin(meta, None) as op:
+            caller = await op.authorise(require_feature=False)
+            enabled = caller.organisation.kms_enabled
+            counts = (
+                await self._store.count_keys(caller.organisation.identity, caller.project_identity)
+                if enabled
+                else {}
+            )
+            return KmsSummary(
+                feature_enabled=enabled,
+                regions=[
+                    RegionSummary(
+                        region,
+                        {status: counts.get((region.identity, status), 0) for status in KeyStatus},
+                    )
+                    for region in self._regions
+                ],
+            )
+
+    async def list_keys(
+        self, meta: RequestMeta, region_ref: str, key_filter: KeyFilter
+    ) -> tuple[Caller, Sequence[Key]]:
+        async with self._ops.begin(meta, "kms.key.list") as op:
+            caller = await op.authorise()
+            region = self._region(op, region_ref)
+            self._require_collection(caller, Action.LIST)
+            keys = await self._store.list_keys(
+                caller.organisation.identity,
+                region.identity,
+                caller.project_identity,
+                key_filter,
+            )
+            return caller, keys
+
+    async def create_key(
+        self,
+        meta: RequestMeta,
+        region_ref: str,
+        *,
+        name: str,
+        key_type: str,
+        description: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        export_allowed: bool = False,
+        key_rotation_enabled: bool = False,
+        rotation_period_days: int | None = None,
+    ) -> Scoped:
+        async with self._ops.begin(meta, "kms.key.create") as op:
+            caller = await op.authorise()
+            region = self._region(op, region_ref)
+            self._require_collection(caller, Action.CREATE)
+            spec = KeySpec.build(
+                name=name,
+                key_type=key_type,
+                description=description,
+                labels=labels,
+                annotations=annotations,
+                export_allowed=export_allowed,
+                key_rotation_enabled=key_rotation_enabled,
+                rotation_period_days=rotation_period_days,
+            )
+            algorithm = algorithm_for(spec.key_type)
+            # Generating material can be slow (RSA); keep it off the event loop.
+            material = await asyncio.to_thread(algorithm.generate)
+            handle = algorithm.load(material)
+            key = spec.new_key(
+                organisation_identity=caller.organisation.identity,
+                region=region.identity,
+                project_identity=caller.project_identity,
+                imported=False,
+                now=self._clock(),
+            )
+            op.touch(key)
+            wrapped = await self._keyring.wrap(key, 1, material)
+            try:
+                async with self._store.transaction() as tx:
+                    await tx.add_key(key, {1: wrapped})
+            except Conflict:
+                raise Conflict(
+                    f"a key with slug {key.slug!r} already exists in this region and scope"
+                ) from None
+            self._keyring.remember(key, 1, handle)
+            op.event.key_version = 1
+            return Scoped(key, caller)
+
+    async def get_key(self, meta: RequestMeta, region_ref: str, key_ref: str) -> Scoped:
+        async with self._ops.begin(meta, "kms.key.read") as op:
+            caller = await op.authorise()
+            region = self._region(op, region_ref)
+            key = await self._authorised_key(op, caller, region, key_ref, Action.READ)
+            return Scoped(key, caller)
+
+    async def encrypt(
+        self,
+        meta: RequestMeta,
+        region_ref: str,
+        key_ref: str,
+        plaintext: bytes,
+        version: int | None,
+    ) -> Encrypted:
+        async with self._ops.begin(meta, "kms.encrypt") as op:
+            caller = await op.authorise()
+            region = self._region(op, region_ref)
+            key = await self._authorised_key(op, caller, region, key_ref, Action.ENCRYPT)
+            require(key.key_type, KeyOperation.ENCRYPT)
+            key.ensure_usable()
+            use = key.version_for_use(version)
+            op.event.key_version = use
+            op.event.plaintext_bytes = len(plaintext)
+            check_plaintext_size(len(plaintext))
+            body = (await self._keyring.handle(key, use)).encrypt(plaintext)
+            op.event.ciphertext_bytes = len(body)
+            return Encrypted(formats.encode(use, body), use)
+
+    async def decrypt(
+        self, meta: RequestMeta, region_ref: str, key_ref: str, ciphertext: str
+    ) -> Decrypted:
+        async with self._ops.begin(meta, "kms.decrypt") as op:
+            caller = await op.authorise()
+            region = self._region(op, region_ref)
+            key = await self._authorised_key(op, caller, region, key_ref, Action.DECRYPT)
+            require(key.key_type, KeyOperation.DECRYPT)
+            key.ensure_usable()
+            versioned = formats.decode(ciphertext, InvalidCiphertext)
+            op.event.ciphertext_bytes = len(versioned.body)
+            if not key.can_decrypt(versioned.version):
+                raise InvalidCiphertext()
+            op.event.key_version = versioned.version
+            plaintext = (await self._keyring.handle(key, versioned.version)).decrypt(versioned.body)
+            op.event.plaintext_bytes = len(plaintext)
+            return Decrypted(plaintext, versioned.version)

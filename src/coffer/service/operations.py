@@ -1,0 +1,102 @@
+"""The one place every KMS request passes through: who is calling, and the audit record.
+
+Each service method runs inside ``async with operations.begin(meta, action) as op``. The operation
+authenticates the caller (spec §1.1 steps 1–4), collects what the request touched, and on the
+way out writes exactly one audit record, success or failure. If that record cannot be written
+the request fails with ``Unavailable`` (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+
+from coffer.audit.events import AuditEvent, AuditSink
+from coffer.domain.keys import Key
+from coffer.domain.regions import Region
+from coffer.errors import CofferError, KmsNotEnabled, Unavailable
+from coffer.service.access import AccessService
+from coffer.service.context import Caller, RequestMeta
+
+log = logging.getLogger(__name__)
+
+
+class Operation:
+    __slots__ = ("_access", "_meta", "_sink", "event")
+
+    def __init__(
+        self,
+        access: AccessService,
+        sink: AuditSink | None,
+        meta: RequestMeta,
+        event: AuditEvent,
+    ) -> None:
+        self._access = access
+        self._sink = sink
+        self._meta = meta
+        self.event = event
+
+    async def authorise(self, *, require_feature: bool = True) -> Caller:
+        principal = await self._access.authenticate(self._meta.token)
+        self.event.principal_identity = principal.identity
+        self.event.principal_kind = principal.kind.value
+        caller = await self._access.caller(
+            principal, self._meta.organisation_ref, self._meta.project_ref
+        )
+        self.event.organisation_identity = caller.organisation.identity
+        self.event.project_identity = caller.project_identity
+        if require_feature and not caller.organisation.kms_enabled:
+            raise KmsNotEnabled()
+        return caller
+
+    def at_region(self, region: Region) -> None:
+        self.event.region = region.slug
+
+    def touch(self, key: Key) -> None:
+        self.event.resource_identity = key.identity
+        self.event.key_slug = key.slug
+        self.event.key_type = key.key_type.value
+
+    async def __aenter__(self) -> Operation:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            self.event.outcome = "failure"
+            self.event.error_code = exc.code if isinstance(exc, CofferError) else "internal"
+        if self._sink is None:
+            return
+        try:
+            await self._sink.write(self.event)
+        except Exception as write_error:
+            log.exception("audit record %s could not be written", self.event.event_id)
+            raise Unavailable("the audit log cannot be written") from write_error
+
+
+class Operations:
+    def __init__(
+        self, access: AccessService, sink: AuditSink, clock: Callable[[], datetime]
+    ) -> None:
+        self._access = access
+        self._sink = sink
+        self._clock = clock
+
+    def begin(self, meta: RequestMeta, action: str | None) -> Operation:
+        """An operation for ``action`` (``None``: a read the audit table does not list)."""
+        event = AuditEvent(
+            event_id=secrets.token_hex(16),
+            created_at=self._clock(),
+            action=action or "",
+            request_id=meta.request_id,
+            client_ip=meta.client_ip,
+            user_agent=meta.user_agent,
+        )
+        return Operation(self._access, self._sink if action else None, meta, event)

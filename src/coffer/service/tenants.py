@@ -1,0 +1,95 @@
+"""Organisations and their administrators."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from coffer.crypto.root import RootKeyProvider
+from coffer.crypto.wrapping import WRAPPING_KEY_BYTES, kek_aad
+from coffer.domain.identity import (
+    BINDING_PREFIX,
+    ORGANISATION_PREFIX,
+    TOKEN_PREFIX,
+    USER_PREFIX,
+    new_identity,
+)
+from coffer.domain.permissions import RoleBinding, ScopeKind
+from coffer.domain.slugs import slugify
+from coffer.domain.tenants import Organisation, Principal, PrincipalKind
+from coffer.iam.tokens import new_token, token_digest
+from coffer.storage.repositories import Store, Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrapped:
+    """What ``coffer init`` shows once: the organisation and the administrator's token."""
+
+    organisation: Organisation
+    principal: Principal
+    token: str = field(repr=False)
+
+
+class TenantService:
+    def __init__(self, store: Store, root: RootKeyProvider, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._root = root
+        self._clock = clock
+
+    async def _add_organisation(
+        self, tx: Transaction, name: str, slug: str | None, kms_enabled: bool
+    ) -> Organisation:
+        organisation = Organisation(
+            identity=new_identity(ORGANISATION_PREFIX),
+            slug=slug or slugify(name),
+            name=name,
+            kms_enabled=kms_enabled,
+            created_at=self._clock(),
+            object_version=1,
+        )
+        # Each organisation has its own KEK, stored only wrapped by the root key; destroying it
+        # crypto-shreds every key of the organisation.
+        kek = os.urandom(WRAPPING_KEY_BYTES)
+        await tx.add_organisation(
+            organisation, self._root.wrap(kek, kek_aad(organisation.identity))
+        )
+        return organisation
+
+    async def bootstrap(self, organisation_name: str = "Default") -> Bootstrapped:
+        """The first organisation (slug ``default``, KMS on) and a platform administrator whose
+        token holds ``kms:FullAccess`` on it, in one transaction."""
+        now = self._clock()
+        principal = Principal(
+            identity=new_identity(USER_PREFIX),
+            kind=PrincipalKind.USER,
+            name="admin",
+            platform_admin=True,
+            created_at=now,
+        )
+        token = new_token()
+        async with self._store.transaction() as tx:
+            organisation = await self._add_organisation(
+                tx, organisation_name, "default", kms_enabled=True
+            )
+            await tx.add_principal(principal)
+            await tx.add_token(
+                new_identity(TOKEN_PREFIX),
+                principal.identity,
+                token_digest(token),
+                now,
+                None,
+            )
+            await tx.add_binding(
+                RoleBinding(
+                    identity=new_identity(BINDING_PREFIX),
+                    principal_identity=principal.identity,
+                    organisation_identity=organisation.identity,
+                    policy="kms:FullAccess",
+                    scope_kind=ScopeKind.ORGANISATION,
+                    scope_identity=None,
+                ),
+                now,
+            )
+        return Bootstrapped(organisation, principal, token)

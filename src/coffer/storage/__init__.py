@@ -1,0 +1,1 @@
+"""Persistence: repository protocols, their SQL implementation and the schema's migrations."""

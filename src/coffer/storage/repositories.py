@@ -1,0 +1,111 @@
+"""The storage ports the service layer depends on.
+
+Reads go through ``Store``; every write happens inside one ``Transaction`` (all or nothing), so a
+failed request never leaves a partial write behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from coffer.domain.keys import Key, KeyStatus
+from coffer.domain.keytypes import KeyType
+from coffer.domain.permissions import RoleBinding
+from coffer.domain.tenants import Organisation, Principal, Project
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    identity: str
+    principal: Principal
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFilter:
+    """List filters of spec §5.2; every given one must match."""
+
+    identity: str | None = None
+    name: str | None = None
+    slug: str | None = None
+    status: KeyStatus | None = None
+    key_type: KeyType | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class Transaction(Protocol):
+    async def add_organisation(self, organisation: Organisation, wrapped_kek: bytes) -> None: ...
+
+    async def add_project(self, project: Project) -> None: ...
+
+    async def add_principal(self, principal: Principal) -> None: ...
+
+    async def add_token(
+        self,
+        identity: str,
+        principal_identity: str,
+        digest: bytes,
+        created_at: datetime,
+        expires_at: datetime | None,
+    ) -> None: ...
+
+    async def add_binding(self, binding: RoleBinding, created_at: datetime) -> None: ...
+
+    async def add_key(self, key: Key, wrapped_versions: Mapping[int, bytes]) -> None:
+        """Insert a key and its versions; ``Conflict`` if the slug is taken in its scope."""
+        ...
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` if the database cannot be reached."""
+        ...
+
+    async def find_organisation(self, ref: str) -> Organisation | None: ...
+
+    async def wrapped_kek(self, organisation_identity: str) -> bytes | None: ...
+
+    async def find_project(self, organisation_identity: str, ref: str) -> Project | None: ...
+
+    async def find_token(self, digest: bytes) -> TokenRecord | None: ...
+
+    async def bindings(
+        self, principal_identity: str, organisation_identity: str
+    ) -> Sequence[RoleBinding]: ...
+
+    async def find_key(
+        self,
+        organisation_identity: str,
+        region: str,
+        project_identity: str | None,
+        ref: str,
+    ) -> Key | None:
+        """The key of that scope whose identity or slug is ``ref`` (identity wins)."""
+        ...
+
+    async def list_keys(
+        self,
+        organisation_identity: str,
+        region: str,
+        project_identity: str | None,
+        key_filter: KeyFilter,
+    ) -> Sequence[Key]:
+        """Keys of one scope, ordered by (createdAt, identity)."""
+        ...
+
+    async def count_keys(
+        self, organisation_identity: str, project_identity: str | None
+    ) -> Mapping[tuple[str, KeyStatus], int]:
+        """Number of keys of one scope by (region, status)."""
+        ...
+
+    async def wrapped_version(self, key_identity: str, version: int) -> bytes | None: ...

@@ -1,0 +1,177 @@
+"""The relational schema (SQLAlchemy Core), one definition for SQLite and PostgreSQL.
+
+Changes to it are made only through a migration in ``storage/migrations/versions``.
+Times are stored as timezone-aware UTC datetimes. A key's project is stored as ``""`` for
+organisation-scoped keys so that the slug uniqueness constraint also holds for them (NULLs are
+distinct in unique constraints on both engines).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Timestamp = DateTime(timezone=True)
+
+organisations = Table(
+    "organisations",
+    metadata,
+    Column("identity", String(64), primary_key=True),
+    Column("slug", String(63), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("kms_enabled", Boolean, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("object_version", Integer, nullable=False),
+)
+
+organisation_keks = Table(
+    "organisation_keks",
+    metadata,
+    Column(
+        "organisation_identity",
+        String(64),
+        ForeignKey("organisations.identity"),
+        primary_key=True,
+    ),
+    Column("wrapped_kek", LargeBinary, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("identity", String(64), primary_key=True),
+    Column(
+        "organisation_identity",
+        String(64),
+        ForeignKey("organisations.identity"),
+        nullable=False,
+    ),
+    Column("slug", String(63), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("organisation_identity", "slug"),
+)
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("identity", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("platform_admin", Boolean, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("identity", String(64), primary_key=True),
+    Column(
+        "principal_identity",
+        String(64),
+        ForeignKey("principals.identity"),
+        nullable=False,
+    ),
+    # SHA-256 of the token; the token itself is never stored.
+    Column("digest", LargeBinary(32), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=True),
+    Column("revoked_at", Timestamp, nullable=True),
+)
+
+role_bindings = Table(
+    "role_bindings",
+    metadata,
+    Column("identity", String(64), primary_key=True),
+    Column(
+        "principal_identity",
+        String(64),
+        ForeignKey("principals.identity"),
+        nullable=False,
+        index=True,
+    ),
+    Column(
+        "organisation_identity",
+        String(64),
+        ForeignKey("organisations.identity"),
+        nullable=False,
+    ),
+    Column("policy", String(64), nullable=False),
+    Column("scope_kind", String(32), nullable=False),
+    Column("scope_identity", String(64), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+keys = Table(
+    "keys",
+    metadata,
+    Column("identity", String(64), primary_key=True),
+    Column(
+        "organisation_identity",
+        String(64),
+        ForeignKey("organisations.identity"),
+        nullable=False,
+    ),
+    Column("region", String(64), nullable=False),
+    Column("project_identity", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("slug", String(63), nullable=False),
+    Column("description", String(1024), nullable=True),
+    Column("labels", JSON, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("key_type", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("export_allowed", Boolean, nullable=False),
+    Column("imported", Boolean, nullable=False),
+    Column("allow_rotation", Boolean, nullable=False),
+    Column("key_rotation_enabled", Boolean, nullable=False),
+    Column("rotation_period_days", Integer, nullable=True),
+    Column("latest_version", Integer, nullable=False),
+    Column("min_decryption_version", Integer, nullable=False),
+    Column("deletion_scheduled_at", Timestamp, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("object_version", Integer, nullable=False),
+    UniqueConstraint("organisation_identity", "region", "project_identity", "slug"),
+    # Listing walks one scope in (createdAt, identity) order.
+    Index(
+        "ix_keys_scope_created",
+        "organisation_identity",
+        "region",
+        "project_identity",
+        "created_at",
+        "identity",
+    ),
+)
+
+key_versions = Table(
+    "key_versions",
+    metadata,
+    Column("key_identity", String(64), ForeignKey("keys.identity"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    # Material wrapped by the organisation KEK, bound to (organisation, key, version, type).
+    Column("wrapped_material", LargeBinary, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)

@@ -1,0 +1,429 @@
+"""``Store`` and ``Transaction`` on SQLAlchemy Core: one code path for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from coffer.domain.keys import Key, KeyStatus, KeyVersion
+from coffer.domain.keytypes import KeyType
+from coffer.domain.permissions import RoleBinding, ScopeKind
+from coffer.domain.tenants import Organisation, Principal, PrincipalKind, Project
+from coffer.errors import Conflict, Unavailable
+from coffer.storage import schema
+from coffer.storage.repositories import KeyFilter, TokenRecord
+
+_ORG_SCOPE = ""
+
+
+def _project_column(project_identity: str | None) -> str:
+    return project_identity if project_identity is not None else _ORG_SCOPE
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
+def _identity_first(rows: Sequence[Row[Any]], ref: str) -> list[Row[Any]]:
+    """Rows matched by identity or slug, the identity match first (it wins over a slug)."""
+    return sorted(rows, key=lambda row: row.identity != ref)
+
+
+def _organisation(row: Row[Any]) -> Organisation:
+    return Organisation(
+        identity=row.identity,
+        slug=row.slug,
+        name=row.name,
+        kms_enabled=row.kms_enabled,
+        created_at=_utc(row.created_at),
+        object_version=row.object_version,
+    )
+
+
+def _principal(row: Row[Any]) -> Principal:
+    return Principal(
+        identity=row.identity,
+        kind=PrincipalKind(row.kind),
+        name=row.name,
+        platform_admin=row.platform_admin,
+        created_at=_utc(row.created_at),
+    )
+
+
+def _key(row: Row[Any], versions: Sequence[KeyVersion]) -> Key:
+    return Key(
+        identity=row.identity,
+        organisation_identity=row.organisation_identity,
+        region=row.region,
+        project_identity=row.project_identity or None,
+        name=row.name,
+        slug=row.slug,
+        description=row.description,
+        key_type=KeyType(row.key_type),
+        status=KeyStatus(row.status),
+        export_allowed=row.export_allowed,
+        imported=row.imported,
+        allow_rotation=row.allow_rotation,
+        key_rotation_enabled=row.key_rotation_enabled,
+        rotation_period_days=row.rotation_period_days,
+        latest_version=row.latest_version,
+        min_decryption_version=row.min_decryption_version,
+        versions=tuple(versions),
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+        object_version=row.object_version,
+        deletion_scheduled_at=_utc_or_none(row.deletion_scheduled_at),
+        labels=dict(row.labels),
+        annotations=dict(row.annotations),
+    )
+
+
+class SqlTransaction:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._conn = connection
+
+    async def add_organisation(self, organisation: Organisation, wrapped_kek: bytes) -> None:
+        await self._conn.execute(
+            schema.organisations.insert().values(
+                identity=organisation.identity,
+                slug=organisation.slug,
+                name=organisation.name,
+                kms_enabled=organisation.kms_enabled,
+                created_at=organisation.created_at,
+                object_version=organisation.object_version,
+            )
+        )
+        await self._conn.execute(
+            schema.organisation_keks.insert().values(
+                organisation_identity=organisation.identity,
+                wrapped_kek=wrapped_kek,
+                created_at=organisation.created_at,
+            )
+        )
+
+    async def add_project(self, project: Project) -> None:
+        await self._conn.execute(
+            schema.projects.insert().values(
+                identity=project.identity,
+                organisation_identity=project.organisation_identity,
+                slug=project.slug,
+                name=project.name,
+                created_at=project.created_at,
+            )
+        )
+
+    async def add_principal(self, principal: Principal) -> None:
+        await self._conn.execute(
+            schema.principals.insert().values(
+                identity=principal.identity,
+                kind=principal.kind.value,
+                name=principal.name,
+                platform_admin=principal.platform_admin,
+                created_at=principal.created_at,
+            )
+        )
+
+    async def add_token(
+        self,
+        identity: str,
+        principal_identity: str,
+        digest: bytes,
+        created_at: datetime,
+        expires_at: datetime | None,
+    ) -> None:
+        await self._conn.execute(
+            schema.tokens.insert().values(
+                identity=identity,
+                principal_identity=principal_identity,
+                digest=digest,
+                created_at=created_at,
+                expires_at=expires_at,
+            )
+        )
+
+    async def add_binding(self, binding: RoleBinding, created_at: datetime) -> None:
+        await self._conn.execute(
+            schema.role_bindings.insert().values(
+                identity=binding.identity,
+                principal_identity=binding.principal_identity,
+                organisation_identity=binding.organisation_identity,
+                policy=binding.policy,
+                scope_kind=binding.scope_kind.value,
+                scope_identity=binding.scope_identity,
+                created_at=created_at,
+            )
+        )
+
+    async def add_key(self, key: Key, wrapped_versions: Mapping[int, bytes]) -> None:
+        await self._conn.execute(
+            schema.keys.insert().values(
+                identity=key.identity,
+                organisation_identity=key.organisation_identity,
+                region=key.region,
+                project_identity=_project_column(key.project_identity),
+                name=key.name,
+                slug=key.slug,
+                description=key.description,
+                labels=dict(key.labels),
+                annotations=dict(key.annotations),
+                key_type=key.key_type.value,
+                status=key.status.value,
+                export_allowed=key.export_allowed,
+                imported=key.imported,
+                allow_rotation=key.allow_rotation,
+                key_rotation_enabled=key.key_rotation_enabled,
+                rotation_period_days=key.rotation_period_days,
+                latest_version=key.latest_version,
+                min_decryption_version=key.min_decryption_version,
+                deletion_scheduled_at=key.deletion_scheduled_at,
+                created_at=key.created_at,
+                updated_at=key.updated_at,
+                object_version=key.object_version,
+            )
+        )
+        created = {v.version: v.created_at for v in key.versions}
+        await self._conn.execute(
+            schema.key_versions.insert(),
+            [
+                {
+                    "key_identity": key.identity,
+                    "version": version,
+                    "wrapped_material": blob,
+                    "created_at": created[version],
+                }
+                for version, blob in wrapped_versions.items()
+            ],
+        )
+
+
+class SqlStore:
+    """The SQL implementation of ``Store``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlTransaction]:
+        try:
+            async with self._engine.begin() as connection:
+                yield SqlTransaction(connection)
+        except IntegrityError:
+            raise Conflict() from None
+        except DBAPIError as exc:
+            raise Unavailable() from exc
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._engine.connect() as connection:
+                yield connection
+        except DBAPIError as exc:
+            raise Unavailable() from exc
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        async with self._read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def find_organisation(self, ref: str) -> Organisation | None:
+        table = schema.organisations
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(table).where(or_(table.c.identity == ref, table.c.slug == ref))
+                )
+            ).all()
+        rows = _identity_first(rows, ref)
+        return _organisation(rows[0]) if rows else None
+
+    async def wrapped_kek(self, organisation_identity: str) -> bytes | None:
+        table = schema.organisation_keks
+        async with self._read() as conn:
+            blob = await conn.scalar(
+                select(table.c.wrapped_kek).where(
+                    table.c.organisation_identity == organisation_identity
+                )
+            )
+        return bytes(blob) if blob is not None else None
+
+    async def find_project(self, organisation_identity: str, ref: str) -> Project | None:
+        table = schema.projects
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(table).where(
+                        table.c.organisation_identity == organisation_identity,
+                        or_(table.c.identity == ref, table.c.slug == ref),
+                    )
+                )
+            ).all()
+        rows = _identity_first(rows, ref)
+        if not rows:
+            return None
+        row = rows[0]
+        return Project(
+            identity=row.identity,
+            organisation_identity=row.organisation_identity,
+            slug=row.slug,
+            name=row.name,
+            created_at=_utc(row.created_at),
+        )
+
+    async def find_token(self, digest: bytes) -> TokenRecord | None:
+        tokens, principals = schema.tokens, schema.principals
+        query = (
+            select(
+                tokens.c.identity.label("token_identity"),
+                tokens.c.expires_at,
+                tokens.c.revoked_at,
+                principals,
+            )
+            .join(principals, principals.c.identity == tokens.c.principal_identity)
+            .where(tokens.c.digest == digest)
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return TokenRecord(
+            identity=row.token_identity,
+            principal=_principal(row),
+            expires_at=_utc_or_none(row.expires_at),
+            revoked_at=_utc_or_none(row.revoked_at),
+        )
+
+    async def bindings(
+        self, principal_identity: str, organisation_identity: str
+    ) -> Sequence[RoleBinding]:
+        table = schema.role_bindings
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(table).where(
+                        table.c.principal_identity == principal_identity,
+                        table.c.organisation_identity == organisation_identity,
+                    )
+                )
+            ).all()
+        return [
+            RoleBinding(
+                identity=row.identity,
+                principal_identity=row.principal_identity,
+                organisation_identity=row.organisation_identity,
+                policy=row.policy,
+                scope_kind=ScopeKind(row.scope_kind),
+                scope_identity=row.scope_identity,
+            )
+            for row in rows
+        ]
+
+    async def _with_versions(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> list[Key]:
+        if not rows:
+            return []
+        table = schema.key_versions
+        version_rows = await conn.execute(
+            select(table.c.key_identity, table.c.version, table.c.created_at)
+            .where(table.c.key_identity.in_([row.identity for row in rows]))
+            .order_by(table.c.key_identity, table.c.version)
+        )
+        versions: dict[str, list[KeyVersion]] = defaultdict(list)
+        for v in version_rows:
+            versions[v.key_identity].append(KeyVersion(v.version, _utc(v.created_at)))
+        return [_key(row, versions[row.identity]) for row in rows]
+
+    async def find_key(
+        self,
+        organisation_identity: str,
+        region: str,
+        project_identity: str | None,
+        ref: str,
+    ) -> Key | None:
+        table = schema.keys
+        query = select(table).where(
+            table.c.organisation_identity == organisation_identity,
+            table.c.region == region,
+            table.c.project_identity == _project_column(project_identity),
+            or_(table.c.identity == ref, table.c.slug == ref),
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+            found = await self._with_versions(conn, _identity_first(rows, ref)[:1])
+        return found[0] if found else None
+
+    async def list_keys(
+        self,
+        organisation_identity: str,
+        region: str,
+        project_identity: str | None,
+        key_filter: KeyFilter,
+    ) -> Sequence[Key]:
+        table = schema.keys
+        conditions = [
+            table.c.organisation_identity == organisation_identity,
+            table.c.region == region,
+            table.c.project_identity == _project_column(project_identity),
+        ]
+        if key_filter.identity is not None:
+            conditions.append(table.c.identity == key_filter.identity)
+        if key_filter.name is not None:
+            conditions.append(table.c.name == key_filter.name)
+        if key_filter.slug is not None:
+            conditions.append(table.c.slug == key_filter.slug)
+        if key_filter.status is not None:
+            conditions.append(table.c.status == key_filter.status.value)
+        if key_filter.key_type is not None:
+            conditions.append(table.c.key_type == key_filter.key_type.value)
+        query = (
+            select(table).where(and_(*conditions)).order_by(table.c.created_at, table.c.identity)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+            if key_filter.labels:
+                wanted = key_filter.labels.items()
+                rows = [row for row in rows if wanted <= dict(row.labels).items()]
+            return await self._with_versions(conn, rows)
+
+    async def count_keys(
+        self, organisation_identity: str, project_identity: str | None
+    ) -> Mapping[tuple[str, KeyStatus], int]:
+        table = schema.keys
+        query = (
+            select(table.c.region, table.c.status, func.count())
+            .where(
+                table.c.organisation_identity == organisation_identity,
+                table.c.project_identity == _project_column(project_identity),
+            )
+            .group_by(table.c.region, table.c.status)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {(region, KeyStatus(status)): count for region, status, count in rows}
+
+    async def wrapped_version(self, key_identity: str, version: int) -> bytes | None:
+        table = schema.key_versions
+        async with self._read() as conn:
+            blob = await conn.scalar(
+                select(table.c.wrapped_material).where(
+                    table.c.key_identity == key_identity, table.c.version == version
+                )
+            )
+        return bytes(blob) if blob is not None else None
