@@ -26,7 +26,12 @@ from coffer.service.keys import KeyService
 from coffer.service.operations import Operations
 from coffer.service.services import Services
 from coffer.service.tenants import Bootstrapped, TenantService
-from coffer.storage.database import create_engine_for, schema_revision, upgrade
+from coffer.storage.database import (
+    DatabaseUnreadable,
+    create_engine_for,
+    schema_revision,
+    upgrade,
+)
 from coffer.storage.sql import SqlStore
 
 SQLITE_FILES = ("", "-wal", "-shm", "-journal")
@@ -146,9 +151,18 @@ def open_data_dir(settings: Settings) -> RootKeyProvider:
         raise NotInitialised(
             f"{settings.data_dir} is not an initialised Coffer data directory: {hint}"
         )
-    current, head = schema_revision(settings.url)
+    try:
+        current, head = schema_revision(settings.url)
+    except DatabaseUnreadable as exc:
+        raise ConfigError(
+            f"the database of {settings.data_dir} cannot be read ({exc}): restore it from your "
+            "backup"
+        ) from None
     if current is None:
-        raise NotInitialised(f"the database at {settings.data_dir} has no Coffer schema: {hint}")
+        raise NotInitialised(
+            f"the database of {settings.data_dir} holds no Coffer schema: it was not made by "
+            "`coffer init`; move it away, then run `coffer init` on the directory"
+        )
     if current != head:
         upgrade(settings.url)
     try:

@@ -9,6 +9,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -51,6 +52,7 @@ def init(
     ] = OutputFormat.TEXT,
 ) -> None:
     """Create a data directory: database, root key, organisation `default` and an admin token."""
+    os.umask(0o077)  # the database and its journals are for the server's user alone
     try:
         result = asyncio.run(initialise(Settings(data_dir=data_dir)))
     except ConfigError as exc:
@@ -111,6 +113,7 @@ def serve(
     except ConfigError as exc:
         raise _fail(str(exc)) from None
 
+    os.umask(0o077)  # the database's -wal and -shm files are for the server's user alone
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

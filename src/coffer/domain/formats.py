@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from coffer.errors import CofferError
 
 PREFIX = "thalassa"
-_FORMAT = re.compile(r"thalassa:v([1-9][0-9]{0,9}):([A-Za-z0-9+/]*={0,2})")
+_FORMAT = re.compile(r"thalassa:v([1-9][0-9]{0,9}):([A-Za-z0-9+/]+={0,2})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,86 @@
+"""Health, readiness, the OpenAPI document, request ids and the hot path's database use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+
+from coffer.api.routes import ENDPOINTS
+from tests.api.test_access import error
+from tests.conftest import Kms
+
+KEYS = "/v1/kms/nl-01/keys"
+
+
+def test_healthz_needs_no_token(kms: Kms) -> None:
+    response = kms.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_checks_database_and_root_key(kms: Kms) -> None:
+    assert kms.client.get("/readyz").json() == {"status": "ready"}
+    moved = kms.settings.root_key_path.with_suffix(".moved")
+    kms.settings.root_key_path.rename(moved)
+    try:
+        response = kms.client.get("/readyz")
+        error(response, 503, "unavailable")
+        assert str(kms.settings.data_dir) not in response.text
+    finally:
+        moved.rename(kms.settings.root_key_path)
+    assert kms.client.get("/readyz").status_code == 200
+
+
+def test_request_id_is_echoed_or_generated(kms: Kms) -> None:
+    given = kms.client.get("/healthz", headers={"X-Request-Id": "trace-123"})
+    assert given.headers["x-request-id"] == "trace-123"
+    generated = kms.client.get("/healthz")
+    assert len(generated.headers["x-request-id"]) == 32
+    # A header that could inject into logs is replaced, not echoed.
+    hostile = kms.client.get("/healthz", headers={"X-Request-Id": "a b\tc"})
+    assert hostile.headers["x-request-id"] != "a b\tc"
+
+
+def test_unknown_paths_and_methods_get_json_errors(kms: Kms) -> None:
+    error(kms.client.get("/v2/nothing"), 404, "not_found")
+    error(kms.client.delete("/v1/kms/summary"), 405, "method_not_allowed")
+
+
+def test_openapi_document_describes_every_endpoint_from_the_same_types(kms: Kms) -> None:
+    document = kms.client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    for endpoint in ENDPOINTS:
+        operation = document["paths"][endpoint.path][endpoint.method.lower()]
+        assert str(endpoint.status) in operation["responses"]
+    schemas = document["components"]["schemas"]
+    assert {"KmsKey", "CreateKeyRequest", "EncryptRequest", "ErrorBody"} <= set(schemas)
+    create = schemas["CreateKeyRequest"]
+    assert create["required"] == ["name", "keyType"]
+    assert "rotationPeriodInDays" in create["properties"]
+    assert schemas["EncryptRequest"]["properties"]["plaintext"]["contentEncoding"] == "base64"
+    assert set(schemas["KmsKey"]["properties"]) >= {
+        "identity", "slug", "keyType", "status", "latestVersion", "minDecryptionVersion",
+        "versions", "objectVersion", "organisation",
+    }  # fmt: skip
+
+
+def test_warm_hot_path_reads_nothing_from_the_database(kms: Kms) -> None:
+    kms.create_key("k")
+    sealed = kms.post(f"{KEYS}/k/encrypt", {"plaintext": "AA=="}).json()["ciphertext"]
+    kms.post(f"{KEYS}/k/decrypt", {"ciphertext": sealed})
+
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = kms.services.store.engine.sync_engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(5):
+            assert kms.post(f"{KEYS}/k/encrypt", {"plaintext": "AA=="}).status_code == 200
+            assert kms.post(f"{KEYS}/k/decrypt", {"ciphertext": sealed}).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert statements == []

@@ -1,0 +1,150 @@
+"""Fixtures shared by the whole suite: a fresh data directory and an app over it per test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from starlette.testclient import TestClient
+
+from coffer.bootstrap import build_app, initialise
+from coffer.config import RegionSettings, Settings
+from coffer.domain.identity import SERVICE_ACCOUNT_PREFIX, new_identity
+from coffer.domain.permissions import RoleBinding, ScopeKind
+from coffer.domain.tenants import Principal, PrincipalKind, Project
+from coffer.iam.tokens import new_token, token_digest
+from coffer.service.services import Services
+from coffer.service.tenants import Bootstrapped
+
+T = TypeVar("T")
+
+REGIONS = (
+    RegionSettings(slug="nl-01", name="Netherlands 01", kms_available=True),
+    RegionSettings(slug="de-01", name="Germany 01", kms_available=True),
+    RegionSettings(slug="be-01", name="Belgium 01", kms_available=False),
+)
+
+
+@dataclass
+class Kms:
+    """A running app (through its ASGI interface) and the identity ``coffer init`` printed."""
+
+    client: TestClient
+    settings: Settings
+    boot: Bootstrapped
+
+    @property
+    def org(self) -> str:
+        return self.boot.organisation.identity
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.boot.token}", "X-Organisation-Identity": self.org}
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("headers", self.headers)
+        return self.client.get(path, **kwargs)
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("headers", self.headers)
+        return self.client.post(path, json=body, **kwargs)
+
+    @property
+    def services(self) -> Services:
+        found: Services = self.client.app.state.services  # type: ignore[attr-defined]
+        return found
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run an async service call on the app's own event loop."""
+        assert self.client.portal is not None
+        return self.client.portal.call(fn, *args)
+
+    def add_principal(
+        self,
+        policy: str | None,
+        scope_kind: ScopeKind = ScopeKind.ORGANISATION,
+        scope_identity: str | None = None,
+        organisation: str | None = None,
+    ) -> str:
+        """A service account with one role binding (or none); returns its token."""
+
+        async def add() -> str:
+            now = datetime.now(UTC)
+            principal = Principal(
+                new_identity(SERVICE_ACCOUNT_PREFIX),
+                PrincipalKind.SERVICE_ACCOUNT,
+                "sa",
+                False,
+                now,
+            )
+            token = new_token()
+            async with self.services.store.transaction() as tx:
+                await tx.add_principal(principal)
+                await tx.add_token(
+                    new_identity("tok"), principal.identity, token_digest(token), now, None
+                )
+                if policy is not None:
+                    binding = RoleBinding(
+                        new_identity("rb"),
+                        principal.identity,
+                        organisation or self.org,
+                        policy,
+                        scope_kind,
+                        scope_identity,
+                    )
+                    await tx.add_binding(binding, now)
+            return token
+
+        return self.run(add)
+
+    def add_project(self, name: str) -> Project:
+        project = Project(new_identity("prj"), self.org, name, name, datetime.now(UTC))
+
+        async def add() -> None:
+            async with self.services.store.transaction() as tx:
+                await tx.add_project(project)
+
+        self.run(add)
+        return project
+
+    def create_key(
+        self, name: str, key_type: str = "aes256-gcm96", **fields: Any
+    ) -> dict[str, Any]:
+        response = self.post("/v1/kms/nl-01/keys", {"name": name, "keyType": key_type, **fields})
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(data_dir=data_dir, regions=REGIONS, **overrides)
+
+
+def initialised(settings: Settings) -> Bootstrapped:
+    return asyncio.run(initialise(settings))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def kms(settings: Settings) -> Iterator[Kms]:
+    boot = initialised(settings)
+    with TestClient(build_app(settings), raise_server_exceptions=False) as client:
+        yield Kms(client, settings, boot)
+
+
+@pytest.fixture(scope="module")
+def module_kms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kms]:
+    """One app for a whole module (property tests run many examples against it)."""
+    settings = make_settings(tmp_path_factory.mktemp("kms") / "data")
+    boot = initialised(settings)
+    with TestClient(build_app(settings), raise_server_exceptions=False) as client:
+        yield Kms(client, settings, boot)

@@ -1,0 +1,117 @@
+"""No key material is ever written to disk unwrapped (ARCHITECTURE §2: every stored key is wrapped
+under the key one level up).
+
+The test unwraps the material itself, from the stored blobs, with the root key file, and then
+searches every byte of the data directory (database, ``-wal`` and ``-shm``) for it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from coffer.bootstrap import build_app
+from coffer.config import Settings
+from coffer.crypto.root import FileRootKey
+from coffer.crypto.wrapping import Wrapper, kek_aad, key_version_aad
+from coffer.service.services import Services
+from tests.conftest import Kms, initialised
+
+KEY_BYTES = {"aes128-gcm96": 16, "aes256-gcm96": 32, "chacha20-poly1305": 32}
+KEYS_PER_TYPE = 3
+
+
+def encodings(secret: bytes) -> dict[str, bytes]:
+    """The forms a careless store might write ``secret`` in."""
+    return {
+        "raw": secret,
+        "hex": secret.hex().encode(),
+        "HEX": secret.hex().upper().encode(),
+        "base64": base64.b64encode(secret).rstrip(b"="),
+        "base64url": base64.urlsafe_b64encode(secret).rstrip(b"="),
+    }
+
+
+def data_files(data_dir: Path) -> list[Path]:
+    """Every file of the data directory except the root key, which is the one allowed secret."""
+    return sorted(p for p in data_dir.rglob("*") if p.is_file() and p.name != "root.key")
+
+
+def findings(secrets: dict[str, bytes], files: Iterable[Path]) -> list[str]:
+    found = []
+    for path in files:
+        content = path.read_bytes()
+        for label, secret in secrets.items():
+            for form, needle in encodings(secret).items():
+                if needle in content:
+                    found.append(f"{label} ({form}) in {path.name}")
+    return found
+
+
+def build_services_of(client: TestClient) -> Services:
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    return services
+
+
+def unwrapped_material(kms: Kms, services: Services, keys: dict[str, str]) -> dict[str, bytes]:
+    """The organisation KEK and version 1 of every key in ``keys`` (identity → type), unwrapped
+    from what the store holds, with the root key read from its file."""
+    portal = kms.client.portal
+    assert portal is not None, "the TestClient must be entered (its lifespan running)"
+    call = portal.call
+    root = FileRootKey.load(kms.settings.root_key_path)
+    wrapped_kek = call(services.store.wrapped_kek, kms.org)
+    assert wrapped_kek is not None
+    kek_bytes = root.unwrap(wrapped_kek, kek_aad(kms.org))
+    kek = Wrapper(kek_bytes)
+    secrets = {"organisation KEK": kek_bytes}
+    for identity, key_type in keys.items():
+        blob = call(services.store.wrapped_version, identity, 1)
+        assert blob is not None, identity
+        material = kek.unwrap(blob, key_version_aad(kms.org, identity, 1, key_type))
+        assert len(material) == KEY_BYTES[key_type], (identity, key_type)
+        secrets[f"{key_type} key {identity} v1"] = material
+    return secrets
+
+
+def test_data_directory_never_holds_unwrapped_key_material(settings: Settings) -> None:
+    boot = initialised(settings)
+    with TestClient(build_app(settings), raise_server_exceptions=False) as client:
+        kms = Kms(client, settings, boot)
+        keys: dict[str, str] = {}
+        for key_type in KEY_BYTES:
+            for n in range(KEYS_PER_TYPE):
+                key = kms.create_key(f"{key_type}-{n}", key_type)
+                keys[key["identity"]] = key_type
+                path = f"/v1/kms/nl-01/keys/{key['identity']}"
+                encrypted = kms.post(f"{path}/encrypt", {"plaintext": "c2VjcmV0"})
+                assert encrypted.status_code == 200, encrypted.text
+                decrypted = kms.post(
+                    f"{path}/decrypt", {"ciphertext": encrypted.json()["ciphertext"]}
+                )
+                assert decrypted.json()["plaintext"] == "c2VjcmV0", decrypted.text
+
+        services: Services = build_services_of(client)
+        secrets = unwrapped_material(kms, services, keys)
+        secrets["root key"] = settings.root_key_path.read_bytes()
+        assert len(secrets) == 2 + len(KEY_BYTES) * KEYS_PER_TYPE
+        assert len(set(secrets.values())) == len(secrets), "every secret is distinct"
+
+        # The search can fail: each secret, in each form, is found in a file that holds it.
+        for label, secret in secrets.items():
+            for form, needle in encodings(secret).items():
+                scratch = settings.data_dir.parent / "scratch.bin"
+                scratch.write_bytes(b"\x00padding" + needle + b"padding\x00")
+                assert f"{label} ({form}) in scratch.bin" in findings({label: secret}, [scratch])
+
+        live = data_files(settings.data_dir)
+        assert {p.name for p in live} >= {"coffer.db", "coffer.db-wal", "coffer.db-shm"}, live
+        assert findings(secrets, live) == []
+
+    # Closing the last connection checkpoints the WAL into the database file.
+    closed = data_files(settings.data_dir)
+    assert "coffer.db" in {p.name for p in closed}
+    assert findings(secrets, closed) == []
