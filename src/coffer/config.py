@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 DATABASE_FILE = "coffer.db"
 ROOT_KEY_FILE = "root.key"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 
@@ -48,7 +49,6 @@ class Settings:
     #: Largest request body accepted (a 65,535-byte plaintext is ~87 KiB of JSON).
     max_body_bytes: int = 1 << 20
     log_level: str = "info"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def database_path(self) -> Path:
@@ -118,15 +118,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
         values["regions"] = _regions(raw["regions"], str(path))
     for name in ("cache_size", "max_body_bytes"):
         if name in raw:
-            if not isinstance(raw[name], int) or raw[name] < 1:
+            if not isinstance(raw[name], int) or isinstance(raw[name], bool) or raw[name] < 1:
                 raise ConfigError(f"{path}: '{name}' must be a positive integer")
             values[name] = raw[name]
     if "cache_ttl_seconds" in raw:
-        if not isinstance(raw["cache_ttl_seconds"], int | float) or raw["cache_ttl_seconds"] <= 0:
+        ttl = raw["cache_ttl_seconds"]
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
             raise ConfigError(f"{path}: 'cache_ttl_seconds' must be a positive number")
         values["cache_ttl_seconds"] = float(raw["cache_ttl_seconds"])
     if "log_level" in raw:
-        values["log_level"] = str(raw["log_level"])
+        if raw["log_level"] not in LOG_LEVELS:
+            raise ConfigError(f"{path}: 'log_level' must be one of {', '.join(LOG_LEVELS)}")
+        values["log_level"] = raw["log_level"]
     return values
 
 

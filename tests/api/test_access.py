@@ -172,3 +172,73 @@ def test_other_organisations_keys_are_invisible(kms: Kms) -> None:
     assert created.json()["identity"] != key["identity"]
     # And organisation 1's token is not a member of organisation 2.
     error(kms.get(KEYS, headers={**kms.headers, "X-Organisation-Identity": org2}), 403, "forbidden")
+
+
+# --- validation comes after access (spec §1.1: validation is step 8) --------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", KEYS, b"{not json"),
+        ("POST", KEYS, b'{"nam": 1}'),
+        ("POST", f"{KEYS}/k/encrypt", b'{"plaintext": "not base64!"}'),
+        ("POST", f"{KEYS}/k/decrypt", b"[]"),
+        ("GET", f"{KEYS}?status=sleeping", None),
+    ],
+)
+def test_a_bad_request_from_an_unauthenticated_caller_is_401(
+    kms: Kms, method: str, path: str, body: bytes | None
+) -> None:
+    kms.create_key("k")
+    response = kms.client.request(
+        method, path, content=body, headers={"X-Organisation-Identity": kms.org}
+    )
+    error(response, 401, "unauthenticated")
+
+
+def test_an_oversized_body_from_an_unauthenticated_caller_is_401(kms: Kms) -> None:
+    response = kms.client.post(f"{KEYS}/k/encrypt", content=b"x" * (2 << 20), headers={})
+    error(response, 401, "unauthenticated")
+
+
+def test_a_bad_body_for_a_key_the_caller_cannot_see_is_404(kms: Kms) -> None:
+    error(kms.post(f"{KEYS}/nope/encrypt", {"plaintext": "not base64!"}), 404, "key_not_found")
+    error(kms.post(f"{KEYS}/nope/decrypt", {"wrong": 1}), 404, "key_not_found")
+    error(kms.post("/v1/kms/xx-99/keys", {"nam": 1}), 404, "region_not_found")
+
+
+def test_a_bad_create_request_without_create_permission_is_403(kms: Kms) -> None:
+    reader = kms.add_principal("kms:ReadAccess")
+    headers = {"Authorization": f"Bearer {reader}", "X-Organisation-Identity": kms.org}
+    error(kms.post(KEYS, {"nam": 1}, headers=headers), 403, "forbidden")
+
+
+def test_audit_readers_cannot_tell_whether_a_key_exists(kms: Kms) -> None:
+    key = kms.create_key("payments")
+    auditor = kms.add_principal("audit:ReadAccess")
+    headers = {"Authorization": f"Bearer {auditor}", "X-Organisation-Identity": kms.org}
+    existing = error(kms.get(f"{KEYS}/{key['identity']}", headers=headers), 404, "key_not_found")
+    missing = error(kms.get(f"{KEYS}/no-such-key", headers=headers), 404, "key_not_found")
+    assert existing["message"] == missing["message"]
+
+
+def test_summary_counts_need_list_permission(kms: Kms) -> None:
+    key = kms.create_key("payments")
+    kms.create_key("other")
+    key_user = kms.add_principal("kms:Encrypt", ScopeKind.KEY, key["identity"])
+    headers = {"Authorization": f"Bearer {key_user}", "X-Organisation-Identity": kms.org}
+    summary = kms.get("/v1/kms/summary", headers=headers)
+    assert summary.status_code == 200
+    assert summary.json()["featureEnabled"] is True
+    assert all(r["totalKeys"] == 0 for r in summary.json()["regions"])
+    own = {r["slug"]: r["totalKeys"] for r in kms.get("/v1/kms/summary").json()["regions"]}
+    assert own["nl-01"] == 2
+
+
+def test_very_long_references_are_refused_without_a_lookup(kms: Kms) -> None:
+    error(kms.get(f"{KEYS}/{'k' * 5000}"), 404, "key_not_found")
+    error(kms.get(KEYS, headers={**kms.headers, "X-Organisation-Identity": "o" * 5000}), 403,
+          "forbidden")  # fmt: skip
+    error(kms.get(KEYS, headers={**kms.headers, "Authorization": "Bearer " + "t" * 5000}), 401,
+          "unauthenticated")  # fmt: skip

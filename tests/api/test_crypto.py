@@ -195,3 +195,28 @@ def test_property_any_single_byte_change_of_the_body_is_invalid_ciphertext(
     response = decrypt(keys, key_type, f"{prefix}:{b64(bytes(raw))}")
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_ciphertext"
+
+
+def test_material_is_loaded_from_storage_when_not_in_memory(kms: Kms) -> None:
+    """What a restarted server does: unwrap the stored material, and it decrypts."""
+    kms.create_key("k")
+    sealed = encrypt(kms, "k", b"kept")
+    kms.services.keyring._handles.clear()
+    opened = decrypt(kms, "k", sealed["ciphertext"])
+    assert opened.status_code == 200
+    assert base64.b64decode(opened.json()["plaintext"]) == b"kept"
+
+
+def test_a_second_app_on_the_same_data_directory_decrypts(kms: Kms) -> None:
+    from starlette.testclient import TestClient
+
+    from coffer.bootstrap import build_app
+
+    kms.create_key("k")
+    sealed = encrypt(kms, "k", b"kept")
+    with TestClient(build_app(kms.settings)) as other:
+        opened = other.post(
+            f"{KEYS}/k/decrypt", json={"ciphertext": sealed["ciphertext"]}, headers=kms.headers
+        )
+    assert opened.status_code == 200
+    assert base64.b64decode(opened.json()["plaintext"]) == b"kept"

@@ -84,3 +84,23 @@ def test_warm_hot_path_reads_nothing_from_the_database(kms: Kms) -> None:
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert statements == []
+
+
+def test_an_unexpected_failure_is_a_500_that_reveals_nothing_but_the_request_id(
+    kms: Kms,
+) -> None:
+    kms.create_key("k")
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database password is hunter2")
+
+    kms.services.keys.get_key = broken  # type: ignore[method-assign]
+    response = kms.get(f"{KEYS}/k", headers={**kms.headers, "X-Request-Id": "req-500"})
+    assert response.status_code == 500
+    assert response.headers["x-request-id"] == "req-500"
+    assert response.json() == {
+        "message": "internal error",
+        "code": "internal",
+        "requestId": "req-500",
+    }
+    assert "hunter2" not in response.text

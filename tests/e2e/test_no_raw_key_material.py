@@ -1,8 +1,10 @@
 """No key material is ever written to disk unwrapped (ARCHITECTURE §2: every stored key is wrapped
 under the key one level up).
 
-The test unwraps the material itself, from the stored blobs, with the root key file, and then
-searches every byte of the data directory (database, ``-wal`` and ``-shm``) for it.
+The test takes each key version's unwrapped material from the service layer (the keyring), checks
+that it is the key in use (it opens a ciphertext the API made) and that it is what the stored blob
+unwraps to, and then searches every byte of the data directory (database, ``-wal`` and ``-shm``)
+for it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 from collections.abc import Iterable
 from pathlib import Path
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from starlette.testclient import TestClient
 
 from coffer.bootstrap import build_app
@@ -22,6 +25,7 @@ from tests.conftest import Kms, initialised
 
 KEY_BYTES = {"aes128-gcm96": 16, "aes256-gcm96": 32, "chacha20-poly1305": 32}
 KEYS_PER_TYPE = 3
+PLAINTEXT = b"secret"
 
 
 def encodings(secret: bytes) -> dict[str, bytes]:
@@ -56,9 +60,10 @@ def build_services_of(client: TestClient) -> Services:
     return services
 
 
-def unwrapped_material(kms: Kms, services: Services, keys: dict[str, str]) -> dict[str, bytes]:
-    """The organisation KEK and version 1 of every key in ``keys`` (identity → type), unwrapped
-    from what the store holds, with the root key read from its file."""
+def unwrapped_material(
+    kms: Kms, services: Services, keys: dict[str, str], sealed: dict[str, str]
+) -> dict[str, bytes]:
+    """The organisation KEK and version 1 of every key in ``keys`` (identity → type)."""
     portal = kms.client.portal
     assert portal is not None, "the TestClient must be entered (its lifespan running)"
     call = portal.call
@@ -69,10 +74,18 @@ def unwrapped_material(kms: Kms, services: Services, keys: dict[str, str]) -> di
     kek = Wrapper(kek_bytes)
     secrets = {"organisation KEK": kek_bytes}
     for identity, key_type in keys.items():
-        blob = call(services.store.wrapped_version, identity, 1)
-        assert blob is not None, identity
-        material = kek.unwrap(blob, key_version_aad(kms.org, identity, 1, key_type))
+        key = call(services.store.find_key, kms.org, "nl-01", None, identity)
+        assert key is not None
+        material = call(services.keyring.material, key, 1)
         assert len(material) == KEY_BYTES[key_type], (identity, key_type)
+        # It is the key in use: it opens what the API sealed with it ...
+        body = base64.b64decode(sealed[identity].removeprefix("thalassa:v1:"))
+        cipher = ChaCha20Poly1305 if key_type == "chacha20-poly1305" else AESGCM
+        assert cipher(material).decrypt(body[:12], body[12:], None) == PLAINTEXT
+        # ... and it is what the stored blob unwraps to.
+        blob = call(services.store.wrapped_version, identity, 1)
+        assert blob is not None
+        assert kek.unwrap(blob, key_version_aad(kms.org, identity, 1, key_type)) == material
         secrets[f"{key_type} key {identity} v1"] = material
     return secrets
 
@@ -82,6 +95,7 @@ def test_data_directory_never_holds_unwrapped_key_material(settings: Settings) -
     with TestClient(build_app(settings), raise_server_exceptions=False) as client:
         kms = Kms(client, settings, boot)
         keys: dict[str, str] = {}
+        sealed: dict[str, str] = {}
         for key_type in KEY_BYTES:
             for n in range(KEYS_PER_TYPE):
                 key = kms.create_key(f"{key_type}-{n}", key_type)
@@ -89,13 +103,14 @@ def test_data_directory_never_holds_unwrapped_key_material(settings: Settings) -
                 path = f"/v1/kms/nl-01/keys/{key['identity']}"
                 encrypted = kms.post(f"{path}/encrypt", {"plaintext": "c2VjcmV0"})
                 assert encrypted.status_code == 200, encrypted.text
+                sealed[key["identity"]] = encrypted.json()["ciphertext"]
                 decrypted = kms.post(
                     f"{path}/decrypt", {"ciphertext": encrypted.json()["ciphertext"]}
                 )
                 assert decrypted.json()["plaintext"] == "c2VjcmV0", decrypted.text
 
         services: Services = build_services_of(client)
-        secrets = unwrapped_material(kms, services, keys)
+        secrets = unwrapped_material(kms, services, keys, sealed)
         secrets["root key"] = settings.root_key_path.read_bytes()
         assert len(secrets) == 2 + len(KEY_BYTES) * KEYS_PER_TYPE
         assert len(set(secrets.values())) == len(secrets), "every secret is distinct"

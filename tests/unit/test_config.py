@@ -40,6 +40,8 @@ def test_regions_come_from_the_toml_file(tmp_path: Path) -> None:
         '[[regions]]\nslug = "nl-01"\n[[regions]]\nslug = "nl-01"',
         "unknown_setting = 1",
         "cache_size = 0",
+        "cache_size = true",
+        'log_level = "loud"',
         "this is not toml",
     ],
 )

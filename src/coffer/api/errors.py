@@ -24,7 +24,6 @@ STATUS: dict[type[errors.CofferError], int] = {
     errors.RequestTooLarge: 413,
     errors.Conflict: 409,
     errors.Unavailable: 503,
-    errors.Internal: 500,
     errors.CofferError: 500,
 }
 
@@ -33,10 +32,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 def status_of(error: errors.CofferError) -> int:
     """The status of the most specific class of ``error`` that the table names."""
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
+    return next(STATUS[cls] for cls in type(error).__mro__ if cls in STATUS)
 
 
 def request_id_of(request: Request) -> str:
@@ -53,14 +49,17 @@ async def coffer_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.CofferError)
     status = status_of(exc)
     request_id = request_id_of(request)
-    if status >= 500:
-        # Details stay in the server log; the client gets the request id to quote.
+    if status < 500:
+        return error_response(status, exc.message, exc.code, request_id)
+    if isinstance(exc, errors.RegionUnavailable):
+        # A configured state, not a fault: nothing to log.
+        return error_response(status, exc.message, exc.code, request_id)
+    # Details (with the cause) stay in the server log; the client gets the request id to quote.
+    if status == 503:
+        log.warning("request %s: %s", request_id, exc.message, exc_info=exc.__cause__)
+    else:
         log.error("request %s failed: %s", request_id, exc.code, exc_info=exc)
-        message = (
-            exc.message if isinstance(exc, errors.RegionUnavailable) else type(exc).default_message
-        )
-        return error_response(status, message, exc.code, request_id)
-    return error_response(status, exc.message, exc.code, request_id)
+    return error_response(status, type(exc).default_message, exc.code, request_id)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -69,14 +68,4 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, str(exc.detail), code, request_id_of(request))
 
 
-async def unexpected_error(request: Request, exc: Exception) -> Response:
-    request_id = request_id_of(request)
-    log.error("request %s failed unexpectedly", request_id, exc_info=exc)
-    return error_response(500, errors.Internal.default_message, "internal", request_id)
-
-
-HANDLERS = {
-    errors.CofferError: coffer_error,
-    HTTPException: http_error,
-    Exception: unexpected_error,
-}
+HANDLERS = {errors.CofferError: coffer_error, HTTPException: http_error}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from typing import Any, TypeVar
@@ -11,11 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from coffer.errors import InvalidRequest, RequestTooLarge
+from coffer.api.errors import error_response
+from coffer.errors import Internal, InvalidRequest, RequestTooLarge
 from coffer.service.context import RequestMeta
 from coffer.service.services import Services
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _BASE64_ERROR = re.compile(r"Invalid base64 encoded string - at `\$\.(\w+)`")
@@ -24,7 +27,8 @@ _VERSION = re.compile(r"[0-9]{1,10}")
 
 
 class RequestIdMiddleware:
-    """Gives every request an id (the caller's ``X-Request-Id`` if sane) and echoes it."""
+    """Gives every request an id (the caller's ``X-Request-Id`` if sane) and echoes it on every
+    response, the 500 of an unexpected exception included (which is answered here)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -45,12 +49,23 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode("ascii"))
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("request %s failed unexpectedly", request_id)
+            if started:
+                raise
+            response = error_response(500, Internal.default_message, Internal.code, request_id)
+            await response(scope, receive, send_with_id)
 
 
 def services(request: Request) -> Services:
@@ -81,20 +96,41 @@ def meta(request: Request) -> RequestMeta:
     )
 
 
-async def body_of(request: Request) -> bytes:
-    """The request body, refused past the configured size without reading it all."""
+class Body:
+    """A request body as read, decoded only when the operation asks for it (after the caller
+    and the key have been checked), so a bad body never answers before a missing token does."""
+
+    __slots__ = ("_data", "_error")
+
+    def __init__(self, data: bytes, error: InvalidRequest | None = None) -> None:
+        self._data = data
+        self._error = error
+
+    def __repr__(self) -> str:
+        return f"<Body {len(self._data)} bytes>"
+
+    def decode(self, type_: type[T]) -> T:
+        """Parse the JSON body into ``type_``; every failure is a 4xx that says what is wrong."""
+        if self._error is not None:
+            raise self._error
+        return decode(self._data, type_)
+
+
+async def read_body(request: Request) -> Body:
+    """Read the body, but no more than the configured size."""
     limit = services(request).settings.max_body_bytes
+    too_large = RequestTooLarge(f"request body must be at most {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and _VERSION.fullmatch(declared) and int(declared) > limit:
-        raise RequestTooLarge(f"request body must be at most {limit} bytes")
+        return Body(b"", too_large)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestTooLarge(f"request body must be at most {limit} bytes")
+            return Body(b"", too_large)
         chunks.append(chunk)
-    return b"".join(chunks)
+    return Body(b"".join(chunks))
 
 
 def decode(body: bytes, type_: type[T]) -> T:
@@ -104,18 +140,14 @@ def decode(body: bytes, type_: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
-        # msgspec reports the failing path in its message; name the field for base64 errors the
-        # way the spec words it.
+        # msgspec names the failing path in its message; say it the way the spec words it for
+        # base64 fields.
         match = _BASE64_ERROR.fullmatch(str(exc))
         if match:
             raise InvalidRequest(f"{match.group(1)} must be valid base64") from None
         raise InvalidRequest(str(exc)) from None
     except msgspec.DecodeError:
         raise InvalidRequest("request body must be valid JSON") from None
-
-
-async def parse(request: Request, type_: type[T]) -> T:
-    return decode(await body_of(request), type_)
 
 
 def json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

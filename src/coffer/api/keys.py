@@ -12,11 +12,10 @@ from coffer.api.schemas import (
     KmsKey,
     OrganisationView,
 )
-from coffer.domain.keys import Key, KeyStatus
+from coffer.domain.keys import Key, KeyFilter, KeySpec, KeyStatus
 from coffer.domain.keytypes import KeyType
 from coffer.domain.tenants import Organisation
 from coffer.errors import InvalidRequest
-from coffer.storage.repositories import KeyFilter
 
 
 def key_view(key: Key, organisation: Organisation) -> KmsKey:
@@ -86,27 +85,31 @@ def _key_filter(request: Request) -> KeyFilter:
 
 
 async def list_keys(request: Request) -> Response:
-    key_filter = _key_filter(request)
     caller, keys = await http.services(request).keys.list_keys(
-        http.meta(request), request.path_params["region"], key_filter
+        http.meta(request), request.path_params["region"], lambda: _key_filter(request)
     )
     return http.json([key_view(key, caller.organisation) for key in keys])
 
 
 async def create_key(request: Request) -> Response:
     meta = http.meta(request)
-    body = await http.parse(request, CreateKeyRequest)
+    body = await http.read_body(request)
+
+    def spec() -> KeySpec:
+        given = body.decode(CreateKeyRequest)
+        return KeySpec.build(
+            name=given.name,
+            key_type=given.key_type,
+            description=given.description,
+            labels=given.labels,
+            annotations=given.annotations,
+            export_allowed=given.export_allowed,
+            key_rotation_enabled=given.key_rotation_enabled,
+            rotation_period_days=given.rotation_period_in_days,
+        )
+
     created = await http.services(request).keys.create_key(
-        meta,
-        request.path_params["region"],
-        name=body.name,
-        key_type=body.key_type,
-        description=body.description,
-        labels=body.labels,
-        annotations=body.annotations,
-        export_allowed=body.export_allowed,
-        key_rotation_enabled=body.key_rotation_enabled,
-        rotation_period_days=body.rotation_period_in_days,
+        meta, request.path_params["region"], spec
     )
     return http.json(key_view(created.key, created.caller.organisation), status=201)
 

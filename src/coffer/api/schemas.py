@@ -90,6 +90,9 @@ class EncryptRequest(Request):
     plaintext: bytes
     key_version: KeyVersionInput = None
 
+    def __repr__(self) -> str:
+        return f"EncryptRequest(plaintext=<{len(self.plaintext)} bytes>)"
+
 
 class EncryptResponse(Response):
     ciphertext: str
@@ -103,6 +106,9 @@ class DecryptRequest(Request):
 class DecryptResponse(Response):
     plaintext: bytes
     key_version: str
+
+    def __repr__(self) -> str:
+        return f"DecryptResponse(plaintext=<{len(self.plaintext)} bytes>)"
 
 
 # --- summary ---------------------------------------------------------------------------------

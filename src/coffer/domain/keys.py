@@ -102,6 +102,18 @@ class Key:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyFilter:
+    """List filters of spec §5.2; every given one must match."""
+
+    identity: str | None = None
+    name: str | None = None
+    slug: str | None = None
+    status: KeyStatus | None = None
+    key_type: KeyType | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class KeySpec:
     """A validated request to create a key (everything but its material)."""
 

@@ -13,6 +13,10 @@ from coffer.service.caches import Cache
 from coffer.service.context import Caller
 from coffer.storage.repositories import Store, TokenRecord
 
+MAX_TOKEN_LENGTH = 512
+MAX_REF_LENGTH = 255
+UNKNOWN_TOKEN_TTL = 5.0
+
 
 class AccessService:
     def __init__(
@@ -27,19 +31,25 @@ class AccessService:
         self._store = store
         self._clock = clock
         self._tokens: Cache[bytes, TokenRecord] = Cache(cache_size, cache_ttl, timer)
+        # Unknown tokens are remembered briefly, so that a flood of bad tokens is not a flood of
+        # database reads. A new token cannot be among them: it is 256 fresh random bits.
+        self._unknown: Cache[bytes, bool] = Cache(cache_size, UNKNOWN_TOKEN_TTL, timer)
         self._callers: Cache[tuple[str, str, str | None], Caller] = Cache(
             cache_size, cache_ttl, timer
         )
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal a bearer token belongs to; ``Unauthenticated`` for anything else."""
-        if not token:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
             raise Unauthenticated()
         digest = token_digest(token)
         record = self._tokens.get(digest)
         if record is None:
+            if self._unknown.get(digest):
+                raise Unauthenticated()
             record = await self._store.find_token(digest)
             if record is None:
+                self._unknown.put(digest, True)
                 raise Unauthenticated()
             self._tokens.put(digest, record)
         if record.revoked_at is not None or (
@@ -57,6 +67,8 @@ class AccessService:
         """The principal acting in an organisation it is a member of (``Forbidden`` otherwise)."""
         if not organisation_ref:
             raise OrganisationRequired()
+        if len(organisation_ref) > MAX_REF_LENGTH or len(project_ref or "") > MAX_REF_LENGTH:
+            raise Forbidden()
         cache_key = (principal.identity, organisation_ref, project_ref or None)
         caller = self._callers.get(cache_key)
         if caller is not None:
@@ -80,4 +92,5 @@ class AccessService:
     def forget_all(self) -> None:
         """Drop every cached token and membership (after a change to tokens or bindings)."""
         self._tokens.clear()
+        self._unknown.clear()
         self._callers.clear()

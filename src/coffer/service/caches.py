@@ -6,6 +6,7 @@ their entries at once.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -25,7 +26,7 @@ class Cache(Generic[K, V]):
     __slots__ = ("_data", "_maxsize", "_timer", "_ttl")
 
     def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]) -> None:
-        self._data: dict[K, tuple[float, V]] = {}
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self._maxsize = maxsize
         self._ttl = ttl
         self._timer = timer
@@ -43,7 +44,7 @@ class Cache(Generic[K, V]):
         data = self._data
         data.pop(key, None)
         while len(data) >= self._maxsize:
-            del data[next(iter(data))]
+            data.popitem(last=False)
         data[key] = (self._timer() + self._ttl, value)
 
     def pop(self, key: K) -> None:

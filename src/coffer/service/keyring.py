@@ -1,7 +1,7 @@
 """Key versions' material: wrapped on the way in, unwrapped and parsed once on the way out.
 
 Handles (ready-to-use algorithm objects) are cached per (key, version). A version's material never
-changes, so these entries need no invalidation; only a destroyed key's entries are dropped.
+changes and identities are never reused, so these entries need no invalidation.
 """
 
 from __future__ import annotations
@@ -51,15 +51,19 @@ class Keyring:
     def remember(self, key: Key, version: int, handle: KeyHandle) -> None:
         self._handles.put((key.identity, version), handle)
 
-    async def handle(self, key: Key, version: int) -> KeyHandle:
-        handle = self._handles.get((key.identity, version))
-        if handle is not None:
-            return handle
+    async def material(self, key: Key, version: int) -> bytes:
+        """One version's material, read from storage and unwrapped (never cached as bytes)."""
         blob = await self._store.wrapped_version(key.identity, version)
         if blob is None:
             raise KeyIntegrityError()
         kek = await self._kek(key.organisation_identity)
         aad = key_version_aad(key.organisation_identity, key.identity, version, key.key_type.value)
-        handle = algorithm_for(key.key_type).load(kek.unwrap(blob, aad))
+        return kek.unwrap(blob, aad)
+
+    async def handle(self, key: Key, version: int) -> KeyHandle:
+        handle = self._handles.get((key.identity, version))
+        if handle is not None:
+            return handle
+        handle = algorithm_for(key.key_type).load(await self.material(key, version))
         self._handles.put((key.identity, version), handle)
         return handle

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from coffer.crypto.algorithms import algorithm_for
 from coffer.domain import formats
-from coffer.domain.keys import Key, KeySpec, KeyStatus, check_plaintext_size
+from coffer.domain.keys import Key, KeyFilter, KeySpec, KeyStatus, check_plaintext_size
 from coffer.domain.keytypes import Operation as KeyOperation
 from coffer.domain.keytypes import require
 from coffer.domain.permissions import Action
@@ -26,7 +27,28 @@ from coffer.service.caches import KeyCache
 from coffer.service.context import Caller, RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.operations import Operation, Operations
-from coffer.storage.repositories import KeyFilter, Store
+from coffer.storage.repositories import Store
+
+T = TypeVar("T")
+
+#: A request's input, parsed and validated only when called. Operations call it after the
+#: caller, the region and the key have been checked (spec §1.1: validation is step 8), so that a
+#: caller without access learns nothing from a validation error, and every failure is audited.
+Input = Callable[[], T]
+
+#: Longest key reference looked up (identities are 24 characters, slugs at most 63).
+MAX_KEY_REF = 255
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptInput:
+    plaintext: bytes
+    key_version: int | None
+
+    def __repr__(self) -> str:
+        return (
+            f"EncryptInput(plaintext=<{len(self.plaintext)} bytes>, key_version={self.key_version})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +116,8 @@ class KeyService:
         return region
 
     async def _find_key(self, caller: Caller, region: Region, ref: str) -> Key | None:
+        if len(ref) > MAX_KEY_REF:
+            return None
         cache_ref = (
             caller.organisation.identity,
             region.identity,
@@ -120,7 +144,8 @@ class KeyService:
         if key is None:
             raise KeyNotFound()
         allowed = caller.grants.on_key(key.identity, key.project_identity)
-        if not allowed:
+        if Action.READ not in allowed:
+            # Without any KMS permission on the key, the key does not exist for this caller.
             raise KeyNotFound()
         op.touch(key)
         if action not in allowed:
@@ -138,9 +163,11 @@ class KeyService:
         async with self._ops.begin(meta, None) as op:
             caller = await op.authorise(require_feature=False)
             enabled = caller.organisation.kms_enabled
+            # Counts are list-level information (spec §7): members without it see zeros.
+            may_list = Action.LIST in caller.grants.in_scope(caller.project_identity)
             counts = (
                 await self._store.count_keys(caller.organisation.identity, caller.project_identity)
-                if enabled
+                if enabled and may_list
                 else {}
             )
             return KmsSummary(
@@ -155,7 +182,7 @@ class KeyService:
             )
 
     async def list_keys(
-        self, meta: RequestMeta, region_ref: str, key_filter: KeyFilter
+        self, meta: RequestMeta, region_ref: str, key_filter: Input[KeyFilter]
     ) -> tuple[Caller, Sequence[Key]]:
         async with self._ops.begin(meta, "kms.key.list") as op:
             caller = await op.authorise()
@@ -165,43 +192,21 @@ class KeyService:
                 caller.organisation.identity,
                 region.identity,
                 caller.project_identity,
-                key_filter,
+                key_filter(),
             )
             return caller, keys
 
-    async def create_key(
-        self,
-        meta: RequestMeta,
-        region_ref: str,
-        *,
-        name: str,
-        key_type: str,
-        description: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        annotations: Mapping[str, str] | None = None,
-        export_allowed: bool = False,
-        key_rotation_enabled: bool = False,
-        rotation_period_days: int | None = None,
-    ) -> Scoped:
+    async def create_key(self, meta: RequestMeta, region_ref: str, spec: Input[KeySpec]) -> Scoped:
         async with self._ops.begin(meta, "kms.key.create") as op:
             caller = await op.authorise()
             region = self._region(op, region_ref)
             self._require_collection(caller, Action.CREATE)
-            spec = KeySpec.build(
-                name=name,
-                key_type=key_type,
-                description=description,
-                labels=labels,
-                annotations=annotations,
-                export_allowed=export_allowed,
-                key_rotation_enabled=key_rotation_enabled,
-                rotation_period_days=rotation_period_days,
-            )
-            algorithm = algorithm_for(spec.key_type)
+            new = spec()
+            algorithm = algorithm_for(new.key_type)
             # Generating material can be slow (RSA); keep it off the event loop.
             material = await asyncio.to_thread(algorithm.generate)
             handle = algorithm.load(material)
-            key = spec.new_key(
+            key = new.new_key(
                 organisation_identity=caller.organisation.identity,
                 region=region.identity,
                 project_identity=caller.project_identity,
@@ -233,33 +238,34 @@ class KeyService:
         meta: RequestMeta,
         region_ref: str,
         key_ref: str,
-        plaintext: bytes,
-        version: int | None,
+        request: Input[EncryptInput],
     ) -> Encrypted:
         async with self._ops.begin(meta, "kms.encrypt") as op:
             caller = await op.authorise()
             region = self._region(op, region_ref)
             key = await self._authorised_key(op, caller, region, key_ref, Action.ENCRYPT)
+            given = request()
             require(key.key_type, KeyOperation.ENCRYPT)
             key.ensure_usable()
-            use = key.version_for_use(version)
+            use = key.version_for_use(given.key_version)
             op.event.key_version = use
-            op.event.plaintext_bytes = len(plaintext)
-            check_plaintext_size(len(plaintext))
-            body = (await self._keyring.handle(key, use)).encrypt(plaintext)
+            op.event.plaintext_bytes = len(given.plaintext)
+            check_plaintext_size(len(given.plaintext))
+            body = (await self._keyring.handle(key, use)).encrypt(given.plaintext)
             op.event.ciphertext_bytes = len(body)
             return Encrypted(formats.encode(use, body), use)
 
     async def decrypt(
-        self, meta: RequestMeta, region_ref: str, key_ref: str, ciphertext: str
+        self, meta: RequestMeta, region_ref: str, key_ref: str, ciphertext: Input[str]
     ) -> Decrypted:
         async with self._ops.begin(meta, "kms.decrypt") as op:
             caller = await op.authorise()
             region = self._region(op, region_ref)
             key = await self._authorised_key(op, caller, region, key_ref, Action.DECRYPT)
+            given = ciphertext()
             require(key.key_type, KeyOperation.DECRYPT)
             key.ensure_usable()
-            versioned = formats.decode(ciphertext, InvalidCiphertext)
+            versioned = formats.decode(given, InvalidCiphertext)
             op.event.ciphertext_bytes = len(versioned.body)
             if not key.can_decrypt(versioned.version):
                 raise InvalidCiphertext()

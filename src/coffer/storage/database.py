@@ -18,10 +18,6 @@ from sqlalchemy.pool import NullPool
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite+aiosqlite:///{path}"
-
-
 def _sync_url(url: str) -> str:
     parsed = make_url(url)
     if parsed.drivername == "sqlite+aiosqlite":
@@ -39,14 +35,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine_for(url: str) -> AsyncEngine:
-    engine = create_async_engine(url)
+    # Parameters stay out of logs and error texts: they include token digests and wrapped keys.
+    engine = create_async_engine(url, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 
 
 def _sync_engine(url: str) -> Engine:
-    engine = create_engine(_sync_url(url), poolclass=NullPool)
+    engine = create_engine(_sync_url(url), poolclass=NullPool, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -82,9 +79,11 @@ def _read_only_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         # Looking must not write: a plain connection would switch the file to WAL mode.
         return create_engine(
-            f"sqlite:///file:{parsed.database}?mode=ro&uri=true", poolclass=NullPool
+            f"sqlite:///file:{parsed.database}?mode=ro&uri=true",
+            poolclass=NullPool,
+            hide_parameters=True,
         )
-    return create_engine(parsed, poolclass=NullPool)
+    return create_engine(parsed, poolclass=NullPool, hide_parameters=True)
 
 
 def schema_revision(url: str) -> tuple[str | None, str | None]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from coffer.domain.keys import Key, KeyStatus
-from coffer.domain.keytypes import KeyType
+from coffer.domain.keys import Key, KeyFilter, KeyStatus
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.tenants import Organisation, Principal, Project
 
@@ -24,18 +23,6 @@ class TokenRecord:
     principal: Principal
     expires_at: datetime | None
     revoked_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyFilter:
-    """List filters of spec §5.2; every given one must match."""
-
-    identity: str | None = None
-    name: str | None = None
-    slug: str | None = None
-    status: KeyStatus | None = None
-    key_type: KeyType | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class Transaction(Protocol):

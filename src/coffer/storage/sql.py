@@ -13,13 +13,13 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coffer.domain.keys import Key, KeyStatus, KeyVersion
+from coffer.domain.keys import Key, KeyFilter, KeyStatus, KeyVersion
 from coffer.domain.keytypes import KeyType
 from coffer.domain.permissions import RoleBinding, ScopeKind
 from coffer.domain.tenants import Organisation, Principal, PrincipalKind, Project
 from coffer.errors import Conflict, Unavailable
 from coffer.storage import schema
-from coffer.storage.repositories import KeyFilter, TokenRecord
+from coffer.storage.repositories import TokenRecord
 
 _ORG_SCOPE = ""
 
