@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+
+import pytest
 
 from coffer.domain.keys import KeySpec
 from coffer.service.caches import Cache, KeyCache
@@ -49,3 +52,57 @@ def test_a_key_change_invalidates_every_reference_to_it() -> None:
     cache.invalidate(key.identity)
     assert cache.get(by_slug) is None
     assert cache.get(by_identity) is None
+
+
+def test_concurrent_misses_share_one_load() -> None:
+    cache: Cache[str, int] = Cache(10, 30.0, Clock())
+    calls = 0
+
+    async def load() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        return 42
+
+    async def main() -> list[int | None]:
+        return list(await asyncio.gather(*(cache.get_or_load("k", load) for _ in range(50))))
+
+    assert asyncio.run(main()) == [42] * 50
+    assert calls == 1
+    assert cache.get("k") == 42
+
+
+def test_a_cancelled_waiter_does_not_cancel_the_load_of_the_others() -> None:
+    cache: Cache[str, int] = Cache(10, 30.0, Clock())
+
+    async def load() -> int:
+        await asyncio.sleep(0.02)
+        return 7
+
+    async def main() -> int | None:
+        first = asyncio.ensure_future(cache.get_or_load("k", load))
+        second = asyncio.ensure_future(cache.get_or_load("k", load))
+        await asyncio.sleep(0.005)
+        first.cancel()
+        return await second
+
+    assert asyncio.run(main()) == 7
+
+
+def test_failed_and_empty_loads_are_not_cached() -> None:
+    cache: Cache[str, int] = Cache(10, 30.0, Clock())
+
+    async def fail() -> int:
+        raise RuntimeError("database down")
+
+    async def nothing() -> int | None:
+        return None
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError):
+            await cache.get_or_load("k", fail)
+        assert await cache.get_or_load("k", nothing) is None
+        assert await cache.get_or_load("k", lambda: asyncio.sleep(0, result=5)) == 5
+
+    asyncio.run(main())
+    assert cache.get("k") == 5

@@ -43,15 +43,12 @@ class AccessService:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise Unauthenticated()
         digest = token_digest(token)
-        record = self._tokens.get(digest)
+        if self._unknown.get(digest):
+            raise Unauthenticated()
+        record = await self._tokens.get_or_load(digest, lambda: self._store.find_token(digest))
         if record is None:
-            if self._unknown.get(digest):
-                raise Unauthenticated()
-            record = await self._store.find_token(digest)
-            if record is None:
-                self._unknown.put(digest, True)
-                raise Unauthenticated()
-            self._tokens.put(digest, record)
+            self._unknown.put(digest, True)
+            raise Unauthenticated()
         if record.revoked_at is not None or (
             record.expires_at is not None and record.expires_at <= self._clock()
         ):
@@ -69,10 +66,16 @@ class AccessService:
             raise OrganisationRequired()
         if len(organisation_ref) > MAX_REF_LENGTH or len(project_ref or "") > MAX_REF_LENGTH:
             raise Forbidden()
-        cache_key = (principal.identity, organisation_ref, project_ref or None)
-        caller = self._callers.get(cache_key)
-        if caller is not None:
-            return caller
+        caller = await self._callers.get_or_load(
+            (principal.identity, organisation_ref, project_ref or None),
+            lambda: self._load_caller(principal, organisation_ref, project_ref),
+        )
+        assert caller is not None
+        return caller
+
+    async def _load_caller(
+        self, principal: Principal, organisation_ref: str, project_ref: str | None
+    ) -> Caller:
         organisation = await self._store.find_organisation(organisation_ref)
         if organisation is None:
             raise Forbidden()
@@ -85,9 +88,7 @@ class AccessService:
             project = await self._store.find_project(organisation.identity, project_ref)
             if project is None:
                 raise Forbidden("project not found or not accessible")
-        caller = Caller(principal, organisation, project, Grants.from_bindings(bindings))
-        self._callers.put(cache_key, caller)
-        return caller
+        return Caller(principal, organisation, project, Grants.from_bindings(bindings))
 
     def forget_all(self) -> None:
         """Drop every cached token and membership (after a change to tokens or bindings)."""

@@ -33,13 +33,14 @@ class Keyring:
         self._keks: Cache[str, Wrapper] = Cache(cache_size, 3600.0, timer)
 
     async def _kek(self, organisation_identity: str) -> Wrapper:
-        wrapper = self._keks.get(organisation_identity)
-        if wrapper is None:
+        async def load() -> Wrapper:
             blob = await self._store.wrapped_kek(organisation_identity)
             if blob is None:
                 raise KeyIntegrityError()
-            wrapper = Wrapper(self._root.unwrap(blob, kek_aad(organisation_identity)))
-            self._keks.put(organisation_identity, wrapper)
+            return Wrapper(self._root.unwrap(blob, kek_aad(organisation_identity)))
+
+        wrapper = await self._keks.get_or_load(organisation_identity, load)
+        assert wrapper is not None
         return wrapper
 
     async def wrap(self, key: Key, version: int, material: bytes) -> bytes:
@@ -61,9 +62,9 @@ class Keyring:
         return kek.unwrap(blob, aad)
 
     async def handle(self, key: Key, version: int) -> KeyHandle:
-        handle = self._handles.get((key.identity, version))
-        if handle is not None:
-            return handle
-        handle = algorithm_for(key.key_type).load(await self.material(key, version))
-        self._handles.put((key.identity, version), handle)
+        async def load() -> KeyHandle:
+            return algorithm_for(key.key_type).load(await self.material(key, version))
+
+        handle = await self._handles.get_or_load((key.identity, version), load)
+        assert handle is not None
         return handle

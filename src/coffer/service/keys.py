@@ -118,23 +118,12 @@ class KeyService:
     async def _find_key(self, caller: Caller, region: Region, ref: str) -> Key | None:
         if len(ref) > MAX_KEY_REF:
             return None
-        cache_ref = (
-            caller.organisation.identity,
-            region.identity,
-            caller.project_identity,
-            ref,
+        organisation = caller.organisation.identity
+        project = caller.project_identity
+        return await self._keys.get_or_load(
+            (organisation, region.identity, project, ref),
+            lambda: self._store.find_key(organisation, region.identity, project, ref),
         )
-        key = self._keys.get(cache_ref)
-        if key is None:
-            key = await self._store.find_key(
-                caller.organisation.identity,
-                region.identity,
-                caller.project_identity,
-                ref,
-            )
-            if key is not None:
-                self._keys.put(cache_ref, key)
-        return key
 
     async def _authorised_key(
         self, op: Operation, caller: Caller, region: Region, ref: str, action: Action
