@@ -137,7 +137,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def kms(settings: Settings) -> Iterator[Kms]:
     boot = initialised(settings)
-    with TestClient(build_app(settings), raise_server_exceptions=False) as client:
+    with TestClient(build_app(settings, run_scheduler=False), raise_server_exceptions=False) as client:
         yield Kms(client, settings, boot)
 
 
@@ -146,5 +146,5 @@ def module_kms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kms]:
     """One app for a whole module (property tests run many examples against it)."""
     settings = make_settings(tmp_path_factory.mktemp("kms") / "data")
     boot = initialised(settings)
-    with TestClient(build_app(settings), raise_server_exceptions=False) as client:
+    with TestClient(build_app(settings, run_scheduler=False), raise_server_exceptions=False) as client:
         yield Kms(client, settings, boot)

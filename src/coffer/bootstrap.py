@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,14 @@ from coffer.audit.events import AuditSink, DiscardingSink
 from coffer.config import ConfigError, Settings
 from coffer.crypto.root import FileRootKey, RootKeyError, RootKeyProvider
 from coffer.domain.regions import Region
+from coffer.scheduler.jobs import Scheduler
 from coffer.service.access import AccessService
 from coffer.service.caches import KeyCache
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
+from coffer.service.lifecycle import LifecycleService
 from coffer.service.operations import Operations
+from coffer.service.scope import KeyScope
 from coffer.service.services import Services
 from coffer.service.tenants import Bootstrapped, TenantService
 from coffer.storage.database import (
@@ -72,13 +75,19 @@ def build_services(
     )
     keyring = Keyring(store, root, cache_size=settings.cache_size, timer=timer)
     operations = Operations(access, audit_sink or DiscardingSink(), clock)
-    keys = KeyService(
+    scope = KeyScope(
+        store,
+        KeyCache(settings.cache_size, settings.cache_ttl_seconds, timer),
+        regions_of(settings),
+    )
+    keys = KeyService(store, operations, keyring, scope, clock)
+    lifecycle = LifecycleService(
         store,
         operations,
         keyring,
-        KeyCache(settings.cache_size, settings.cache_ttl_seconds, timer),
-        regions_of(settings),
+        scope,
         clock,
+        retention=timedelta(days=settings.deletion_retention_days),
     )
     return Services(
         settings=settings,
@@ -87,13 +96,31 @@ def build_services(
         access=access,
         keyring=keyring,
         keys=keys,
+        lifecycle=lifecycle,
         tenants=TenantService(store, root, clock),
     )
 
 
-def build_app(settings: Settings, **overrides: Any) -> Starlette:
-    """The ASGI app over freshly built services (``overrides`` as for ``build_services``)."""
-    return create_app(build_services(settings, **overrides))
+def build_scheduler(services: Services, clock: Callable[[], datetime] = utc_now) -> Scheduler:
+    return Scheduler(
+        services.store, services.lifecycle, clock, services.settings.scheduler_interval_seconds
+    )
+
+
+def build_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    run_scheduler: bool = True,
+    **overrides: Any,
+) -> Starlette:
+    """The ASGI app over freshly built services (``overrides`` as for ``build_services``), with
+    the scheduler running in the background unless ``run_scheduler`` is false."""
+    services = build_services(settings, clock=clock, **overrides)
+    scheduler = build_scheduler(services, clock)
+    app = create_app(services, background=[scheduler.run_forever] if run_scheduler else [])
+    app.state.scheduler = scheduler
+    return app
 
 
 class NotInitialised(ConfigError):

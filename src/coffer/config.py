@@ -49,6 +49,10 @@ class Settings:
     #: Largest request body accepted (a 65,535-byte plaintext is ~87 KiB of JSON).
     max_body_bytes: int = 1 << 20
     log_level: str = "info"
+    #: How often the scheduler looks for keys due for rotation or purge.
+    scheduler_interval_seconds: float = 3600.0
+    #: How long a deleted key stays pending before it is purged (at least one day).
+    deletion_retention_days: int = 30
 
     @property
     def database_path(self) -> Path:
@@ -121,11 +125,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
             if not isinstance(raw[name], int) or isinstance(raw[name], bool) or raw[name] < 1:
                 raise ConfigError(f"{path}: '{name}' must be a positive integer")
             values[name] = raw[name]
-    if "cache_ttl_seconds" in raw:
-        ttl = raw["cache_ttl_seconds"]
-        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
-            raise ConfigError(f"{path}: 'cache_ttl_seconds' must be a positive number")
-        values["cache_ttl_seconds"] = float(raw["cache_ttl_seconds"])
+    for name in ("cache_ttl_seconds", "scheduler_interval_seconds"):
+        if name in raw:
+            seconds = raw[name]
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
+                raise ConfigError(f"{path}: '{name}' must be a positive number")
+            values[name] = float(seconds)
+    if "deletion_retention_days" in raw:
+        days = raw["deletion_retention_days"]
+        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+            raise ConfigError(
+                f"{path}: 'deletion_retention_days' must be a whole number, at least 1"
+            )
+        values["deletion_retention_days"] = days
     if "log_level" in raw:
         if raw["log_level"] not in LOG_LEVELS:
             raise ConfigError(f"{path}: 'log_level' must be one of {', '.join(LOG_LEVELS)}")

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidSignatureFormat",
     "InvalidState",
+    "KeyActive",
     "KeyDisabled",
     "KeyIntegrityError",
     "KeyNotFound",
@@ -32,6 +33,7 @@ __all__ = [
     "RegionNotFound",
     "RegionUnavailable",
     "RequestTooLarge",
+    "RotationNotAllowed",
     "Unauthenticated",
     "Unavailable",
     "UnsupportedKeyType",
@@ -155,6 +157,16 @@ class KeyDisabled(InvalidState):
 class KeyPendingDeletion(InvalidState):
     code = "key_pending_deletion"
     default_message = "the key is scheduled for deletion"
+
+
+class KeyActive(InvalidState):
+    code = "key_active"
+    default_message = "the key is active"
+
+
+class RotationNotAllowed(InvalidState):
+    code = "rotation_not_allowed"
+    default_message = "this imported key was not created with allowRotation"
 
 
 class ExportNotAllowed(InvalidRequest):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -27,7 +29,10 @@ def _version() -> str:
         return "0.0.0"
 
 
-def create_app(services: Services) -> Starlette:
+def create_app(
+    services: Services, background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+) -> Starlette:
+    """The app; ``background`` jobs run from start-up to shut-down."""
     document = msgspec.json.encode(build_openapi(ENDPOINTS, _version()))
 
     async def openapi(request: Request) -> Response:
@@ -35,9 +40,13 @@ def create_app(services: Services) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(job()) for job in background]
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await services.close()
 
     routes = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coffer.api import crypto, health, keys, summary
+from coffer.api import crypto, health, keys, lifecycle, summary
 from coffer.api.schemas import (
     CreateKeyRequest,
     DecryptRequest,
@@ -19,6 +19,8 @@ from coffer.api.schemas import (
     HealthResponse,
     KmsKey,
     SummaryResponse,
+    UpdateRotationRequest,
+    UpdateVersionsRequest,
 )
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -51,6 +53,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              request=EncryptRequest, response=EncryptResponse),
     Endpoint("POST", f"{KEY}/decrypt", crypto.decrypt, "Decrypt with a key",
              request=DecryptRequest, response=DecryptResponse),
+    Endpoint("POST", f"{KEY}/rotate", lifecycle.rotate, "Rotate a key: a new latest version",
+             response=KmsKey),
+    Endpoint("PATCH", f"{KEY}/rotation", lifecycle.update_rotation,
+             "Change automatic rotation settings", request=UpdateRotationRequest, response=KmsKey),
+    Endpoint("PATCH", f"{KEY}/versions", lifecycle.update_versions,
+             "Set the minimum decryption version (extension)", request=UpdateVersionsRequest,
+             response=KmsKey),
+    Endpoint("POST", f"{KEY}/disable", lifecycle.disable, "Disable a key", response=KmsKey),
+    Endpoint("POST", f"{KEY}/enable", lifecycle.enable, "Enable a disabled key", response=KmsKey),
+    Endpoint("DELETE", KEY, lifecycle.delete_key, "Schedule a key for deletion", response=KmsKey),
+    Endpoint("DELETE", f"{KEY}/cancel-deletion", lifecycle.cancel_deletion,
+             "Cancel a scheduled deletion", response=KmsKey),
     Endpoint("GET", "/healthz", health.healthz, "The process is up", response=HealthResponse,
              kms=False),
     Endpoint("GET", "/readyz", health.readyz, "Database and root key are usable",

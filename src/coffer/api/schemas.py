@@ -80,6 +80,17 @@ class CreateKeyRequest(Request):
     rotation_period_in_days: int | None = None
 
 
+class UpdateRotationRequest(Request):
+    key_rotation_enabled: bool | None = None
+    rotation_period_in_days: int | None = None
+
+
+class UpdateVersionsRequest(Request):
+    """*Extension* (Vault's min_decryption_version): retire versions below N."""
+
+    min_decryption_version: int
+
+
 # --- crypto ----------------------------------------------------------------------------------
 
 # ``keyVersion`` is a string in responses; requests accept a string or an integer (spec §1).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from coffer.domain.identity import KEY_PREFIX, new_identity
@@ -15,8 +15,10 @@ from coffer.errors import (
     InvalidKeyVersion,
     InvalidPlaintext,
     InvalidRequest,
+    KeyActive,
     KeyDisabled,
     KeyPendingDeletion,
+    RotationNotAllowed,
 )
 
 MAX_NAME_LENGTH = 255
@@ -99,6 +101,110 @@ class Key:
 
     def can_decrypt(self, version: int) -> bool:
         return self.min_decryption_version <= version <= self.latest_version
+
+    # --- lifecycle (spec §5.9, §5.12) ----------------------------------------------------------
+    #
+    # Each transition returns the changed key and leaves this one as it was: the service computes
+    # the change in memory, persists it, and only then lets anyone see it. A refused transition
+    # raises the error named after the state that forbids it: key_active, key_disabled or
+    # key_pending_deletion.
+
+    def _changed(self, now: datetime, **changes: object) -> Key:
+        return replace(
+            self,
+            updated_at=now,
+            object_version=self.object_version + 1,
+            **changes,  # type: ignore[arg-type]
+        )
+
+    @property
+    def last_rotated_at(self) -> datetime:
+        return self.versions[-1].created_at if self.versions else self.created_at
+
+    @property
+    def rotation_due_at(self) -> datetime | None:
+        """When automatic rotation is next due (``None``: never, as things stand)."""
+        if not self.key_rotation_enabled or self.rotation_period_days is None:
+            return None
+        if self.imported and not self.allow_rotation:
+            return None
+        return self.last_rotated_at + timedelta(days=self.rotation_period_days)
+
+    def rotation_due(self, now: datetime) -> bool:
+        due = self.rotation_due_at
+        return self.status is KeyStatus.ACTIVE and due is not None and now >= due
+
+    def rotate(self, now: datetime) -> Key:
+        """The key with a new latest version (its material is made by the caller)."""
+        self.ensure_usable()
+        if self.imported and not self.allow_rotation:
+            raise RotationNotAllowed()
+        version = self.latest_version + 1
+        return self._changed(
+            now, latest_version=version, versions=(*self.versions, KeyVersion(version, now))
+        )
+
+    def update_rotation(
+        self, now: datetime, *, enabled: bool | None, period_days: int | None
+    ) -> Key:
+        if self.status is KeyStatus.PENDING_DELETION:
+            raise KeyPendingDeletion()
+        if period_days is not None and not MIN_ROTATION_DAYS <= period_days <= MAX_ROTATION_DAYS:
+            raise InvalidRequest(
+                f"rotationPeriodInDays must be between {MIN_ROTATION_DAYS} and {MAX_ROTATION_DAYS}"
+            )
+        new_enabled = self.key_rotation_enabled if enabled is None else enabled
+        new_period = self.rotation_period_days if period_days is None else period_days
+        if new_enabled and new_period is None:
+            raise InvalidRequest("rotationPeriodInDays is required when keyRotationEnabled is true")
+        return self._changed(now, key_rotation_enabled=new_enabled, rotation_period_days=new_period)
+
+    def disable(self, now: datetime) -> Key:
+        if self.status is not KeyStatus.ACTIVE:
+            self.ensure_usable()
+        return self._changed(now, status=KeyStatus.DISABLED)
+
+    def enable(self, now: datetime) -> Key:
+        if self.status is KeyStatus.ACTIVE:
+            raise KeyActive("the key is already active")
+        if self.status is KeyStatus.PENDING_DELETION:
+            raise KeyPendingDeletion()
+        return self._changed(now, status=KeyStatus.ACTIVE)
+
+    def schedule_deletion(self, now: datetime, retention: timedelta) -> Key:
+        if self.status is KeyStatus.PENDING_DELETION:
+            raise KeyPendingDeletion("the key is already scheduled for deletion")
+        return self._changed(
+            now, status=KeyStatus.PENDING_DELETION, deletion_scheduled_at=now + retention
+        )
+
+    def cancel_deletion(self, now: datetime) -> Key:
+        if self.status is KeyStatus.ACTIVE:
+            raise KeyActive("the key is not scheduled for deletion")
+        if self.status is KeyStatus.DISABLED:
+            raise KeyDisabled("the key is not scheduled for deletion")
+        return self._changed(now, status=KeyStatus.ACTIVE, deletion_scheduled_at=None)
+
+    def purge_due(self, now: datetime) -> bool:
+        return (
+            self.status is KeyStatus.PENDING_DELETION
+            and self.deletion_scheduled_at is not None
+            and now >= self.deletion_scheduled_at
+        )
+
+    def set_min_decryption_version(self, now: datetime, version: int) -> Key:
+        """Retire (or bring back) versions below ``version`` (Vault's min_decryption_version).
+
+        Material is kept, so lowering the minimum again restores decryption; no version is ever
+        destroyed before its key is purged.
+        """
+        if self.status is KeyStatus.PENDING_DELETION:
+            raise KeyPendingDeletion()
+        if not 1 <= version <= self.latest_version:
+            raise InvalidKeyVersion(
+                f"minDecryptionVersion must be between 1 and {self.latest_version}"
+            )
+        return self._changed(now, min_decryption_version=version)
 
 
 @dataclass(frozen=True, slots=True)

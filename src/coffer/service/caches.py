@@ -58,11 +58,12 @@ class Cache(Generic[K, V]):
             self._loading[key] = loading
 
             def finished(done: asyncio.Future[V | None]) -> None:
-                self._loading.pop(key, None)
-                if not done.cancelled() and done.exception() is None:
-                    result = done.result()
-                    if result is not None:
-                        self.put(key, result)
+                failed = done.cancelled() or done.exception() is not None
+                if self._loading.get(key) is not done:
+                    return  # invalidated while loading: the result may be stale, keep it out
+                del self._loading[key]
+                if not failed and (result := done.result()) is not None:
+                    self.put(key, result)
 
             loading.add_done_callback(finished)
         return await asyncio.shield(loading)
@@ -76,9 +77,15 @@ class Cache(Generic[K, V]):
 
     def pop(self, key: K) -> None:
         self._data.pop(key, None)
+        self._loading.pop(key, None)
+
+    def forget_loading(self) -> None:
+        """Results of loads under way will not be cached (something changed meanwhile)."""
+        self._loading.clear()
 
     def clear(self) -> None:
         self._data.clear()
+        self._loading.clear()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -121,3 +128,5 @@ class KeyCache:
     def invalidate(self, key_identity: str) -> None:
         for ref in self._refs.pop(key_identity, ()):
             self._keys.pop(ref)
+        # A lookup that read the key before this change must not cache what it read.
+        self._keys.forget_loading()

@@ -52,6 +52,11 @@ class Keyring:
     def remember(self, key: Key, version: int, handle: KeyHandle) -> None:
         self._handles.put((key.identity, version), handle)
 
+    def forget(self, key: Key) -> None:
+        """Drop every cached handle of a destroyed key."""
+        for version in range(1, key.latest_version + 1):
+            self._handles.pop((key.identity, version))
+
     async def material(self, key: Key, version: int) -> bytes:
         """One version's material, read from storage and unwrapped (never cached as bytes)."""
         blob = await self._store.wrapped_version(key.identity, version)

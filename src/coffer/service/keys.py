@@ -17,16 +17,12 @@ from coffer.domain.permissions import Action
 from coffer.domain.regions import Region
 from coffer.errors import (
     Conflict,
-    Forbidden,
     InvalidCiphertext,
-    KeyNotFound,
-    RegionNotFound,
-    RegionUnavailable,
 )
-from coffer.service.caches import KeyCache
 from coffer.service.context import Caller, RequestMeta
 from coffer.service.keyring import Keyring
-from coffer.service.operations import Operation, Operations
+from coffer.service.operations import Operations
+from coffer.service.scope import KeyScope
 from coffer.storage.repositories import Store
 
 T = TypeVar("T")
@@ -35,9 +31,6 @@ T = TypeVar("T")
 #: caller, the region and the key have been checked (spec §1.1: validation is step 8), so that a
 #: caller without access learns nothing from a validation error, and every failure is audited.
 Input = Callable[[], T]
-
-#: Longest key reference looked up (identities are 24 characters, slugs at most 63).
-MAX_KEY_REF = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,59 +85,14 @@ class KeyService:
         store: Store,
         operations: Operations,
         keyring: Keyring,
-        key_cache: KeyCache,
-        regions: Sequence[Region],
+        scope: KeyScope,
         clock: Callable[[], datetime],
     ) -> None:
         self._store = store
         self._ops = operations
         self._keyring = keyring
-        self._keys = key_cache
-        self._regions = tuple(regions)
-        self._region_refs = {ref: r for r in regions for ref in (r.identity, r.slug)}
+        self._scope = scope
         self._clock = clock
-
-    # --- resolution shared by every operation ---------------------------------------------
-
-    def _region(self, op: Operation, ref: str) -> Region:
-        region = self._region_refs.get(ref)
-        if region is None:
-            raise RegionNotFound()
-        op.at_region(region)
-        if not region.kms_available:
-            raise RegionUnavailable()
-        return region
-
-    async def _find_key(self, caller: Caller, region: Region, ref: str) -> Key | None:
-        if len(ref) > MAX_KEY_REF:
-            return None
-        organisation = caller.organisation.identity
-        project = caller.project_identity
-        return await self._keys.get_or_load(
-            (organisation, region.identity, project, ref),
-            lambda: self._store.find_key(organisation, region.identity, project, ref),
-        )
-
-    async def _authorised_key(
-        self, op: Operation, caller: Caller, region: Region, ref: str, action: Action
-    ) -> Key:
-        """The key ``ref`` if the caller may ``action`` it (spec §1.1 step 7)."""
-        key = await self._find_key(caller, region, ref)
-        if key is None:
-            raise KeyNotFound()
-        allowed = caller.grants.on_key(key.identity, key.project_identity)
-        if Action.READ not in allowed:
-            # Without any KMS permission on the key, the key does not exist for this caller.
-            raise KeyNotFound()
-        op.touch(key)
-        if action not in allowed:
-            raise Forbidden()
-        return key
-
-    @staticmethod
-    def _require_collection(caller: Caller, action: Action) -> None:
-        if action not in caller.grants.in_scope(caller.project_identity):
-            raise Forbidden()
 
     # --- operations -------------------------------------------------------------------------
 
@@ -166,7 +114,7 @@ class KeyService:
                         region,
                         {status: counts.get((region.identity, status), 0) for status in KeyStatus},
                     )
-                    for region in self._regions
+                    for region in self._scope.regions
                 ],
             )
 
@@ -175,8 +123,8 @@ class KeyService:
     ) -> tuple[Caller, Sequence[Key]]:
         async with self._ops.begin(meta, "kms.key.list") as op:
             caller = await op.authorise()
-            region = self._region(op, region_ref)
-            self._require_collection(caller, Action.LIST)
+            region = self._scope.region(op, region_ref)
+            self._scope.require_collection(caller, Action.LIST)
             keys = await self._store.list_keys(
                 caller.organisation.identity,
                 region.identity,
@@ -188,8 +136,8 @@ class KeyService:
     async def create_key(self, meta: RequestMeta, region_ref: str, spec: Input[KeySpec]) -> Scoped:
         async with self._ops.begin(meta, "kms.key.create") as op:
             caller = await op.authorise()
-            region = self._region(op, region_ref)
-            self._require_collection(caller, Action.CREATE)
+            region = self._scope.region(op, region_ref)
+            self._scope.require_collection(caller, Action.CREATE)
             new = spec()
             algorithm = algorithm_for(new.key_type)
             # Generating material can be slow (RSA); keep it off the event loop.
@@ -218,8 +166,8 @@ class KeyService:
     async def get_key(self, meta: RequestMeta, region_ref: str, key_ref: str) -> Scoped:
         async with self._ops.begin(meta, "kms.key.read") as op:
             caller = await op.authorise()
-            region = self._region(op, region_ref)
-            key = await self._authorised_key(op, caller, region, key_ref, Action.READ)
+            region = self._scope.region(op, region_ref)
+            key = await self._scope.authorised_key(op, caller, region, key_ref, Action.READ)
             return Scoped(key, caller)
 
     async def encrypt(
@@ -231,8 +179,8 @@ class KeyService:
     ) -> Encrypted:
         async with self._ops.begin(meta, "kms.encrypt") as op:
             caller = await op.authorise()
-            region = self._region(op, region_ref)
-            key = await self._authorised_key(op, caller, region, key_ref, Action.ENCRYPT)
+            region = self._scope.region(op, region_ref)
+            key = await self._scope.authorised_key(op, caller, region, key_ref, Action.ENCRYPT)
             given = request()
             require(key.key_type, KeyOperation.ENCRYPT)
             key.ensure_usable()
@@ -249,8 +197,8 @@ class KeyService:
     ) -> Decrypted:
         async with self._ops.begin(meta, "kms.decrypt") as op:
             caller = await op.authorise()
-            region = self._region(op, region_ref)
-            key = await self._authorised_key(op, caller, region, key_ref, Action.DECRYPT)
+            region = self._scope.region(op, region_ref)
+            key = await self._scope.authorised_key(op, caller, region, key_ref, Action.DECRYPT)
             given = ciphertext()
             require(key.key_type, KeyOperation.DECRYPT)
             key.ensure_usable()

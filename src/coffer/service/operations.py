@@ -89,6 +89,13 @@ class Operations:
         self._sink = sink
         self._clock = clock
 
+    def begin_system(self, action: str) -> Operation:
+        """An operation the server performs by itself (scheduled rotation, purge)."""
+        meta = RequestMeta(request_id=secrets.token_hex(16))
+        operation = self.begin(meta, action)
+        operation.event.principal_kind = "system"
+        return operation
+
     def begin(self, meta: RequestMeta, action: str | None) -> Operation:
         """An operation for ``action`` (``None``: a read the audit table does not list)."""
         event = AuditEvent(

@@ -9,6 +9,7 @@ from coffer.crypto.root import RootKeyProvider
 from coffer.service.access import AccessService
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
+from coffer.service.lifecycle import LifecycleService
 from coffer.service.tenants import TenantService
 from coffer.storage.repositories import Store
 
@@ -21,6 +22,7 @@ class Services:
     access: AccessService
     keyring: Keyring
     keys: KeyService
+    lifecycle: LifecycleService
     tenants: TenantService
 
     async def ready(self) -> None:

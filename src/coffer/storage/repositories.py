@@ -47,6 +47,19 @@ class Transaction(Protocol):
         """Insert a key and its versions; ``Conflict`` if the slug is taken in its scope."""
         ...
 
+    async def add_version(self, key: Key, version: int, wrapped: bytes) -> None:
+        """Insert one version row; ``Conflict`` if (key, version) exists (a concurrent rotation)."""
+        ...
+
+    async def update_key(self, key: Key) -> None:
+        """Write the lifecycle fields of ``key`` if the stored row is still at
+        ``key.object_version - 1``; ``Conflict`` otherwise (optimistic concurrency)."""
+        ...
+
+    async def delete_key(self, key_identity: str) -> None:
+        """Destroy the key and every version's wrapped material."""
+        ...
+
 
 class Store(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
@@ -93,6 +106,14 @@ class Store(Protocol):
         self, organisation_identity: str, project_identity: str | None
     ) -> Mapping[tuple[str, KeyStatus], int]:
         """Number of keys of one scope by (region, status)."""
+        ...
+
+    async def keys_due_for_rotation(self, now: datetime, limit: int) -> Sequence[Key]:
+        """Active keys whose automatic rotation is due at ``now``."""
+        ...
+
+    async def keys_due_for_purge(self, now: datetime, limit: int) -> Sequence[Key]:
+        """Keys pending deletion whose retention has elapsed at ``now``."""
         ...
 
     async def wrapped_version(self, key_identity: str, version: int) -> bytes | None: ...

@@ -150,7 +150,10 @@ keys = Table(
     Column("rotation_period_days", Integer, nullable=True),
     Column("latest_version", Integer, nullable=False),
     Column("min_decryption_version", Integer, nullable=False),
-    Column("deletion_scheduled_at", Timestamp, nullable=True),
+    Column("deletion_scheduled_at", Timestamp, nullable=True, index=True),
+    # When automatic rotation is next due (derived from the key; stored so the scheduler can find
+    # due keys with one indexed range scan).
+    Column("next_rotation_at", Timestamp, nullable=True, index=True),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     Column("object_version", Integer, nullable=False),

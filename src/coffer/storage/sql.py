@@ -91,6 +91,21 @@ def _key(row: Row[Any], versions: Sequence[KeyVersion]) -> Key:
     )
 
 
+def _mutable_columns(key: Key) -> dict[str, Any]:
+    """The columns of a key row that its lifecycle changes."""
+    return {
+        "status": key.status.value,
+        "key_rotation_enabled": key.key_rotation_enabled,
+        "rotation_period_days": key.rotation_period_days,
+        "latest_version": key.latest_version,
+        "min_decryption_version": key.min_decryption_version,
+        "deletion_scheduled_at": key.deletion_scheduled_at,
+        "next_rotation_at": key.rotation_due_at,
+        "updated_at": key.updated_at,
+        "object_version": key.object_version,
+    }
+
+
 class SqlTransaction:
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
@@ -180,33 +195,45 @@ class SqlTransaction:
                 labels=dict(key.labels),
                 annotations=dict(key.annotations),
                 key_type=key.key_type.value,
-                status=key.status.value,
-                export_allowed=key.export_allowed,
                 imported=key.imported,
+                export_allowed=key.export_allowed,
                 allow_rotation=key.allow_rotation,
-                key_rotation_enabled=key.key_rotation_enabled,
-                rotation_period_days=key.rotation_period_days,
-                latest_version=key.latest_version,
-                min_decryption_version=key.min_decryption_version,
-                deletion_scheduled_at=key.deletion_scheduled_at,
                 created_at=key.created_at,
-                updated_at=key.updated_at,
-                object_version=key.object_version,
+                **_mutable_columns(key),
             )
         )
-        created = {v.version: v.created_at for v in key.versions}
+        for version, blob in wrapped_versions.items():
+            await self.add_version(key, version, blob)
+
+    async def add_version(self, key: Key, version: int, wrapped: bytes) -> None:
+        created = next(v.created_at for v in key.versions if v.version == version)
         await self._conn.execute(
-            schema.key_versions.insert(),
-            [
-                {
-                    "key_identity": key.identity,
-                    "version": version,
-                    "wrapped_material": blob,
-                    "created_at": created[version],
-                }
-                for version, blob in wrapped_versions.items()
-            ],
+            schema.key_versions.insert().values(
+                key_identity=key.identity,
+                version=version,
+                wrapped_material=wrapped,
+                created_at=created,
+            )
         )
+
+    async def update_key(self, key: Key) -> None:
+        table = schema.keys
+        result = await self._conn.execute(
+            table.update()
+            .where(
+                table.c.identity == key.identity,
+                table.c.object_version == key.object_version - 1,
+            )
+            .values(**_mutable_columns(key))
+        )
+        if result.rowcount != 1:
+            raise Conflict("the key was changed by another request; retry")
+
+    async def delete_key(self, key_identity: str) -> None:
+        await self._conn.execute(
+            schema.key_versions.delete().where(schema.key_versions.c.key_identity == key_identity)
+        )
+        await self._conn.execute(schema.keys.delete().where(schema.keys.c.identity == key_identity))
 
 
 class SqlStore:
@@ -417,6 +444,29 @@ class SqlStore:
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return {(region, KeyStatus(status)): count for region, status, count in rows}
+
+    async def _keys_where(self, *conditions: Any, limit: int) -> list[Key]:
+        table = schema.keys
+        query = select(table).where(*conditions).order_by(table.c.identity).limit(limit)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+            return await self._with_versions(conn, rows)
+
+    async def keys_due_for_rotation(self, now: datetime, limit: int) -> Sequence[Key]:
+        table = schema.keys
+        return await self._keys_where(
+            table.c.next_rotation_at <= now,
+            table.c.status == KeyStatus.ACTIVE.value,
+            limit=limit,
+        )
+
+    async def keys_due_for_purge(self, now: datetime, limit: int) -> Sequence[Key]:
+        table = schema.keys
+        return await self._keys_where(
+            table.c.deletion_scheduled_at <= now,
+            table.c.status == KeyStatus.PENDING_DELETION.value,
+            limit=limit,
+        )
 
     async def wrapped_version(self, key_identity: str, version: int) -> bytes | None:
         table = schema.key_versions

@@ -1,0 +1,170 @@
+"""``LifecycleService``: versions, rotation, disable/enable, deletion and purge (spec §5.9, §5.12).
+
+Every change follows one pattern, as Vault Transit's rotation does: the domain computes the
+changed key in memory, one transaction writes it (guarded by ``objectVersion``, so a concurrent
+change makes this one fail instead of overwriting it), and only after the commit do the caches
+learn of it. A failed write leaves the key exactly as it was, stored and cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from coffer.crypto.algorithms import algorithm_for
+from coffer.domain.keys import Key
+from coffer.domain.permissions import Action
+from coffer.service.context import RequestMeta
+from coffer.service.keyring import Keyring
+from coffer.service.keys import Input, Scoped
+from coffer.service.operations import Operations
+from coffer.service.scope import KeyScope
+from coffer.storage.repositories import Store
+
+
+@dataclass(frozen=True, slots=True)
+class RotationSettings:
+    enabled: bool | None
+    period_days: int | None
+
+
+Change = Callable[[Key, datetime], Key]
+
+
+class LifecycleService:
+    def __init__(
+        self,
+        store: Store,
+        operations: Operations,
+        keyring: Keyring,
+        scope: KeyScope,
+        clock: Callable[[], datetime],
+        retention: timedelta,
+    ) -> None:
+        self._store = store
+        self._ops = operations
+        self._keyring = keyring
+        self._scope = scope
+        self._clock = clock
+        self._retention = retention
+
+    # --- writes shared by every change ----------------------------------------------------------
+
+    async def _save(self, changed: Key) -> None:
+        async with self._store.transaction() as tx:
+            await tx.update_key(changed)
+        self._scope.keys.invalidate(changed.identity)
+
+    async def _rotate(self, key: Key, now: datetime) -> Key:
+        rotated = key.rotate(now)
+        version = rotated.latest_version
+        algorithm = algorithm_for(rotated.key_type)
+        material = await asyncio.to_thread(algorithm.generate)
+        handle = algorithm.load(material)
+        wrapped = await self._keyring.wrap(rotated, version, material)
+        # One transaction: the key row moves to version N+1 only together with the new version's
+        # row; the (key, version) primary key makes a concurrent rotation to N+1 fail as a whole.
+        async with self._store.transaction() as tx:
+            await tx.update_key(rotated)
+            await tx.add_version(rotated, version, wrapped)
+        self._scope.keys.invalidate(rotated.identity)
+        self._keyring.remember(rotated, version, handle)
+        return rotated
+
+    async def _change(
+        self,
+        meta: RequestMeta,
+        audit_action: str,
+        region_ref: str,
+        key_ref: str,
+        action: Action,
+        change: Change,
+    ) -> Scoped:
+        async with self._ops.begin(meta, audit_action) as op:
+            caller = await op.authorise()
+            region = self._scope.region(op, region_ref)
+            key = await self._scope.authorised_key(op, caller, region, key_ref, action)
+            changed = change(key, self._clock())
+            await self._save(changed)
+            return Scoped(changed, caller)
+
+    # --- operations -----------------------------------------------------------------------------
+
+    async def rotate(self, meta: RequestMeta, region_ref: str, key_ref: str) -> Scoped:
+        async with self._ops.begin(meta, "kms.rotate") as op:
+            caller = await op.authorise()
+            region = self._scope.region(op, region_ref)
+            key = await self._scope.authorised_key(op, caller, region, key_ref, Action.ROTATE)
+            rotated = await self._rotate(key, self._clock())
+            op.event.key_version = rotated.latest_version
+            return Scoped(rotated, caller)
+
+    async def update_rotation(
+        self, meta: RequestMeta, region_ref: str, key_ref: str, settings: Input[RotationSettings]
+    ) -> Scoped:
+        def change(key: Key, now: datetime) -> Key:
+            given = settings()
+            return key.update_rotation(now, enabled=given.enabled, period_days=given.period_days)
+
+        return await self._change(
+            meta, "kms.rotation.update", region_ref, key_ref, Action.UPDATE_ROTATION, change
+        )
+
+    async def disable(self, meta: RequestMeta, region_ref: str, key_ref: str) -> Scoped:
+        return await self._change(
+            meta, "kms.key.disable", region_ref, key_ref, Action.DISABLE, Key.disable
+        )
+
+    async def enable(self, meta: RequestMeta, region_ref: str, key_ref: str) -> Scoped:
+        return await self._change(
+            meta, "kms.key.enable", region_ref, key_ref, Action.ENABLE, Key.enable
+        )
+
+    async def schedule_deletion(self, meta: RequestMeta, region_ref: str, key_ref: str) -> Scoped:
+        def change(key: Key, now: datetime) -> Key:
+            return key.schedule_deletion(now, self._retention)
+
+        return await self._change(
+            meta, "kms.key.delete", region_ref, key_ref, Action.DELETE, change
+        )
+
+    async def cancel_deletion(self, meta: RequestMeta, region_ref: str, key_ref: str) -> Scoped:
+        return await self._change(
+            meta,
+            "kms.key.cancel_deletion",
+            region_ref,
+            key_ref,
+            Action.CANCEL_DELETION,
+            Key.cancel_deletion,
+        )
+
+    async def set_min_decryption_version(
+        self, meta: RequestMeta, region_ref: str, key_ref: str, version: Input[int]
+    ) -> Scoped:
+        def change(key: Key, now: datetime) -> Key:
+            return key.set_min_decryption_version(now, version())
+
+        return await self._change(
+            meta, "kms.versions.update", region_ref, key_ref, Action.ROTATE, change
+        )
+
+    # --- the scheduler's operations (no caller: the server itself acts) --------------------------
+
+    async def rotate_due(self, key: Key, now: datetime) -> Key:
+        """Rotate ``key`` because its period elapsed. ``Conflict`` if another node did first."""
+        async with self._ops.begin_system("kms.rotate.scheduled") as op:
+            op.touch(key)
+            rotated = await self._rotate(key, now)
+            op.event.key_version = rotated.latest_version
+            return rotated
+
+    async def purge(self, key: Key) -> None:
+        """Destroy a key whose retention elapsed: its row, every version, all wrapped material."""
+        async with self._ops.begin_system("kms.key.purge") as op:
+            op.touch(key)
+            async with self._store.transaction() as tx:
+                await tx.delete_key(key.identity)
+            self._scope.keys.invalidate(key.identity)
+            self._keyring.forget(key)
