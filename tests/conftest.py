@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ from coffer.domain.identity import SERVICE_ACCOUNT_PREFIX, new_identity
 from coffer.domain.permissions import RoleBinding, ScopeKind
 from coffer.domain.tenants import Principal, PrincipalKind, Project
 from coffer.iam.tokens import new_token, token_digest
+from coffer.scheduler.jobs import Scheduler
 from coffer.service.services import Services
 from coffer.service.tenants import Bootstrapped
 
@@ -30,6 +31,19 @@ REGIONS = (
 )
 
 
+class FakeClock:
+    """The real time plus an offset that tests move forward (days pass in an instant)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
 @dataclass
 class Kms:
     """A running app (through its ASGI interface) and the identity ``coffer init`` printed."""
@@ -37,6 +51,12 @@ class Kms:
     client: TestClient
     settings: Settings
     boot: Bootstrapped
+    clock: FakeClock = field(default_factory=FakeClock)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        found: Scheduler = self.client.app.state.scheduler  # type: ignore[attr-defined]
+        return found
 
     @property
     def org(self) -> str:
@@ -134,17 +154,20 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data")
 
 
+def open_kms(settings: Settings, boot: Bootstrapped) -> Iterator[Kms]:
+    clock = FakeClock()
+    app = build_app(settings, clock=clock, run_scheduler=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Kms(client, settings, boot, clock)
+
+
 @pytest.fixture
 def kms(settings: Settings) -> Iterator[Kms]:
-    boot = initialised(settings)
-    with TestClient(build_app(settings, run_scheduler=False), raise_server_exceptions=False) as client:
-        yield Kms(client, settings, boot)
+    yield from open_kms(settings, initialised(settings))
 
 
 @pytest.fixture(scope="module")
 def module_kms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kms]:
     """One app for a whole module (property tests run many examples against it)."""
     settings = make_settings(tmp_path_factory.mktemp("kms") / "data")
-    boot = initialised(settings)
-    with TestClient(build_app(settings, run_scheduler=False), raise_server_exceptions=False) as client:
-        yield Kms(client, settings, boot)
+    yield from open_kms(settings, initialised(settings))

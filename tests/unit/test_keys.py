@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,6 +14,7 @@ from coffer.errors import (
     InvalidRequest,
     KeyDisabled,
     KeyPendingDeletion,
+    RotationNotAllowed,
     UnsupportedKeyType,
     UnsupportedOperation,
 )
@@ -118,3 +119,35 @@ def test_every_key_type_has_capabilities_and_hmac_types_cannot_encrypt() -> None
     with pytest.raises(UnsupportedOperation):
         require(KeyType.HMAC_SHA256, Operation.ENCRYPT)
     assert not supports(KeyType.HMAC, Operation.IMPORT)
+
+
+def test_imported_keys_rotate_only_when_allowed() -> None:
+    imported = replace(new_key(), imported=True, allow_rotation=False)
+    with pytest.raises(RotationNotAllowed):
+        imported.rotate(NOW)
+    allowed = replace(imported, allow_rotation=True)
+    assert allowed.rotate(NOW).latest_version == 2
+
+
+def test_rotation_is_due_a_period_after_the_last_rotation() -> None:
+    key = new_key(key_rotation_enabled=True, rotation_period_days=7)
+    assert key.rotation_due_at == NOW + timedelta(days=7)
+    assert not key.rotation_due(NOW + timedelta(days=6, hours=23))
+    assert key.rotation_due(NOW + timedelta(days=7))
+    rotated = key.rotate(NOW + timedelta(days=8))
+    assert rotated.rotation_due_at == NOW + timedelta(days=15)
+    assert not replace(key, status=KeyStatus.DISABLED).rotation_due(NOW + timedelta(days=9))
+    assert replace(key, imported=True).rotation_due_at is None
+    assert new_key().rotation_due_at is None
+
+
+def test_a_transition_leaves_the_original_key_unchanged() -> None:
+    key = new_key()
+    later = NOW + timedelta(hours=1)
+    disabled = key.disable(later)
+    assert key.status is KeyStatus.ACTIVE
+    assert (disabled.status, disabled.object_version, disabled.updated_at) == (
+        KeyStatus.DISABLED,
+        2,
+        later,
+    )
