@@ -15,12 +15,18 @@ from typing import Any
 from starlette.applications import Starlette
 
 from coffer.api.app import create_app
+from coffer.api.errors import status_of
 from coffer.audit.events import AuditSink, DiscardingSink
+from coffer.audit.log import AuditLog
+from coffer.audit.verify import Verification, verify_chain
 from coffer.config import ConfigError, Settings
 from coffer.crypto.root import FileRootKey, RootKeyError, RootKeyProvider
+from coffer.crypto.signing import CheckpointSigner
 from coffer.domain.regions import Region
+from coffer.errors import CofferError
 from coffer.scheduler.jobs import Scheduler
 from coffer.service.access import AccessService
+from coffer.service.audit import AuditService
 from coffer.service.caches import KeyCache
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
@@ -36,12 +42,20 @@ from coffer.storage.database import (
     upgrade,
 )
 from coffer.storage.sql import SqlStore
+from coffer.storage.sql_audit import SqlAuditStore
 
 SQLITE_FILES = ("", "-wal", "-shm", "-journal")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def audit_status(action: str, error: CofferError | None) -> int:
+    """The HTTP status the API answers with, for the audit record (the API's own table)."""
+    if error is not None:
+        return status_of(error)
+    return 201 if action == "kms.key.create" else 200
 
 
 def regions_of(settings: Settings) -> list[Region]:
@@ -74,7 +88,19 @@ def build_services(
         timer=timer,
     )
     keyring = Keyring(store, root, cache_size=settings.cache_size, timer=timer)
-    operations = Operations(access, audit_sink or DiscardingSink(), clock)
+    audit_store = SqlAuditStore(store)
+    audit_log = (
+        AuditLog(
+            audit_store,
+            CheckpointSigner(root),
+            clock,
+            checkpoint_every=settings.audit_checkpoint_every,
+        )
+        if settings.audit_sink == "database"
+        else None
+    )
+    sink: AuditSink = audit_sink or audit_log or DiscardingSink()
+    operations = Operations(access, sink, clock, audit_status)
     scope = KeyScope(
         store,
         KeyCache(settings.cache_size, settings.cache_ttl_seconds, timer),
@@ -97,13 +123,22 @@ def build_services(
         keyring=keyring,
         keys=keys,
         lifecycle=lifecycle,
+        audit=AuditService(audit_store, operations),
+        audit_log=audit_log,
+        audit_store=audit_store,
         tenants=TenantService(store, root, clock),
     )
 
 
 def build_scheduler(services: Services, clock: Callable[[], datetime] = utc_now) -> Scheduler:
+    retention = services.settings.audit_retention_days
     return Scheduler(
-        services.store, services.lifecycle, clock, services.settings.scheduler_interval_seconds
+        services.store,
+        services.lifecycle,
+        clock,
+        services.settings.scheduler_interval_seconds,
+        audit_store=services.audit_store,
+        audit_retention=timedelta(days=retention) if retention is not None else None,
     )
 
 
@@ -199,3 +234,13 @@ def open_data_dir(settings: Settings) -> RootKeyProvider:
             f"{exc.message}. Coffer cannot decrypt any key without it: restore the root key file "
             "from your backup (mode 0600, readable by the server's user)"
         ) from None
+
+
+async def verify_audit(settings: Settings) -> Verification:
+    """Walk the audit chain of an initialised data directory (``coffer audit verify``)."""
+    root = open_data_dir(settings)
+    store = SqlStore(create_engine_for(settings.url))
+    try:
+        return await verify_chain(SqlAuditStore(store), CheckpointSigner(root))
+    finally:
+        await store.close()

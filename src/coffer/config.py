@@ -14,6 +14,7 @@ from typing import Any
 
 DATABASE_FILE = "coffer.db"
 ROOT_KEY_FILE = "root.key"
+AUDIT_SINKS = ("database", "discard")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
@@ -53,6 +54,12 @@ class Settings:
     scheduler_interval_seconds: float = 3600.0
     #: How long a deleted key stays pending before it is purged (at least one day).
     deletion_retention_days: int = 30
+    #: ``database`` (durable, hash-chained) or ``discard`` (only to measure what the audit costs).
+    audit_sink: str = "database"
+    #: A signed checkpoint of the audit chain every this many records (and at shutdown).
+    audit_checkpoint_every: int = 1000
+    #: Audit records older than this many days are pruned (``None``: kept for ever).
+    audit_retention_days: int | None = None
 
     @property
     def database_path(self) -> Path:
@@ -120,7 +127,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "regions" in raw:
         values["regions"] = _regions(raw["regions"], str(path))
-    for name in ("cache_size", "max_body_bytes"):
+    for name in ("cache_size", "max_body_bytes", "audit_checkpoint_every", "audit_retention_days"):
         if name in raw:
             if not isinstance(raw[name], int) or isinstance(raw[name], bool) or raw[name] < 1:
                 raise ConfigError(f"{path}: '{name}' must be a positive integer")
@@ -138,6 +145,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 f"{path}: 'deletion_retention_days' must be a whole number, at least 1"
             )
         values["deletion_retention_days"] = days
+    if "audit_sink" in raw:
+        if raw["audit_sink"] not in AUDIT_SINKS:
+            raise ConfigError(f"{path}: 'audit_sink' must be one of {', '.join(AUDIT_SINKS)}")
+        values["audit_sink"] = raw["audit_sink"]
     if "log_level" in raw:
         if raw["log_level"] not in LOG_LEVELS:
             raise ConfigError(f"{path}: 'log_level' must be one of {', '.join(LOG_LEVELS)}")

@@ -9,8 +9,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coffer.api import crypto, health, keys, lifecycle, summary
+from coffer.api import audit, crypto, health, keys, lifecycle, summary
 from coffer.api.schemas import (
+    AuditPageResponse,
     CreateKeyRequest,
     DecryptRequest,
     DecryptResponse,
@@ -65,6 +66,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("DELETE", KEY, lifecycle.delete_key, "Schedule a key for deletion", response=KmsKey),
     Endpoint("DELETE", f"{KEY}/cancel-deletion", lifecycle.cancel_deletion,
              "Cancel a scheduled deletion", response=KmsKey),
+    Endpoint("GET", "/v1/audit", audit.list_audit, "The organisation's audit records",
+             response=AuditPageResponse,
+             query=("page", "limit", "action", "resourceType", "resourceIdentity",
+                    "serviceAccount", "userIdentity", "responseStatus", "since", "until")),
     Endpoint("GET", "/healthz", health.healthz, "The process is up", response=HealthResponse,
              kms=False),
     Endpoint("GET", "/readyz", health.readyz, "Database and root key are usable",

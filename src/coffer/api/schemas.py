@@ -146,3 +146,45 @@ class SummaryResponse(Response):
 
 class HealthResponse(Response):
     status: str
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+class AuditContext(msgspec.Struct, kw_only=True):
+    region: str | None
+    keySlug: str | None
+    keyType: str | None
+    keyVersion: int | None
+    outcome: str
+    status: int
+    errorCode: str | None
+    plaintextBytes: int | None
+    ciphertextBytes: int | None
+    client_ip: str | None
+    user_agent: str | None
+    requestId: str
+
+
+class AuditItem(Response):
+    seq: int
+    event_id: str
+    created_at: datetime
+    user_identity: str | None
+    service_account_identity: str | None
+    principal_kind: str | None
+    organization_identity: str | None
+    project_id: str | None
+    action: str
+    resource_type: str
+    resource_identity: str | None
+    context: AuditContext
+
+
+class AuditPageResponse(Response):
+    items: list[AuditItem]
+    total_items: int
+    page: int
+    items_per_page: int
+    total_pages: int
+    total_count: int

@@ -29,6 +29,7 @@ class AuditEvent:
     key_type: str | None = None
     key_version: int | None = None
     outcome: str = "success"
+    status: int = 200
     error_code: str | None = None
     plaintext_bytes: int | None = None
     ciphertext_bytes: int | None = None

@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from coffer.crypto.wrapping import WRAPPING_KEY_BYTES, Wrapper
 from coffer.errors import Unavailable
 
@@ -22,6 +25,10 @@ class RootKeyProvider(Protocol):
         """Raise ``Unavailable`` if the root key cannot be used now."""
         ...
 
+    def derive(self, purpose: bytes) -> bytes:
+        """32 bytes derived from the root key for one ``purpose`` (HKDF-SHA-256, RFC 5869)."""
+        ...
+
 
 class RootKeyError(Unavailable):
     """The root key file is missing, unreadable or malformed."""
@@ -30,10 +37,11 @@ class RootKeyError(Unavailable):
 class FileRootKey:
     """The root key as a 32-byte file."""
 
-    __slots__ = ("_path", "_wrapper")
+    __slots__ = ("_key", "_path", "_wrapper")
 
     def __init__(self, path: Path, key: bytes) -> None:
         self._path = path
+        self._key = key
         self._wrapper = Wrapper(key)
 
     def __repr__(self) -> str:
@@ -68,6 +76,9 @@ class FileRootKey:
 
     def unwrap(self, blob: bytes, aad: bytes) -> bytes:
         return self._wrapper.unwrap(blob, aad)
+
+    def derive(self, purpose: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(self._key)
 
     def check(self) -> None:
         # The key is held in memory; readiness also requires the file to still be there, so an

@@ -14,11 +14,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from coffer.errors import Conflict
+from coffer.service.audit import prune_before
 from coffer.service.lifecycle import LifecycleService
-from coffer.storage.repositories import Store
+from coffer.storage.repositories import AuditStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class RunReport:
     rotated: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
     lost_races: int = 0
+    audit_pruned: int = 0
 
 
 class Scheduler:
@@ -39,11 +41,16 @@ class Scheduler:
         lifecycle: LifecycleService,
         clock: Callable[[], datetime],
         interval_seconds: float,
+        *,
+        audit_store: AuditStore | None = None,
+        audit_retention: timedelta | None = None,
     ) -> None:
         self._store = store
         self._lifecycle = lifecycle
         self._clock = clock
         self._interval = interval_seconds
+        self._audit_store = audit_store
+        self._audit_retention = audit_retention
 
     async def run_once(self) -> RunReport:
         """One pass: every key due now is rotated or purged (in batches until none is left)."""
@@ -69,6 +76,8 @@ class Scheduler:
                     continue
                 await self._lifecycle.purge(key)
                 report.purged.append(key.identity)
+        if self._audit_store is not None and self._audit_retention is not None:
+            report.audit_pruned = await prune_before(self._audit_store, now - self._audit_retention)
         return report
 
     async def run_forever(self) -> None:

@@ -17,25 +17,31 @@ from types import TracebackType
 from coffer.audit.events import AuditEvent, AuditSink
 from coffer.domain.keys import Key
 from coffer.domain.regions import Region
-from coffer.errors import CofferError, KmsNotEnabled, Unavailable
+from coffer.errors import CofferError, Internal, KmsNotEnabled, Unavailable
 from coffer.service.access import AccessService
 from coffer.service.context import Caller, RequestMeta
 
 log = logging.getLogger(__name__)
 
+#: The status a request's answer carries, for the audit record: given the action and the error
+#: (``None`` on success). Supplied by the composition root, which knows the API's table.
+StatusOf = Callable[[str, CofferError | None], int]
+
 
 class Operation:
-    __slots__ = ("_access", "_meta", "_sink", "event")
+    __slots__ = ("_access", "_meta", "_sink", "_status_of", "event")
 
     def __init__(
         self,
         access: AccessService,
         sink: AuditSink | None,
+        status_of: StatusOf,
         meta: RequestMeta,
         event: AuditEvent,
     ) -> None:
         self._access = access
         self._sink = sink
+        self._status_of = status_of
         self._meta = meta
         self.event = event
 
@@ -69,11 +75,14 @@ class Operation:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        error = None
         if exc is not None:
+            error = exc if isinstance(exc, CofferError) else Internal()
             self.event.outcome = "failure"
-            self.event.error_code = exc.code if isinstance(exc, CofferError) else "internal"
+            self.event.error_code = error.code
         if self._sink is None:
             return
+        self.event.status = self._status_of(self.event.action, error)
         try:
             await self._sink.write(self.event)
         except Exception as write_error:
@@ -83,11 +92,16 @@ class Operation:
 
 class Operations:
     def __init__(
-        self, access: AccessService, sink: AuditSink, clock: Callable[[], datetime]
+        self,
+        access: AccessService,
+        sink: AuditSink,
+        clock: Callable[[], datetime],
+        status_of: StatusOf,
     ) -> None:
         self._access = access
         self._sink = sink
         self._clock = clock
+        self._status_of = status_of
 
     def begin_system(self, action: str) -> Operation:
         """An operation the server performs by itself (scheduled rotation, purge)."""
@@ -106,4 +120,4 @@ class Operations:
             client_ip=meta.client_ip,
             user_agent=meta.user_agent,
         )
-        return Operation(self._access, self._sink if action else None, meta, event)
+        return Operation(self._access, self._sink if action else None, self._status_of, meta, event)

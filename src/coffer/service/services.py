@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from coffer.audit.log import AuditLog
 from coffer.config import Settings
 from coffer.crypto.root import RootKeyProvider
+from coffer.errors import CofferError
 from coffer.service.access import AccessService
+from coffer.service.audit import AuditService
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
 from coffer.service.tenants import TenantService
-from coffer.storage.repositories import Store
+from coffer.storage.repositories import AuditStore, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,9 @@ class Services:
     keyring: Keyring
     keys: KeyService
     lifecycle: LifecycleService
+    audit: AuditService
+    audit_log: AuditLog | None
+    audit_store: AuditStore
     tenants: TenantService
 
     async def ready(self) -> None:
@@ -31,4 +40,10 @@ class Services:
         self.root.check()
 
     async def close(self) -> None:
-        await self.store.close()
+        try:
+            if self.audit_log is not None:
+                await self.audit_log.close()
+        except CofferError as exc:
+            log.warning("the closing audit checkpoint could not be written: %s", exc.code)
+        finally:
+            await self.store.close()

@@ -22,6 +22,9 @@ from coffer.domain.tenants import Organisation, Principal, PrincipalKind
 from coffer.iam.tokens import new_token, token_digest
 from coffer.storage.repositories import Store, Transaction
 
+#: What the administrator ``coffer init`` makes may do in the first organisation.
+ADMIN_POLICIES = ("kms:FullAccess", "audit:ReadAccess")
+
 
 @dataclass(frozen=True, slots=True)
 class Bootstrapped:
@@ -59,7 +62,7 @@ class TenantService:
 
     async def bootstrap(self, organisation_name: str = "Default") -> Bootstrapped:
         """The first organisation (slug ``default``, KMS on) and a platform administrator whose
-        token holds ``kms:FullAccess`` on it, in one transaction."""
+        token holds ``kms:FullAccess`` and ``audit:ReadAccess`` on it, in one transaction."""
         now = self._clock()
         principal = Principal(
             identity=new_identity(USER_PREFIX),
@@ -81,15 +84,16 @@ class TenantService:
                 now,
                 None,
             )
-            await tx.add_binding(
-                RoleBinding(
-                    identity=new_identity(BINDING_PREFIX),
-                    principal_identity=principal.identity,
-                    organisation_identity=organisation.identity,
-                    policy="kms:FullAccess",
-                    scope_kind=ScopeKind.ORGANISATION,
-                    scope_identity=None,
-                ),
-                now,
-            )
+            for policy in ADMIN_POLICIES:
+                await tx.add_binding(
+                    RoleBinding(
+                        identity=new_identity(BINDING_PREFIX),
+                        principal_identity=principal.identity,
+                        organisation_identity=organisation.identity,
+                        policy=policy,
+                        scope_kind=ScopeKind.ORGANISATION,
+                        scope_identity=None,
+                    ),
+                    now,
+                )
         return Bootstrapped(organisation, principal, token)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint
 from coffer.domain.keys import Key, KeyFilter, KeyStatus
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.tenants import Organisation, Principal, Project
@@ -117,3 +118,36 @@ class Store(Protocol):
         ...
 
     async def wrapped_version(self, key_identity: str, version: int) -> bytes | None: ...
+
+
+class AuditStore(Protocol):
+    async def audit_head(self) -> tuple[int, bytes]:
+        """(sequence number, hash) of the newest record: (0, 32 zero bytes) when empty."""
+        ...
+
+    async def append_audit(
+        self, rows: Sequence[ChainRow], expected_seq: int, checkpoint: Checkpoint | None
+    ) -> bool:
+        """Append ``rows`` (and ``checkpoint``) in one durable transaction, if the chain head is
+        still at ``expected_seq``; ``False`` (nothing written) if another writer moved it."""
+        ...
+
+    async def add_audit_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Record a checkpoint of the chain as it stands (``Conflict`` if one exists at its seq)."""
+        ...
+
+    async def audit_rows(self, after_seq: int, limit: int) -> Sequence[ChainRow]:
+        """Stored records after ``after_seq``, in sequence order."""
+        ...
+
+    async def audit_checkpoints(self) -> Sequence[Checkpoint]: ...
+
+    async def audit_page(
+        self, organisation_identity: str, audit_filter: AuditFilter, offset: int, limit: int
+    ) -> tuple[Sequence[str], int]:
+        """One page of an organisation's records (canonical JSON, newest first) and the total."""
+        ...
+
+    async def prune_audit(self, through_seq: int) -> int:
+        """Delete records up to ``through_seq`` (a checkpointed sequence number)."""
+        ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -177,4 +179,47 @@ key_versions = Table(
     # Material wrapped by the organisation KEK, bound to (organisation, key, version, type).
     Column("wrapped_material", LargeBinary, nullable=False),
     Column("created_at", Timestamp, nullable=False),
+)
+
+# --- audit ----------------------------------------------------------------------------------------
+# One hash chain over every record of this database: ``hash = SHA-256(prev_hash ‖ record)``, where
+# ``record`` is the canonical JSON stored beside the columns that queries filter on.
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("organisation_identity", String(64), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("principal_identity", String(64), nullable=True),
+    Column("resource_identity", String(64), nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("record", Text, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Index("ix_audit_events_organisation_seq", "organisation_identity", "seq"),
+    Index("ix_audit_events_created_at", "created_at"),
+)
+
+# The newest link of the chain. Every append moves it in the same transaction, compare-and-swap:
+# one writer at a time extends the chain, whichever node it runs on.
+audit_chain_head = Table(
+    "audit_chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+# Signed (Ed25519) statements "the chain had this hash at this sequence number": a truncated tail
+# or a rewritten chain no longer matches them.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
 )

@@ -28,13 +28,13 @@ def _project_column(project_identity: str | None) -> str:
     return project_identity if project_identity is not None else _ORG_SCOPE
 
 
-def _utc(value: datetime) -> datetime:
+def utc(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; every stored time is UTC.
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _utc_or_none(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc(value)
+    return None if value is None else utc(value)
 
 
 def _identity_first(rows: Sequence[Row[Any]], ref: str) -> list[Row[Any]]:
@@ -48,7 +48,7 @@ def _organisation(row: Row[Any]) -> Organisation:
         slug=row.slug,
         name=row.name,
         kms_enabled=row.kms_enabled,
-        created_at=_utc(row.created_at),
+        created_at=utc(row.created_at),
         object_version=row.object_version,
     )
 
@@ -59,7 +59,7 @@ def _principal(row: Row[Any]) -> Principal:
         kind=PrincipalKind(row.kind),
         name=row.name,
         platform_admin=row.platform_admin,
-        created_at=_utc(row.created_at),
+        created_at=utc(row.created_at),
     )
 
 
@@ -82,8 +82,8 @@ def _key(row: Row[Any], versions: Sequence[KeyVersion]) -> Key:
         latest_version=row.latest_version,
         min_decryption_version=row.min_decryption_version,
         versions=tuple(versions),
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),
         object_version=row.object_version,
         deletion_scheduled_at=_utc_or_none(row.deletion_scheduled_at),
         labels=dict(row.labels),
@@ -109,6 +109,10 @@ def _mutable_columns(key: Key) -> dict[str, Any]:
 class SqlTransaction:
     def __init__(self, connection: AsyncConnection) -> None:
         self._conn = connection
+
+    @property
+    def connection(self) -> AsyncConnection:
+        return self._conn
 
     async def add_organisation(self, organisation: Organisation, wrapped_kek: bytes) -> None:
         await self._conn.execute(
@@ -257,7 +261,7 @@ class SqlStore:
             raise Unavailable() from exc
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
         try:
             async with self._engine.connect() as connection:
                 yield connection
@@ -268,12 +272,12 @@ class SqlStore:
         await self._engine.dispose()
 
     async def ping(self) -> None:
-        async with self._read() as conn:
+        async with self.reading() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def find_organisation(self, ref: str) -> Organisation | None:
         table = schema.organisations
-        async with self._read() as conn:
+        async with self.reading() as conn:
             rows = (
                 await conn.execute(
                     select(table).where(or_(table.c.identity == ref, table.c.slug == ref))
@@ -284,7 +288,7 @@ class SqlStore:
 
     async def wrapped_kek(self, organisation_identity: str) -> bytes | None:
         table = schema.organisation_keks
-        async with self._read() as conn:
+        async with self.reading() as conn:
             blob = await conn.scalar(
                 select(table.c.wrapped_kek).where(
                     table.c.organisation_identity == organisation_identity
@@ -294,7 +298,7 @@ class SqlStore:
 
     async def find_project(self, organisation_identity: str, ref: str) -> Project | None:
         table = schema.projects
-        async with self._read() as conn:
+        async with self.reading() as conn:
             rows = (
                 await conn.execute(
                     select(table).where(
@@ -312,7 +316,7 @@ class SqlStore:
             organisation_identity=row.organisation_identity,
             slug=row.slug,
             name=row.name,
-            created_at=_utc(row.created_at),
+            created_at=utc(row.created_at),
         )
 
     async def find_token(self, digest: bytes) -> TokenRecord | None:
@@ -327,7 +331,7 @@ class SqlStore:
             .join(principals, principals.c.identity == tokens.c.principal_identity)
             .where(tokens.c.digest == digest)
         )
-        async with self._read() as conn:
+        async with self.reading() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
@@ -342,7 +346,7 @@ class SqlStore:
         self, principal_identity: str, organisation_identity: str
     ) -> Sequence[RoleBinding]:
         table = schema.role_bindings
-        async with self._read() as conn:
+        async with self.reading() as conn:
             rows = (
                 await conn.execute(
                     select(table).where(
@@ -374,7 +378,7 @@ class SqlStore:
         )
         versions: dict[str, list[KeyVersion]] = defaultdict(list)
         for v in version_rows:
-            versions[v.key_identity].append(KeyVersion(v.version, _utc(v.created_at)))
+            versions[v.key_identity].append(KeyVersion(v.version, utc(v.created_at)))
         return [_key(row, versions[row.identity]) for row in rows]
 
     async def find_key(
@@ -391,7 +395,7 @@ class SqlStore:
             table.c.project_identity == _project_column(project_identity),
             or_(table.c.identity == ref, table.c.slug == ref),
         )
-        async with self._read() as conn:
+        async with self.reading() as conn:
             rows = (await conn.execute(query)).all()
             found = await self._with_versions(conn, _identity_first(rows, ref)[:1])
         return found[0] if found else None
@@ -422,7 +426,7 @@ class SqlStore:
         query = (
             select(table).where(and_(*conditions)).order_by(table.c.created_at, table.c.identity)
         )
-        async with self._read() as conn:
+        async with self.reading() as conn:
             rows = (await conn.execute(query)).all()
             if key_filter.labels:
                 wanted = key_filter.labels.items()
@@ -441,14 +445,14 @@ class SqlStore:
             )
             .group_by(table.c.region, table.c.status)
         )
-        async with self._read() as conn:
+        async with self.reading() as conn:
             rows = (await conn.execute(query)).all()
         return {(region, KeyStatus(status)): count for region, status, count in rows}
 
     async def _keys_where(self, *conditions: Any, limit: int) -> list[Key]:
         table = schema.keys
         query = select(table).where(*conditions).order_by(table.c.identity).limit(limit)
-        async with self._read() as conn:
+        async with self.reading() as conn:
             rows = (await conn.execute(query)).all()
             return await self._with_versions(conn, rows)
 
@@ -470,7 +474,7 @@ class SqlStore:
 
     async def wrapped_version(self, key_identity: str, version: int) -> bytes | None:
         table = schema.key_versions
-        async with self._read() as conn:
+        async with self.reading() as conn:
             blob = await conn.scalar(
                 select(table.c.wrapped_material).where(
                     table.c.key_identity == key_identity, table.c.version == version

@@ -1,0 +1,75 @@
+"""``GET /v1/audit``: an organisation's audit records, filtered and paged (spec §8)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coffer.api import http
+from coffer.api.schemas import AuditItem, AuditPageResponse
+from coffer.domain.audit import AuditFilter
+from coffer.errors import InvalidRequest
+from coffer.service.audit import AuditQuery
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+_NOTHING = AuditFilter(action="\x00none")  # resourceType other than kms_key: no record matches
+
+
+def _int(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = query.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        raise InvalidRequest(f"{name} must be an integer between {low} and {high}")
+    return int(text)
+
+
+def _time(query: dict[str, str], name: str) -> datetime | None:
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        raise InvalidRequest(f"{name} must carry a time zone (e.g. Z)")
+    return parsed
+
+
+def _query(request: Request) -> AuditQuery:
+    query = dict(request.query_params)
+    page = _int(query, "page", 1, 1, 10**9)
+    limit = _int(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    status = _int(query, "responseStatus", 0, 100, 599) if "responseStatus" in query else None
+    audit_filter = AuditFilter(
+        action=query.get("action"),
+        resource_identity=query.get("resourceIdentity"),
+        service_account=query.get("serviceAccount"),
+        user_identity=query.get("userIdentity"),
+        status=status,
+        since=_time(query, "since"),
+        until=_time(query, "until"),
+    )
+    if query.get("resourceType", "kms_key") != "kms_key":
+        audit_filter = _NOTHING
+    return AuditQuery(audit_filter, page, limit)
+
+
+async def list_audit(request: Request) -> Response:
+    page = await http.services(request).audit.list(http.meta(request), lambda: _query(request))
+    items = [msgspec.json.decode(record, type=AuditItem) for record in page.records]
+    return http.json(
+        AuditPageResponse(
+            items=items,
+            total_items=page.total,
+            page=page.page,
+            items_per_page=page.limit,
+            total_pages=-(-page.total // page.limit),
+            total_count=page.total,
+        )
+    )

@@ -1,0 +1,44 @@
+"""Audit records as stored: chain rows, checkpoints and query filters (spec §8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRow:
+    """One stored record with the columns queries use, as read back for verification."""
+
+    seq: int
+    event_id: str
+    created_at: datetime
+    organisation_identity: str | None
+    action: str
+    principal_identity: str | None
+    resource_identity: str | None
+    status: int
+    record: str
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    seq: int
+    hash: bytes
+    created_at: datetime
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Query filters of ``GET /v1/audit``; every given one must match."""
+
+    action: str | None = None
+    resource_identity: str | None = None
+    service_account: str | None = None
+    user_identity: str | None = None
+    status: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None

@@ -1,0 +1,163 @@
+"""``AuditStore`` on SQLAlchemy Core."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Row
+
+from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint
+from coffer.storage import schema
+from coffer.storage.sql import SqlStore, utc
+
+_HEAD_ID = 1
+
+
+class _HeadMoved(Exception):
+    """Another writer extended the chain since its head was read."""
+
+
+def _chain_row(row: Row[Any]) -> ChainRow:
+    return ChainRow(
+        seq=row.seq,
+        event_id=row.event_id,
+        created_at=utc(row.created_at),
+        organisation_identity=row.organisation_identity,
+        action=row.action,
+        principal_identity=row.principal_identity,
+        resource_identity=row.resource_identity,
+        status=row.status,
+        record=row.record,
+        prev_hash=bytes(row.prev_hash),
+        hash=bytes(row.hash),
+    )
+
+
+class SqlAuditStore:
+    """The audit tables, on the same engine (and database) as the keys."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    async def audit_head(self) -> tuple[int, bytes]:
+        head = schema.audit_chain_head
+        async with self._store.reading() as conn:
+            row = (await conn.execute(select(head.c.seq, head.c.hash))).one()
+        return int(row.seq), bytes(row.hash)
+
+    async def append_audit(
+        self, rows: Sequence[ChainRow], expected_seq: int, checkpoint: Checkpoint | None
+    ) -> bool:
+        try:
+            await self._append(rows, expected_seq, checkpoint)
+        except _HeadMoved:
+            return False
+        return True
+
+    async def _append(
+        self, rows: Sequence[ChainRow], expected_seq: int, checkpoint: Checkpoint | None
+    ) -> None:
+        head = schema.audit_chain_head
+        async with self._store.transaction() as tx:
+            conn = tx.connection
+            # Moving the head first takes the write lock at once (SQLite) or locks the head row
+            # (PostgreSQL): a second writer waits here, then finds the head moved.
+            moved = await conn.execute(
+                head.update()
+                .where(head.c.id == _HEAD_ID, head.c.seq == expected_seq)
+                .values(seq=rows[-1].seq, hash=rows[-1].hash)
+            )
+            if moved.rowcount != 1:
+                raise _HeadMoved()  # rolls the transaction back: nothing written
+            await conn.execute(
+                schema.audit_events.insert(),
+                [
+                    {
+                        "seq": r.seq,
+                        "event_id": r.event_id,
+                        "created_at": r.created_at,
+                        "organisation_identity": r.organisation_identity,
+                        "action": r.action,
+                        "principal_identity": r.principal_identity,
+                        "resource_identity": r.resource_identity,
+                        "status": r.status,
+                        "record": r.record,
+                        "prev_hash": r.prev_hash,
+                        "hash": r.hash,
+                    }
+                    for r in rows
+                ],
+            )
+            if checkpoint is not None:
+                await conn.execute(
+                    schema.audit_checkpoints.insert().values(
+                        seq=checkpoint.seq,
+                        hash=checkpoint.hash,
+                        created_at=checkpoint.created_at,
+                        signature=checkpoint.signature,
+                    )
+                )
+
+    async def add_audit_checkpoint(self, checkpoint: Checkpoint) -> None:
+        async with self._store.transaction() as tx:
+            await tx.connection.execute(
+                schema.audit_checkpoints.insert().values(
+                    seq=checkpoint.seq,
+                    hash=checkpoint.hash,
+                    created_at=checkpoint.created_at,
+                    signature=checkpoint.signature,
+                )
+            )
+
+    async def audit_rows(self, after_seq: int, limit: int) -> Sequence[ChainRow]:
+        table = schema.audit_events
+        query = select(table).where(table.c.seq > after_seq).order_by(table.c.seq).limit(limit)
+        async with self._store.reading() as conn:
+            return [_chain_row(row) for row in await conn.execute(query)]
+
+    async def audit_checkpoints(self) -> Sequence[Checkpoint]:
+        table = schema.audit_checkpoints
+        async with self._store.reading() as conn:
+            rows = await conn.execute(select(table).order_by(table.c.seq))
+            return [
+                Checkpoint(r.seq, bytes(r.hash), utc(r.created_at), bytes(r.signature))
+                for r in rows
+            ]
+
+    async def audit_page(
+        self, organisation_identity: str, audit_filter: AuditFilter, offset: int, limit: int
+    ) -> tuple[Sequence[str], int]:
+        table = schema.audit_events
+        conditions: list[Any] = [table.c.organisation_identity == organisation_identity]
+        f = audit_filter
+        if f.action is not None:
+            conditions.append(table.c.action == f.action)
+        if f.resource_identity is not None:
+            conditions.append(table.c.resource_identity == f.resource_identity)
+        for principal in (f.service_account, f.user_identity):
+            if principal is not None:
+                conditions.append(table.c.principal_identity == principal)
+        if f.status is not None:
+            conditions.append(table.c.status == f.status)
+        if f.since is not None:
+            conditions.append(table.c.created_at >= f.since)
+        if f.until is not None:
+            conditions.append(table.c.created_at < f.until)
+        async with self._store.reading() as conn:
+            total = await conn.scalar(select(func.count()).select_from(table).where(*conditions))
+            records = await conn.scalars(
+                select(table.c.record)
+                .where(*conditions)
+                .order_by(table.c.seq.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return list(records), int(total or 0)
+
+    async def prune_audit(self, through_seq: int) -> int:
+        table = schema.audit_events
+        async with self._store.transaction() as tx:
+            result = await tx.connection.execute(table.delete().where(table.c.seq <= through_seq))
+        return int(result.rowcount)

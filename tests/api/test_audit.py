@@ -1,0 +1,322 @@
+"""The audit log: one durable record per KMS request, hash-chained, queryable (spec §8)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from coffer.audit.verify import verify_chain
+from tests.api.test_access import error
+from tests.conftest import Kms
+
+KEYS = "/v1/kms/nl-01/keys"
+
+
+def records(kms: Kms) -> list[dict[str, Any]]:
+    """Every stored record, oldest first, read straight from the database."""
+    engine = create_engine(f"sqlite:///{kms.settings.database_path}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT record FROM audit_events ORDER BY seq")).scalars()
+            return [json.loads(r) for r in rows]
+    finally:
+        engine.dispose()
+
+
+def execute(kms: Kms, *statements: str) -> None:
+    engine = create_engine(f"sqlite:///{kms.settings.database_path}")
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def verification(kms: Kms):  # type: ignore[no-untyped-def]
+    from coffer.crypto.signing import CheckpointSigner
+
+    return kms.run(verify_chain, kms.services.audit_store, CheckpointSigner(kms.services.root))
+
+
+@pytest.fixture
+def prepared(kms: Kms) -> Kms:
+    kms.create_key("k")
+    kms.create_key("old")
+    kms.client.post(f"{KEYS}/old/disable", headers=kms.headers)
+    return kms
+
+
+def reader_headers(kms: Kms) -> dict[str, str]:
+    token = kms.add_principal("kms:ReadAccess")
+    return {"Authorization": f"Bearer {token}", "X-Organisation-Identity": kms.org}
+
+
+CASES: list[tuple[str, str, str, Any, str, int, str | None]] = [
+    # (method, path, action, body, headers kind, status, error code)
+    ("GET", KEYS, "kms.key.list", None, "admin", 200, None),
+    ("POST", KEYS, "kms.key.create", {"name": "new", "keyType": "aes256-gcm96"}, "admin", 201, None),
+    ("POST", KEYS, "kms.key.create", {"name": "k", "keyType": "aes256-gcm96"}, "admin", 409, "conflict"),
+    ("POST", KEYS, "kms.key.create", {"name": "x", "keyType": "rsa-2048"}, "admin", 400, "unsupported_key_type"),
+    ("POST", KEYS, "kms.key.create", {"name": "x", "keyType": "aes256-gcm96"}, "reader", 403, "forbidden"),
+    ("GET", f"{KEYS}/k", "kms.key.read", None, "admin", 200, None),
+    ("GET", f"{KEYS}/nope", "kms.key.read", None, "admin", 404, "key_not_found"),
+    ("POST", f"{KEYS}/k/encrypt", "kms.encrypt", {"plaintext": "c2VjcmV0"}, "admin", 200, None),
+    ("POST", f"{KEYS}/k/encrypt", "kms.encrypt", {"plaintext": "!!"}, "admin", 400, "invalid_request"),
+    ("POST", f"{KEYS}/k/encrypt", "kms.encrypt", {"plaintext": "AA=="}, "none", 401, "unauthenticated"),
+    ("POST", f"{KEYS}/k/encrypt", "kms.encrypt", {"plaintext": "AA=="}, "reader", 403, "forbidden"),
+    ("POST", f"{KEYS}/old/encrypt", "kms.encrypt", {"plaintext": "AA=="}, "admin", 400, "key_disabled"),
+    ("POST", "/v1/kms/xx-99/keys/k/encrypt", "kms.encrypt", {"plaintext": "AA=="}, "admin", 404, "region_not_found"),
+    ("POST", "/v1/kms/be-01/keys/k/encrypt", "kms.encrypt", {"plaintext": "AA=="}, "admin", 503, "region_unavailable"),
+    ("POST", f"{KEYS}/k/decrypt", "kms.decrypt", {"ciphertext": "thalassa:v1:AAAA"}, "admin", 400, "invalid_ciphertext"),
+    ("POST", f"{KEYS}/k/rotate", "kms.rotate", None, "admin", 200, None),
+    ("PATCH", f"{KEYS}/k/rotation", "kms.rotation.update", {"rotationPeriodInDays": 7}, "admin", 200, None),
+    ("PATCH", f"{KEYS}/k/rotation", "kms.rotation.update", {"rotationPeriodInDays": 0}, "admin", 400, "invalid_request"),
+    ("PATCH", f"{KEYS}/k/versions", "kms.versions.update", {"minDecryptionVersion": 1}, "admin", 200, None),
+    ("POST", f"{KEYS}/k/disable", "kms.key.disable", None, "admin", 200, None),
+    ("POST", f"{KEYS}/k/enable", "kms.key.enable", None, "admin", 400, "key_active"),
+    ("POST", f"{KEYS}/old/enable", "kms.key.enable", None, "admin", 200, None),
+    ("DELETE", f"{KEYS}/k", "kms.key.delete", None, "admin", 200, None),
+    ("DELETE", f"{KEYS}/k/cancel-deletion", "kms.key.cancel_deletion", None, "admin", 400, "key_active"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "action", "body", "who", "status", "code"),
+    CASES,
+    ids=[f"{c[2]}-{c[5]}" for c in CASES],
+)
+def test_every_request_writes_exactly_one_record(
+    prepared: Kms,
+    method: str,
+    path: str,
+    action: str,
+    body: Any,
+    who: str,
+    status: int,
+    code: str | None,
+) -> None:
+    kms = prepared
+    headers = {"admin": kms.headers, "reader": reader_headers(kms), "none": {}}[who]
+    before = len(records(kms))
+    response = kms.client.request(method, path, json=body, headers=headers)
+    assert response.status_code == status, response.text
+    written = records(kms)[before:]
+    assert len(written) == 1, written
+    record = written[0]
+    assert record["action"] == action
+    assert record["resourceType"] == "kms_key"
+    context = record["context"]
+    assert context["status"] == status
+    assert context["outcome"] == ("success" if status < 400 else "failure")
+    assert context["errorCode"] == code
+    assert context["requestId"] == response.headers["x-request-id"]
+    assert context["client_ip"] == "testclient"
+    if who != "none":
+        assert record["organizationIdentity"] == kms.org
+    if "/keys/k/" in path and status not in (401, 403, 404, 503):
+        assert context["keySlug"] == "k"
+        assert context["keyType"] == "aes256-gcm96"
+
+
+def test_the_summary_and_the_audit_query_write_no_record(kms: Kms) -> None:
+    before = len(records(kms))
+    assert kms.get("/v1/kms/summary").status_code == 200
+    assert kms.get("/v1/audit").status_code == 200
+    assert len(records(kms)) == before
+
+
+def test_crypto_records_carry_sizes_and_versions_but_no_secrets(kms: Kms) -> None:
+    kms.create_key("k")
+    plaintext = "dG9wIHNlY3JldCBwYXlsb2Fk"  # "top secret payload"
+    sealed = kms.post(f"{KEYS}/k/encrypt", {"plaintext": plaintext}).json()["ciphertext"]
+    kms.post(f"{KEYS}/k/decrypt", {"ciphertext": sealed})
+    encrypted, decrypted = records(kms)[-2:]
+    assert encrypted["context"]["plaintextBytes"] == 18
+    assert encrypted["context"]["ciphertextBytes"] == 12 + 18 + 16
+    assert decrypted["context"]["keyVersion"] == 1
+    stored = json.dumps(records(kms))
+    for secret in (plaintext, "top secret", sealed, sealed.split(":")[2], kms.boot.token):
+        assert secret not in stored
+
+
+def test_the_audit_query_is_organisation_scoped_filtered_and_paged(kms: Kms) -> None:
+    key = kms.create_key("k")
+    for _ in range(5):
+        kms.post(f"{KEYS}/k/encrypt", {"plaintext": "AA=="})
+    kms.post(f"{KEYS}/k/decrypt", {"ciphertext": "thalassa:v1:AAAA"})
+
+    page = kms.get("/v1/audit?limit=3").json()
+    assert set(page) == {"items", "totalItems", "page", "itemsPerPage", "totalPages", "totalCount"}
+    assert (page["totalItems"], page["page"], page["itemsPerPage"], page["totalPages"]) == (
+        7,
+        1,
+        3,
+        3,
+    )
+    assert len(page["items"]) == 3
+    assert page["items"][0]["action"] == "kms.decrypt"  # newest first
+    last = kms.get("/v1/audit?limit=3&page=3").json()
+    assert len(last["items"]) == 1
+    assert last["items"][0]["action"] == "kms.key.create"
+
+    def count(query: str) -> int:
+        response = kms.get(f"/v1/audit?{query}")
+        assert response.status_code == 200, response.text
+        total: int = response.json()["totalItems"]
+        return total
+
+    assert count("action=kms.encrypt") == 5
+    assert count(f"resourceIdentity={key['identity']}") == 7
+    assert count("responseStatus=400") == 1
+    assert count(f"userIdentity={kms.boot.principal.identity}") == 7
+    assert count("serviceAccount=sa-nobody") == 0
+    assert count("resourceType=kms_key") == 7
+    assert count("resourceType=other") == 0
+    assert count("since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z") == 7
+    assert count("until=2000-01-01T00:00:00Z") == 0
+    for bad in ("page=0", "limit=1001", "limit=x", "since=yesterday", "responseStatus=42"):
+        error(kms.get(f"/v1/audit?{bad}"), 400, "invalid_request")
+
+
+def test_reading_the_audit_needs_audit_read_access(kms: Kms) -> None:
+    crypto_admin = kms.add_principal("kms:FullAccess")
+    headers = {"Authorization": f"Bearer {crypto_admin}", "X-Organisation-Identity": kms.org}
+    error(kms.get("/v1/audit", headers=headers), 403, "forbidden")
+    auditor = kms.add_principal("audit:ReadAccess")
+    headers["Authorization"] = f"Bearer {auditor}"
+    assert kms.get("/v1/audit", headers=headers).status_code == 200
+    error(kms.client.get("/v1/audit"), 401, "unauthenticated")
+
+
+def test_the_log_fails_closed_when_it_cannot_be_written(kms: Kms) -> None:
+    kms.create_key("k")
+    execute(
+        kms,
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit storage is read-only'); END",
+    )
+    response = kms.post(f"{KEYS}/k/encrypt", {"plaintext": "c2VjcmV0"})
+    error(response, 503, "unavailable")
+    assert "ciphertext" not in response.text
+    error(kms.post(f"{KEYS}/k/rotate"), 503, "unavailable")
+    execute(kms, "DROP TRIGGER refuse")
+    assert kms.post(f"{KEYS}/k/encrypt", {"plaintext": "c2VjcmV0"}).status_code == 200
+    assert verification(kms).ok
+
+
+# --- the chain ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chained(tmp_path: Any) -> Any:
+    from starlette.testclient import TestClient
+
+    from coffer.bootstrap import build_app
+    from tests.conftest import FakeClock, initialised, make_settings
+
+    settings = make_settings(tmp_path / "data", audit_checkpoint_every=5)
+    boot = initialised(settings)
+    clock = FakeClock()
+    with TestClient(build_app(settings, clock=clock, run_scheduler=False)) as client:
+        kms = Kms(client, settings, boot, clock)
+        kms.create_key("k")
+        for _ in range(11):
+            kms.post(f"{KEYS}/k/encrypt", {"plaintext": "AA=="})
+        yield kms
+
+
+def test_an_untouched_chain_verifies_with_signed_checkpoints(chained: Kms) -> None:
+    result = verification(chained)
+    assert result.ok, result.problem
+    assert (result.records, result.last_seq, result.checkpoints) == (12, 12, 2)
+
+
+TAMPERING: dict[str, tuple[list[str], str]] = {
+    "edit a record": (
+        ["UPDATE audit_events SET record = replace(record, 'kms.encrypt', 'kms.decrypt') "
+         "WHERE seq = 4"], "record 4 was changed"),
+    "edit a column": (["UPDATE audit_events SET status = 500 WHERE seq = 4"], "record 4's columns"),
+    "delete a record": (["DELETE FROM audit_events WHERE seq = 7"], "record 7 is missing"),
+    "reorder two records": (
+        ["UPDATE audit_events SET seq = -3 WHERE seq = 3",
+         "UPDATE audit_events SET seq = 3 WHERE seq = 4",
+         "UPDATE audit_events SET seq = 4 WHERE seq = -3"], "record 3 does not link"),
+    "truncate the tail": (["DELETE FROM audit_events WHERE seq > 11"], "head is at 12"),
+    "truncate the tail and move the head": (
+        ["DELETE FROM audit_events WHERE seq > 7",
+         "UPDATE audit_chain_head SET seq = 7, hash = (SELECT hash FROM audit_events WHERE seq = 7)"],
+        "records after 7 are missing"),
+    "forge a checkpoint": (
+        ["UPDATE audit_checkpoints SET signature = zeroblob(64) WHERE seq = 5"],
+        "checkpoint at record 5 has an invalid signature"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("change", list(TAMPERING))
+def test_tampering_is_detected(chained: Kms, change: str) -> None:
+    statements, problem = TAMPERING[change]
+    execute(chained, *statements)
+    result = verification(chained)
+    assert not result.ok
+    assert problem in (result.problem or ""), result.problem
+
+
+def test_a_rebuilt_chain_does_not_match_its_signed_checkpoints(chained: Kms) -> None:
+    """Someone who edits a record and recomputes every later hash is caught by a checkpoint."""
+    from coffer.audit.chain import GENESIS, link
+
+    engine = create_engine(f"sqlite:///{chained.settings.database_path}")
+    with engine.begin() as conn:
+        rows = conn.execute(text("SELECT seq, record FROM audit_events ORDER BY seq")).all()
+        prev = GENESIS
+        for seq, record in rows:
+            if seq == 2:
+                record = record.replace('"outcome":"success"', '"outcome":"failure"')
+            digest = link(prev, record.encode())
+            conn.execute(
+                text("UPDATE audit_events SET record=:r, prev_hash=:p, hash=:h WHERE seq=:s"),
+                {"r": record, "p": prev, "h": digest, "s": seq},
+            )
+            prev = digest
+        conn.execute(text("UPDATE audit_chain_head SET hash = :h"), {"h": prev})
+    engine.dispose()
+    result = verification(chained)
+    assert result.problem == "record 5 does not match its checkpoint"
+
+
+def test_pruning_keeps_the_chain_verifiable_from_a_checkpoint(chained: Kms) -> None:
+    from coffer.service.audit import prune_before
+
+    chained.clock.advance(days=1)
+    pruned = chained.run(prune_before, chained.services.audit_store, chained.clock())
+    assert pruned == 10  # up to the newest checkpoint, record 10
+    assert [r["seq"] for r in records(chained)] == [11, 12]
+    result = verification(chained)
+    assert result.ok, result.problem
+    assert result.records == 2
+
+
+def test_groups_of_concurrent_records_share_one_commit(kms: Kms) -> None:
+    import asyncio
+
+    from coffer.audit.events import AuditEvent
+
+    log = kms.services.audit_log
+    assert log is not None
+
+    async def burst() -> None:
+        now = kms.clock()
+        await asyncio.gather(
+            *(log.write(AuditEvent(event_id=f"e{i}", created_at=now, action="kms.encrypt",
+                                   request_id=f"r{i}")) for i in range(200))
+        )  # fmt: skip
+
+    log.batches.clear()
+    kms.run(burst)
+    assert sum(log.batches) == 200
+    assert len(log.batches) <= 3, log.batches
+    assert verification(kms).ok
