@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -72,7 +75,12 @@ class Kms:
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         kwargs.setdefault("headers", self.headers)
-        return self.client.post(path, json=body, **kwargs)
+        if isinstance(body, dict) and isinstance(body.get("plaintext"), str):
+            remember_plaintext(body["plaintext"])
+        response = self.client.post(path, json=body, **kwargs)
+        if response.status_code == 200 and "plaintext" in response.text:
+            remember_plaintext(response.json()["plaintext"])
+        return response
 
     @property
     def services(self) -> Services:
@@ -120,7 +128,9 @@ class Kms:
                     await tx.add_binding(binding, now)
             return token
 
-        return self.run(add)
+        token = self.run(add)
+        SUITE_SECRETS.add(token)
+        return token
 
     def add_project(self, name: str) -> Project:
         project = Project(new_identity("prj"), self.org, name, name, datetime.now(UTC))
@@ -138,6 +148,10 @@ class Kms:
         response = self.post("/v1/kms/nl-01/keys", {"name": name, "keyType": key_type, **fields})
         assert response.status_code == 201, response.text
         created: dict[str, Any] = response.json()
+        key = self.run(self.services.store.find_key, self.org, "nl-01", None, created["identity"])
+        if key is not None:  # project-scoped keys are created through other headers
+            material = self.run(self.services.keyring.material, key, 1)
+            SUITE_SECRETS.update({material.hex(), base64.b64encode(material).decode()})
         return created
 
 
@@ -146,7 +160,50 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 def initialised(settings: Settings) -> Bootstrapped:
-    return asyncio.run(initialise(settings))
+    boot = asyncio.run(initialise(settings))
+    SUITE_SECRETS.add(boot.token)
+    return boot
+
+
+# --- no secret in any audit record of the whole suite -------------------------------------------
+
+#: Plaintexts (base64 and decoded), tokens and key material (hex and base64) the suite used.
+SUITE_SECRETS: set[str] = set()
+MIN_SECRET_LENGTH = 8  # shorter strings ("AA==") occur by chance in any text
+
+
+def remember_plaintext(b64: str) -> None:
+    SUITE_SECRETS.add(b64)
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except ValueError:
+        return
+    SUITE_SECRETS.add(raw.hex())
+    with contextlib.suppress(UnicodeDecodeError):
+        SUITE_SECRETS.add(raw.decode())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_audit_record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole suite: every audit record of every database the tests made is searched
+    for every plaintext, token and key the tests used."""
+    yield
+    secrets = sorted(s for s in SUITE_SECRETS if len(s) >= MIN_SECRET_LENGTH)
+    scanned = 0
+    found: list[str] = []
+    for database in tmp_path_factory.getbasetemp().rglob("coffer.db"):
+        connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            rows = connection.execute("SELECT record FROM audit_events").fetchall()
+        except sqlite3.DatabaseError:
+            continue  # a database a test corrupted on purpose, or one without the schema
+        finally:
+            connection.close()
+        text = "\n".join(row[0] for row in rows)
+        scanned += len(rows)
+        found += [f"{secret[:12]}… in {database}" for secret in secrets if secret in text]
+    if scanned and secrets:
+        assert found == [], found
 
 
 @pytest.fixture

@@ -41,6 +41,13 @@ def _time(query: dict[str, str], name: str) -> datetime | None:
     return parsed
 
 
+def _order(query: dict[str, str]) -> bool:
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("order must be asc or desc")
+    return order == "asc"
+
+
 def _query(request: Request) -> AuditQuery:
     query = dict(request.query_params)
     page = _int(query, "page", 1, 1, 10**9)
@@ -54,6 +61,7 @@ def _query(request: Request) -> AuditQuery:
         status=status,
         since=_time(query, "since"),
         until=_time(query, "until"),
+        oldest_first=_order(query),
     )
     if query.get("resourceType", "kms_key") != "kms_key":
         audit_filter = _NOTHING

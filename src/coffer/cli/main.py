@@ -16,7 +16,8 @@ from typing import Annotated
 
 import typer
 
-from coffer.bootstrap import build_services, initialise, open_data_dir, verify_audit
+from coffer.bootstrap import build_services, initialise, open_data_dir
+from coffer.cli import audit
 from coffer.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -141,26 +142,7 @@ def serve(
     server.run()
 
 
-audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
-app.add_typer(audit_app, name="audit")
-
-
-@audit_app.command("verify")
-def audit_verify(data_dir: DataDir) -> None:
-    """Walk the audit chain and its signed checkpoints; report the first broken link."""
-    try:
-        result = asyncio.run(verify_audit(Settings(data_dir=data_dir)))
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    if not result.ok:
-        typer.echo(
-            f"audit chain BROKEN after {result.records} good record(s): {result.problem}", err=True
-        )
-        raise typer.Exit(1)
-    typer.echo(
-        f"audit chain intact: {result.records} record(s) up to {result.last_seq}, "
-        f"{result.checkpoints} signed checkpoint(s)"
-    )
+app.add_typer(audit.app, name="audit")
 
 
 def main() -> None:

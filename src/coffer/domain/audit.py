@@ -42,3 +42,4 @@ class AuditFilter:
     status: int | None = None
     since: datetime | None = None
     until: datetime | None = None
+    oldest_first: bool = False

@@ -145,7 +145,7 @@ class AuditStore(Protocol):
     async def audit_page(
         self, organisation_identity: str, audit_filter: AuditFilter, offset: int, limit: int
     ) -> tuple[Sequence[str], int]:
-        """One page of an organisation's records (canonical JSON, newest first) and the total."""
+        """One page of an organisation's records (canonical JSON) and the total."""
         ...
 
     async def prune_audit(self, through_seq: int) -> int:

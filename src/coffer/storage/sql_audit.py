@@ -150,7 +150,7 @@ class SqlAuditStore:
             records = await conn.scalars(
                 select(table.c.record)
                 .where(*conditions)
-                .order_by(table.c.seq.desc())
+                .order_by(table.c.seq if f.oldest_first else table.c.seq.desc())
                 .offset(offset)
                 .limit(limit)
             )
