@@ -38,6 +38,7 @@ from coffer.service.tenants import Bootstrapped, TenantService
 from coffer.storage.database import (
     DatabaseUnreadable,
     create_engine_for,
+    create_sync_engine_for,
     schema_revision,
     upgrade,
 )
@@ -88,7 +89,7 @@ def build_services(
         timer=timer,
     )
     keyring = Keyring(store, root, cache_size=settings.cache_size, timer=timer)
-    audit_store = SqlAuditStore(store)
+    audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
     audit_log = (
         AuditLog(
             audit_store,
@@ -240,7 +241,9 @@ async def verify_audit(settings: Settings) -> Verification:
     """Walk the audit chain of an initialised data directory (``coffer audit verify``)."""
     root = open_data_dir(settings)
     store = SqlStore(create_engine_for(settings.url))
+    audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
     try:
-        return await verify_chain(SqlAuditStore(store), CheckpointSigner(root))
+        return await verify_chain(audit_store, CheckpointSigner(root))
     finally:
+        await audit_store.close()
         await store.close()

@@ -15,6 +15,21 @@ from typing import Any
 DATABASE_FILE = "coffer.db"
 ROOT_KEY_FILE = "root.key"
 AUDIT_SINKS = ("database", "discard")
+#: The settings a config file may set (the rest come from the command line).
+FILE_SETTINGS = frozenset(
+    {
+        "regions",
+        "cache_size",
+        "cache_ttl_seconds",
+        "max_body_bytes",
+        "log_level",
+        "scheduler_interval_seconds",
+        "deletion_retention_days",
+        "audit_sink",
+        "audit_checkpoint_every",
+        "audit_retention_days",
+    }
+)
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
@@ -114,14 +129,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    allowed = {
-        "regions",
-        "cache_size",
-        "cache_ttl_seconds",
-        "max_body_bytes",
-        "log_level",
-    }
-    unknown = set(raw) - allowed
+    unknown = set(raw) - FILE_SETTINGS
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}

@@ -55,3 +55,30 @@ def test_bad_config_files_are_refused_with_the_file_named(tmp_path: Path, text: 
 def test_tls_needs_both_certificate_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="together"):
         load_settings(tmp_path, tls_cert=tmp_path / "cert.pem")
+
+
+def test_the_documented_example_config_loads_with_every_setting(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    text = docs.read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    # Uncomment the optional lines too: each documented setting must be accepted.
+    example = "\n".join(
+        line[2:] if line.startswith("# ") and "=" in line.split("#")[1] else line
+        for line in example.splitlines()
+    )
+    config = tmp_path / "coffer.toml"
+    config.write_text(example)
+    settings = load_settings(tmp_path, config_file=config)
+    assert settings.audit_sink == "discard"
+    assert settings.audit_retention_days == 365
+    assert settings.scheduler_interval_seconds == 3600.0
+    assert settings.deletion_retention_days == 30
+    assert [(r.slug, r.identity) for r in settings.regions] == [("nl-01", "nl-01")]
+
+
+def test_every_file_setting_is_a_settings_field() -> None:
+    from dataclasses import fields
+
+    from coffer.config import FILE_SETTINGS, Settings
+
+    assert {f.name for f in fields(Settings)} >= FILE_SETTINGS

@@ -46,4 +46,5 @@ class Services:
         except CofferError as exc:
             log.warning("the closing audit checkpoint could not be written: %s", exc.code)
         finally:
+            await self.audit_store.close()
             await self.store.close()

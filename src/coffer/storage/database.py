@@ -44,6 +44,14 @@ def create_engine_for(url: str) -> AsyncEngine:
     return engine
 
 
+def create_sync_engine_for(url: str) -> Engine:
+    """A synchronous engine on the same database, for work done in a worker thread."""
+    engine = create_engine(_sync_url(url), hide_parameters=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 def _sync_engine(url: str) -> Engine:
     engine = create_engine(_sync_url(url), poolclass=NullPool, hide_parameters=True)
     if engine.dialect.name == "sqlite":

@@ -121,6 +121,8 @@ class Store(Protocol):
 
 
 class AuditStore(Protocol):
+    async def close(self) -> None: ...
+
     async def audit_head(self) -> tuple[int, bytes]:
         """(sequence number, hash) of the newest record: (0, 32 zero bytes) when empty."""
         ...

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint
+from coffer.errors import Conflict, Unavailable
 from coffer.storage import schema
 from coffer.storage.sql import SqlStore, utc
 
@@ -38,8 +41,12 @@ def _chain_row(row: Row[Any]) -> ChainRow:
 class SqlAuditStore:
     """The audit tables, on the same engine (and database) as the keys."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, writer: Engine) -> None:
         self._store = store
+        self._writer = writer
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._writer.dispose)
 
     async def audit_head(self) -> tuple[int, bytes]:
         head = schema.audit_chain_head
@@ -59,19 +66,31 @@ class SqlAuditStore:
     async def _append(
         self, rows: Sequence[ChainRow], expected_seq: int, checkpoint: Checkpoint | None
     ) -> None:
+        # The whole batch goes to the database in one hop to a worker thread, on a plain
+        # (synchronous) connection: through the async driver every statement was a round trip
+        # through the busy event loop. The loop itself never waits on the disk or on a lock.
+        try:
+            await asyncio.to_thread(self._append_sync, rows, expected_seq, checkpoint)
+        except IntegrityError:
+            raise Conflict() from None
+        except DBAPIError as exc:
+            raise Unavailable() from exc
+
+    def _append_sync(
+        self, rows: Sequence[ChainRow], expected_seq: int, checkpoint: Checkpoint | None
+    ) -> None:
         head = schema.audit_chain_head
-        async with self._store.transaction() as tx:
-            conn = tx.connection
+        with self._writer.begin() as conn:
             # Moving the head first takes the write lock at once (SQLite) or locks the head row
             # (PostgreSQL): a second writer waits here, then finds the head moved.
-            moved = await conn.execute(
+            moved = conn.execute(
                 head.update()
                 .where(head.c.id == _HEAD_ID, head.c.seq == expected_seq)
                 .values(seq=rows[-1].seq, hash=rows[-1].hash)
             )
             if moved.rowcount != 1:
                 raise _HeadMoved()  # rolls the transaction back: nothing written
-            await conn.execute(
+            conn.execute(
                 schema.audit_events.insert(),
                 [
                     {
@@ -91,7 +110,7 @@ class SqlAuditStore:
                 ],
             )
             if checkpoint is not None:
-                await conn.execute(
+                conn.execute(
                     schema.audit_checkpoints.insert().values(
                         seq=checkpoint.seq,
                         hash=checkpoint.hash,
