@@ -70,22 +70,30 @@ def test_warm_hot_path_only_appends_its_audit_records(kms: Kms) -> None:
     sealed = kms.post(f"{KEYS}/k/encrypt", {"plaintext": "AA=="}).json()["ciphertext"]
     kms.post(f"{KEYS}/k/decrypt", {"ciphertext": sealed})
 
-    statements: list[str] = []
+    statements: dict[str, list[str]] = {"reads": [], "audit": []}
+    engines = {
+        "reads": kms.services.store.engine.sync_engine,  # type: ignore[attr-defined]
+        "audit": kms.services.audit_store._writer,  # type: ignore[attr-defined]
+    }
+    listeners = {}
+    for name, engine in engines.items():
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+        def record(conn: Any, cursor: Any, statement: str, *args: Any, name: str = name) -> None:
+            statements[name].append(statement)
 
-    engine = kms.services.store.engine.sync_engine  # type: ignore[attr-defined]
-    event.listen(engine, "before_cursor_execute", record)
+        listeners[name] = record
+        event.listen(engine, "before_cursor_execute", record)
     try:
         for _ in range(5):
             assert kms.post(f"{KEYS}/k/encrypt", {"plaintext": "AA=="}).status_code == 200
             assert kms.post(f"{KEYS}/k/decrypt", {"ciphertext": sealed}).status_code == 200
     finally:
-        event.remove(engine, "before_cursor_execute", record)
-    # No read at all: per batch of audit records, the chain head moves and the records go in.
-    assert statements
-    assert {s.split(" (")[0].split(" SET")[0] for s in statements} == {
+        for name, engine in engines.items():
+            event.remove(engine, "before_cursor_execute", listeners[name])
+    # Nothing is read; per batch of audit records, the chain head moves and the records go in.
+    assert statements["reads"] == []
+    assert statements["audit"]
+    assert {s.split(" (")[0].split(" SET")[0] for s in statements["audit"]} == {
         "UPDATE audit_chain_head",
         "INSERT INTO audit_events",
     }
