@@ -175,10 +175,20 @@ def test_the_audit_query_is_organisation_scoped_filtered_and_paged(kms: Kms) -> 
     assert count(f"userIdentity={kms.boot.principal.identity}") == 7
     assert count("serviceAccount=sa-nobody") == 0
     assert count("resourceType=kms_key") == 7
+    after = kms.get("/v1/audit?order=asc&afterSeq=3").json()["items"]
+    assert [item["seq"] for item in after] == [4, 5, 6, 7]
     assert count("resourceType=other") == 0
     assert count("since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00Z") == 7
     assert count("until=2000-01-01T00:00:00Z") == 0
-    for bad in ("page=0", "limit=1001", "limit=x", "since=yesterday", "responseStatus=42"):
+    # The same instant in another offset selects the same records.
+    first = records(kms)[0]["createdAt"]
+    from datetime import datetime, timedelta, timezone
+
+    instant = datetime.fromisoformat(first.replace("Z", "+00:00"))
+    in_cest = instant.astimezone(timezone(timedelta(hours=2))).isoformat()
+    assert count(f"since={in_cest.replace('+', '%2B')}") == 7
+    for bad in ("page=0", "limit=1001", "limit=x", "since=yesterday", "responseStatus=42",
+                "action=kms%00"):  # fmt: skip
         error(kms.get(f"/v1/audit?{bad}"), 400, "invalid_request")
 
 
@@ -250,6 +260,11 @@ TAMPERING: dict[str, tuple[list[str], str]] = {
         ["DELETE FROM audit_events WHERE seq > 7",
          "UPDATE audit_chain_head SET seq = 7, hash = (SELECT hash FROM audit_events WHERE seq = 7)"],
         "records after 7 are missing"),
+    "edit a record's time": (
+        ["UPDATE audit_events SET created_at = '1999-01-01 00:00:00.000000' WHERE seq = 6"],
+        "record 6's columns"),
+    "delete the oldest records up to a checkpoint": (
+        ["DELETE FROM audit_events WHERE seq <= 5"], "records before 6 are missing"),
     "forge a checkpoint": (
         ["UPDATE audit_checkpoints SET signature = zeroblob(64) WHERE seq = 5"],
         "checkpoint at record 5 has an invalid signature"),
@@ -289,15 +304,20 @@ def test_a_rebuilt_chain_does_not_match_its_signed_checkpoints(chained: Kms) -> 
 
 
 def test_pruning_keeps_the_chain_verifiable_from_a_checkpoint(chained: Kms) -> None:
+    from coffer.crypto.signing import CheckpointSigner
     from coffer.service.audit import prune_before
 
     chained.clock.advance(days=1)
-    pruned = chained.run(prune_before, chained.services.audit_store, chained.clock())
+    signer = CheckpointSigner(chained.services.root)
+    now = chained.clock()
+    pruned = chained.run(prune_before, chained.services.audit_store, signer, now, now)
     assert pruned == 10  # up to the newest checkpoint, record 10
     assert [r["seq"] for r in records(chained)] == [11, 12]
     result = verification(chained)
     assert result.ok, result.problem
     assert result.records == 2
+    # Pruning again finds nothing new to prune before the next checkpoint.
+    assert chained.run(prune_before, chained.services.audit_store, signer, now, now) == 0
 
 
 def test_groups_of_concurrent_records_share_one_commit(kms: Kms) -> None:

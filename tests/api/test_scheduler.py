@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from starlette.testclient import TestClient
 
@@ -112,7 +113,9 @@ def test_two_schedulers_racing_rotate_each_due_key_once(kms: Kms) -> None:
     assert lost == len(identities)
     for i in range(5):
         assert latest(kms, f"k{i}") == 2
-    successes = [e for e in events if e.outcome == "success"]
+    # The losers of the race record nothing: only the rotations that happened are audited.
+    assert all(e.outcome == "success" for e in events), events
+    successes = events
     assert sorted(e.resource_identity or "" for e in successes) == sorted(identities)
     assert {(e.action, e.principal_kind, e.key_version) for e in successes} == {
         ("kms.rotate.scheduled", "system", 2)
@@ -132,3 +135,42 @@ def test_the_server_runs_the_scheduler_in_the_background(tmp_path: Path) -> None
             assert time.monotonic() < deadline, "the background scheduler did not rotate the key"
             time.sleep(0.05)
         assert latest(kms) == 2
+
+
+def test_a_key_whose_deletion_was_cancelled_after_listing_is_not_purged(kms: Kms) -> None:
+    from coffer.errors import Conflict
+
+    kms.create_key("k")
+    kms.client.delete(f"{KEYS}/k", headers=kms.headers)
+    kms.clock.advance(days=31)
+    due = kms.run(kms.services.store.keys_due_for_purge, kms.clock(), 10)
+    assert len(due) == 1
+    kms.client.delete(f"{KEYS}/k/cancel-deletion", headers=kms.headers)
+
+    async def purge_stale() -> None:
+        await kms.services.lifecycle.purge(due[0])
+
+    try:
+        kms.run(purge_stale)
+    except Conflict:
+        pass
+    else:
+        raise AssertionError("a stale purge must not succeed")
+    assert kms.get(f"{KEYS}/k").json()["status"] == "active"
+
+
+def test_one_failing_key_does_not_stop_the_others(kms: Kms, monkeypatch: Any) -> None:
+    broken = kms.create_key("broken", keyRotationEnabled=True, rotationPeriodInDays=1)
+    kms.create_key("fine", keyRotationEnabled=True, rotationPeriodInDays=1)
+    kms.clock.advance(days=1, seconds=1)
+    rotate_due = kms.services.lifecycle.rotate_due
+
+    async def failing(key: Key, now: datetime) -> Key:
+        if key.identity == broken["identity"]:
+            raise RuntimeError("this key cannot rotate")
+        return await rotate_due(key, now)
+
+    monkeypatch.setattr(kms.services.lifecycle, "rotate_due", failing)
+    report = kms.run(kms.scheduler.run_once)
+    assert report.failed == [broken["identity"]]
+    assert latest(kms, "fine") == 2

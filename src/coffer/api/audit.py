@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 from starlette.requests import Request
@@ -16,7 +16,6 @@ from coffer.service.audit import AuditQuery
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
-_NOTHING = AuditFilter(action="\x00none")  # resourceType other than kms_key: no record matches
 
 
 def _int(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -38,7 +37,7 @@ def _time(query: dict[str, str], name: str) -> datetime | None:
         raise InvalidRequest(f"{name} must be an RFC 3339 time") from None
     if parsed.tzinfo is None:
         raise InvalidRequest(f"{name} must carry a time zone (e.g. Z)")
-    return parsed
+    return parsed.astimezone(UTC)  # stored times are UTC; not every engine compares offsets
 
 
 def _order(query: dict[str, str]) -> bool:
@@ -62,10 +61,14 @@ def _query(request: Request) -> AuditQuery:
         since=_time(query, "since"),
         until=_time(query, "until"),
         oldest_first=_order(query),
+        after_seq=_int(query, "afterSeq", 0, 0, 2**62) if "afterSeq" in query else None,
     )
-    if query.get("resourceType", "kms_key") != "kms_key":
-        audit_filter = _NOTHING
-    return AuditQuery(audit_filter, page, limit)
+    for name, value in query.items():
+        if "\x00" in value:
+            raise InvalidRequest(f"{name} must not contain NUL characters")
+    # Every record is about a kms_key: another resource type matches nothing.
+    matches_nothing = query.get("resourceType", "kms_key") != "kms_key"
+    return AuditQuery(audit_filter, page, limit, matches_nothing)
 
 
 async def list_audit(request: Request) -> Response:

@@ -70,7 +70,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              response=AuditPageResponse,
              query=("page", "limit", "action", "resourceType", "resourceIdentity",
                     "serviceAccount", "userIdentity", "responseStatus", "since", "until",
-                    "order")),
+                    "order", "afterSeq")),
     Endpoint("GET", "/healthz", health.healthz, "The process is up", response=HealthResponse,
              kms=False),
     Endpoint("GET", "/readyz", health.readyz, "Database and root key are usable",

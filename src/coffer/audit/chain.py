@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from coffer.audit.events import AuditEvent
@@ -20,13 +20,17 @@ GENESIS = b"\x00" * 32
 RESOURCE_TYPE = "kms_key"
 
 
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def record_of(event: AuditEvent, seq: int) -> dict[str, Any]:
     """The spec §8 record of ``event`` (identities, sizes and outcomes; never secrets)."""
     is_user = event.principal_kind == "user"
     return {
         "seq": seq,
         "eventId": event.event_id,
-        "createdAt": event.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "createdAt": iso_utc(event.created_at),
         "userIdentity": event.principal_identity if is_user else None,
         "serviceAccountIdentity": None if is_user else event.principal_identity,
         "principalKind": event.principal_kind,
@@ -58,6 +62,11 @@ def canonical(record: dict[str, Any]) -> bytes:
 
 def link(prev_hash: bytes, record_json: bytes) -> bytes:
     return hashlib.sha256(prev_hash + record_json).digest()
+
+
+def prune_message(seq: int) -> bytes:
+    """What a prune mark signs: records up to ``seq`` were deleted on purpose."""
+    return b"coffer/audit-pruned/v1\x00" + seq.to_bytes(8, "big")
 
 
 def checkpoint_message(seq: int, chain_hash: bytes) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
@@ -49,8 +50,8 @@ class AuditLog:
         self._queue: list[tuple[AuditEvent, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._head: tuple[int, bytes] | None = None
-        #: Sizes of the batches committed (the group-commit figure the metrics will show).
-        self.batches: list[int] = []
+        #: Sizes of the latest batches committed (the group-commit figure for metrics).
+        self.batches: deque[int] = deque(maxlen=1000)
 
     async def write(self, event: AuditEvent) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -69,6 +70,7 @@ class AuditLog:
             await self._write_checkpoint_only(head)
 
     async def _flush_all(self) -> None:
+        batch: list[tuple[AuditEvent, asyncio.Future[None]]] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
@@ -88,6 +90,10 @@ class AuditLog:
                     if not done.done():
                         done.set_result(None)
         finally:
+            # Cancelled mid-commit (shutdown): nobody may wait for ever on a record in limbo.
+            for _, done in [*batch, *self._queue]:
+                if not done.done():
+                    done.set_exception(Unavailable("the audit log is shutting down"))
             self._flusher = None
 
     async def _commit(self, events: list[AuditEvent]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from coffer.audit.chain import GENESIS, checkpoint_message, link
+from coffer.audit.chain import GENESIS, checkpoint_message, iso_utc, link, prune_message
 from coffer.audit.log import Signer
 from coffer.domain.audit import ChainRow
 from coffer.storage.repositories import AuditStore
@@ -50,6 +50,7 @@ def _columns_match(row: ChainRow) -> bool:
         and record.get("resourceIdentity") == row.resource_identity
         and principal == row.principal_identity
         and record.get("context", {}).get("status") == row.status
+        and record.get("createdAt") == iso_utc(row.created_at)
     )
 
 
@@ -64,6 +65,11 @@ async def verify_chain(store: AuditStore, signer: Signer) -> Verification:
         if not signer.verify(cp.signature, checkpoint_message(cp.seq, cp.hash)):
             return result(0, 0, f"the checkpoint at record {cp.seq} has an invalid signature")
     by_seq = {cp.seq: cp for cp in checkpoints}
+    marks = await store.audit_prune_marks()
+    for mark in marks:
+        if not signer.verify(mark.signature, prune_message(mark.seq)):
+            return result(0, 0, f"the prune mark at record {mark.seq} has an invalid signature")
+    pruned_through = marks[-1].seq if marks else 0
 
     count = 0
     last = 0
@@ -73,7 +79,7 @@ async def verify_chain(store: AuditStore, signer: Signer) -> Verification:
         for row in rows:
             if count == 0 and row.seq != 1:
                 anchor = by_seq.get(row.seq - 1)
-                if anchor is None:
+                if anchor is None or pruned_through != row.seq - 1:
                     return result(count, last, f"records before {row.seq} are missing")
                 prev, last = anchor.hash, row.seq - 1
             if row.seq != last + 1:
@@ -91,7 +97,12 @@ async def verify_chain(store: AuditStore, signer: Signer) -> Verification:
             count += 1
         after = last
 
-    if count == 0 and head_seq in by_seq and by_seq[head_seq].hash == head_hash:
+    if (
+        count == 0
+        and pruned_through == head_seq
+        and head_seq in by_seq
+        and by_seq[head_seq].hash == head_hash
+    ):
         last, prev = head_seq, head_hash  # every record was pruned up to a checkpoint
     beyond = [cp.seq for cp in checkpoints if cp.seq > last]
     if beyond:

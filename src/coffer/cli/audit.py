@@ -62,29 +62,32 @@ def verify(
     )
 
 
-def _pages(
-    url: str, token: str, org: str, params: dict[str, Any], limit: int | None
-) -> Iterator[dict[str, Any]]:
-    """Records from ``GET /v1/audit``, page after page (at most ``limit`` if given)."""
+def _get(url: str, token: str, org: str, params: dict[str, Any]) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}", "X-Organisation-Identity": org}
+    query = {k: v for k, v in params.items() if v is not None}
+    try:
+        response = httpx.get(f"{url}/v1/audit", params=query, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {url}: {exc}") from None
+    if response.status_code != 200:
+        raise _fail(f"the server answered {response.status_code}: {response.text}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _pages(
+    url: str, token: str, org: str, params: dict[str, Any], limit: int
+) -> Iterator[dict[str, Any]]:
+    """Up to ``limit`` records from ``GET /v1/audit``, page after page."""
     sent = 0
     page = 1
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-        while True:
-            size = PAGE if limit is None else min(PAGE, limit - sent)
-            query = {k: v for k, v in params.items() if v is not None}
-            try:
-                response = client.get("/v1/audit", params={**query, "page": page, "limit": size})
-            except httpx.HTTPError as exc:
-                raise _fail(f"cannot reach {url}: {exc}") from None
-            if response.status_code != 200:
-                raise _fail(f"the server answered {response.status_code}: {response.text}")
-            body = response.json()
-            yield from body["items"]
-            sent += len(body["items"])
-            if page >= body["totalPages"] or (limit is not None and sent >= limit):
-                return
-            page += 1
+    while True:
+        body = _get(url, token, org, {**params, "page": page, "limit": min(PAGE, limit - sent)})
+        yield from body["items"]
+        sent += len(body["items"])
+        if page >= body["totalPages"] or sent >= limit:
+            return
+        page += 1
 
 
 @app.command("list")
@@ -126,12 +129,21 @@ def export(
     until: Until = None,
 ) -> None:
     """Every matching record, oldest first, one JSON object per line (for a SIEM)."""
-    params = {
+    params: dict[str, Any] = {
         "action": action,
         "resourceIdentity": resource,
         "since": since,
         "until": until,
         "order": "asc",
+        "limit": PAGE,
+        "page": 1,
     }
-    for record in _pages(url, token, org, params, None):
-        typer.echo(json.dumps(record, separators=(",", ":")))
+    # Paged by sequence number, not by offset: records pruned or added meanwhile shift no page.
+    after = 0
+    while True:
+        records = _get(url, token, org, {**params, "afterSeq": after})["items"]
+        for record in records:
+            typer.echo(json.dumps(record, separators=(",", ":")))
+        if len(records) < PAGE:
+            return
+        after = records[-1]["seq"]

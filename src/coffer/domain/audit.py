@@ -32,6 +32,15 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class PruneMark:
+    """Records up to ``seq`` were deleted on purpose (retention), signed like a checkpoint."""
+
+    seq: int
+    created_at: datetime
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class AuditFilter:
     """Query filters of ``GET /v1/audit``; every given one must match."""
 
@@ -43,3 +52,4 @@ class AuditFilter:
     since: datetime | None = None
     until: datetime | None = None
     oldest_first: bool = False
+    after_seq: int | None = None

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from coffer.audit.log import Signer
 from coffer.errors import Conflict
 from coffer.service.audit import prune_before
 from coffer.service.lifecycle import LifecycleService
@@ -31,6 +32,7 @@ class RunReport:
     rotated: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
     lost_races: int = 0
+    failed: list[str] = field(default_factory=list)
     audit_pruned: int = 0
 
 
@@ -43,6 +45,7 @@ class Scheduler:
         interval_seconds: float,
         *,
         audit_store: AuditStore | None = None,
+        audit_signer: Signer | None = None,
         audit_retention: timedelta | None = None,
     ) -> None:
         self._store = store
@@ -50,6 +53,7 @@ class Scheduler:
         self._clock = clock
         self._interval = interval_seconds
         self._audit_store = audit_store
+        self._audit_signer = audit_signer
         self._audit_retention = audit_retention
 
     async def run_once(self) -> RunReport:
@@ -68,16 +72,32 @@ class Scheduler:
                     report.rotated.append(key.identity)
                 except Conflict:
                     report.lost_races += 1
+                except Exception:
+                    # One key that cannot rotate must not hold up every other key.
+                    log.exception("scheduled rotation of %s failed", key.identity)
+                    report.failed.append(key.identity)
         while batch := [k for k in await self._store.keys_due_for_purge(now, BATCH)
                         if k.identity not in seen]:  # fmt: skip
             for key in batch:
                 seen.add(key.identity)
                 if not key.purge_due(now):
                     continue
-                await self._lifecycle.purge(key)
-                report.purged.append(key.identity)
-        if self._audit_store is not None and self._audit_retention is not None:
-            report.audit_pruned = await prune_before(self._audit_store, now - self._audit_retention)
+                try:
+                    await self._lifecycle.purge(key)
+                    report.purged.append(key.identity)
+                except Conflict:
+                    report.lost_races += 1
+                except Exception:
+                    log.exception("purge of %s failed", key.identity)
+                    report.failed.append(key.identity)
+        if (
+            self._audit_store is not None
+            and self._audit_signer is not None
+            and self._audit_retention is not None
+        ):
+            report.audit_pruned = await prune_before(
+                self._audit_store, self._audit_signer, now - self._audit_retention, now
+            )
         return report
 
     async def run_forever(self) -> None:

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from coffer.domain.audit import AuditFilter
+from coffer.audit.chain import prune_message
+from coffer.audit.log import Signer
+from coffer.domain.audit import AuditFilter, PruneMark
 from coffer.domain.permissions import Action
 from coffer.errors import Forbidden
 from coffer.service.context import RequestMeta
@@ -20,6 +22,7 @@ class AuditQuery:
     audit_filter: AuditFilter
     page: int
     limit: int
+    matches_nothing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,8 @@ class AuditService:
             if Action.AUDIT_READ not in caller.grants.organisation:
                 raise Forbidden()
             given = query()
+            if given.matches_nothing:
+                return AuditPage([], 0, given.page, given.limit)
             records, total = await self._store.audit_page(
                 caller.organisation.identity,
                 given.audit_filter,
@@ -51,10 +56,13 @@ class AuditService:
             return AuditPage(records, total, given.page, given.limit)
 
 
-async def prune_before(store: AuditStore, cutoff: datetime) -> int:
+async def prune_before(store: AuditStore, signer: Signer, cutoff: datetime, now: datetime) -> int:
     """Delete records older than ``cutoff``, but only up to the newest checkpoint made before it,
-    so that the chain stays verifiable from that signed anchor. Returns how many went."""
+    so that the chain stays verifiable from that signed anchor; a signed prune mark says the
+    records before it were removed on purpose. Returns how many went."""
     anchors = [cp for cp in await store.audit_checkpoints() if cp.created_at < cutoff]
-    if not anchors:
+    pruned = await store.audit_prune_marks()
+    if not anchors or (pruned and pruned[-1].seq >= anchors[-1].seq):
         return 0
-    return await store.prune_audit(anchors[-1].seq)
+    seq = anchors[-1].seq
+    return await store.prune_audit(PruneMark(seq, now, signer.sign(prune_message(seq))))

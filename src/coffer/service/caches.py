@@ -120,10 +120,15 @@ class KeyCache:
     async def get_or_load(
         self, ref: KeyRef, load: Callable[[], Awaitable[Key | None]]
     ) -> Key | None:
-        key = await self._keys.get_or_load(ref, load)
-        if key is not None:
-            self._refs.setdefault(key.identity, set()).add(ref)
-        return key
+        async def load_and_register() -> Key | None:
+            key = await load()
+            if key is not None:
+                # Registered before the entry is stored, so that an invalidation from now on
+                # finds it (or keeps it from being stored at all).
+                self._refs.setdefault(key.identity, set()).add(ref)
+            return key
+
+        return await self._keys.get_or_load(ref, load_and_register)
 
     def invalidate(self, key_identity: str) -> None:
         for ref in self._refs.pop(key_identity, ()):

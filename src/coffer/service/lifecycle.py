@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from coffer.crypto.algorithms import algorithm_for
 from coffer.domain.keys import Key
 from coffer.domain.permissions import Action
+from coffer.errors import Conflict
 from coffer.service.context import RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.keys import Input, Scoped
@@ -153,18 +154,28 @@ class LifecycleService:
     # --- the scheduler's operations (no caller: the server itself acts) --------------------------
 
     async def rotate_due(self, key: Key, now: datetime) -> Key:
-        """Rotate ``key`` because its period elapsed. ``Conflict`` if another node did first."""
+        """Rotate ``key`` because its period elapsed. ``Conflict`` (and no audit record) if
+        another node did it first."""
         async with self._ops.begin_system("kms.rotate.scheduled") as op:
             op.touch(key)
-            rotated = await self._rotate(key, now)
+            try:
+                rotated = await self._rotate(key, now)
+            except Conflict:
+                op.unrecorded()  # the winner records the rotation; nothing happened here
+                raise
             op.event.key_version = rotated.latest_version
             return rotated
 
     async def purge(self, key: Key) -> None:
-        """Destroy a key whose retention elapsed: its row, every version, all wrapped material."""
+        """Destroy a key whose retention elapsed: its row, every version, all wrapped material.
+        ``Conflict`` (and no audit record) if it changed since it was read."""
         async with self._ops.begin_system("kms.key.purge") as op:
             op.touch(key)
-            async with self._store.transaction() as tx:
-                await tx.delete_key(key.identity)
+            try:
+                async with self._store.transaction() as tx:
+                    await tx.delete_key(key)
+            except Conflict:
+                op.unrecorded()
+                raise
             self._scope.keys.invalidate(key.identity)
             self._keyring.forget(key)

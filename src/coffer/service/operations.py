@@ -58,6 +58,10 @@ class Operation:
             raise KmsNotEnabled()
         return caller
 
+    def unrecorded(self) -> None:
+        """This operation turned out to be no event (a race another node won): no record."""
+        self._sink = None
+
     def at_region(self, region: Region) -> None:
         self.event.region = region.slug
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint
+from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
 from coffer.domain.keys import Key, KeyFilter, KeyStatus
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.tenants import Organisation, Principal, Project
@@ -57,8 +57,9 @@ class Transaction(Protocol):
         ``key.object_version - 1``; ``Conflict`` otherwise (optimistic concurrency)."""
         ...
 
-    async def delete_key(self, key_identity: str) -> None:
-        """Destroy the key and every version's wrapped material."""
+    async def delete_key(self, key: Key) -> None:
+        """Destroy the key and every version's wrapped material, if it is still pending deletion
+        at ``key.object_version``; ``Conflict`` otherwise."""
         ...
 
 
@@ -150,6 +151,8 @@ class AuditStore(Protocol):
         """One page of an organisation's records (canonical JSON) and the total."""
         ...
 
-    async def prune_audit(self, through_seq: int) -> int:
-        """Delete records up to ``through_seq`` (a checkpointed sequence number)."""
+    async def prune_audit(self, mark: PruneMark) -> int:
+        """Delete records up to ``mark.seq`` (a checkpointed sequence number) and keep the mark."""
         ...
+
+    async def audit_prune_marks(self) -> Sequence[PruneMark]: ...

@@ -223,3 +223,13 @@ audit_checkpoints = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("signature", LargeBinary(64), nullable=False),
 )
+
+# Signed statements "records up to this sequence number were pruned on purpose": the only way a
+# chain may start after record 1.
+audit_prunes = Table(
+    "audit_prunes",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("signature", LargeBinary(64), nullable=False),
+)

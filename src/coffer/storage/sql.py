@@ -233,11 +233,22 @@ class SqlTransaction:
         if result.rowcount != 1:
             raise Conflict("the key was changed by another request; retry")
 
-    async def delete_key(self, key_identity: str) -> None:
+    async def delete_key(self, key: Key) -> None:
+        keys = schema.keys
         await self._conn.execute(
-            schema.key_versions.delete().where(schema.key_versions.c.key_identity == key_identity)
+            schema.key_versions.delete().where(schema.key_versions.c.key_identity == key.identity)
         )
-        await self._conn.execute(schema.keys.delete().where(schema.keys.c.identity == key_identity))
+        # Only the key as it was read, still pending deletion: for a key whose deletion was
+        # cancelled meanwhile, or that another node purged, the transaction rolls back whole.
+        gone = await self._conn.execute(
+            keys.delete().where(
+                keys.c.identity == key.identity,
+                keys.c.object_version == key.object_version,
+                keys.c.status == KeyStatus.PENDING_DELETION.value,
+            )
+        )
+        if gone.rowcount != 1:
+            raise Conflict("the key changed since it was read")
 
 
 class SqlStore:

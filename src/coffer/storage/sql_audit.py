@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint
+from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
 from coffer.errors import Conflict, Unavailable
 from coffer.storage import schema
 from coffer.storage.sql import SqlStore, utc
@@ -164,6 +164,8 @@ class SqlAuditStore:
             conditions.append(table.c.created_at >= f.since)
         if f.until is not None:
             conditions.append(table.c.created_at < f.until)
+        if f.after_seq is not None:
+            conditions.append(table.c.seq > f.after_seq)
         async with self._store.reading() as conn:
             total = await conn.scalar(select(func.count()).select_from(table).where(*conditions))
             records = await conn.scalars(
@@ -175,8 +177,19 @@ class SqlAuditStore:
             )
             return list(records), int(total or 0)
 
-    async def prune_audit(self, through_seq: int) -> int:
+    async def prune_audit(self, mark: PruneMark) -> int:
         table = schema.audit_events
         async with self._store.transaction() as tx:
-            result = await tx.connection.execute(table.delete().where(table.c.seq <= through_seq))
+            await tx.connection.execute(
+                schema.audit_prunes.insert().values(
+                    seq=mark.seq, created_at=mark.created_at, signature=mark.signature
+                )
+            )
+            result = await tx.connection.execute(table.delete().where(table.c.seq <= mark.seq))
         return int(result.rowcount)
+
+    async def audit_prune_marks(self) -> Sequence[PruneMark]:
+        table = schema.audit_prunes
+        async with self._store.reading() as conn:
+            rows = await conn.execute(select(table).order_by(table.c.seq))
+            return [PruneMark(r.seq, utc(r.created_at), bytes(r.signature)) for r in rows]

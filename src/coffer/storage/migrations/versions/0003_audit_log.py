@@ -1,4 +1,4 @@
-"""audit log: hash-chained records, chain head and signed checkpoints
+"""audit log: hash-chained records, chain head, signed checkpoints and prune marks
 
 Revision ID: 0003
 Revises: 0002
@@ -56,8 +56,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_checkpoints")),
     )
 
+    op.create_table(
+        "audit_prunes",
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("signature", sa.LargeBinary(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_audit_prunes")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("audit_prunes")
     op.drop_table("audit_checkpoints")
     op.drop_table("audit_chain_head")
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
