@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, func, select
 from coffer.domain.permissions import ScopeKind
 from coffer.errors import Unavailable
 from coffer.storage import schema
-from coffer.storage.sql import SqlTransaction
+from coffer.storage.sql_writes import SqlTransaction
 from tests.api.test_access import error
 from tests.conftest import Kms
 

@@ -11,8 +11,7 @@ from coffer.audit.log import Signer
 from coffer.domain.audit import AuditFilter, PruneMark
 from coffer.domain.permissions import Action
 from coffer.errors import Forbidden
-from coffer.service.context import RequestMeta
-from coffer.service.keys import Input
+from coffer.service.context import Input, RequestMeta
 from coffer.service.operations import Operations
 from coffer.storage.repositories import AuditStore
 

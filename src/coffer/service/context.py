@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from coffer.domain.permissions import Grants
 from coffer.domain.tenants import Organisation, Principal, Project
+
+T = TypeVar("T")
+
+#: A request's input, parsed and validated only when called. Operations call it after the
+#: caller, the region and the key have been checked (spec §1.1: validation is step 8), so that a
+#: caller without access learns nothing from a validation error, and every failure is audited.
+Input = Callable[[], T]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 
 from coffer.crypto.algorithms import algorithm_for
 from coffer.domain import formats
@@ -15,22 +14,12 @@ from coffer.domain.keytypes import Operation as KeyOperation
 from coffer.domain.keytypes import require
 from coffer.domain.permissions import Action
 from coffer.domain.regions import Region
-from coffer.errors import (
-    Conflict,
-    InvalidCiphertext,
-)
-from coffer.service.context import Caller, RequestMeta
+from coffer.errors import Conflict, InvalidCiphertext
+from coffer.service.context import Caller, Input, RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.operations import Operations
 from coffer.service.scope import KeyScope
 from coffer.storage.repositories import Store
-
-T = TypeVar("T")
-
-#: A request's input, parsed and validated only when called. Operations call it after the
-#: caller, the region and the key have been checked (spec §1.1: validation is step 8), so that a
-#: caller without access learns nothing from a validation error, and every failure is audited.
-Input = Callable[[], T]
 
 
 @dataclass(frozen=True, slots=True)

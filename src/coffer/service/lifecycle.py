@@ -17,9 +17,9 @@ from coffer.crypto.algorithms import algorithm_for
 from coffer.domain.keys import Key
 from coffer.domain.permissions import Action
 from coffer.errors import Conflict
-from coffer.service.context import RequestMeta
+from coffer.service.context import Input, RequestMeta
 from coffer.service.keyring import Keyring
-from coffer.service.keys import Input, Scoped
+from coffer.service.keys import Scoped
 from coffer.service.operations import Operations
 from coffer.service.scope import KeyScope
 from coffer.storage.repositories import Store

@@ -1,4 +1,4 @@
-"""``Store`` and ``Transaction`` on SQLAlchemy Core: one code path for SQLite and PostgreSQL."""
+"""``Store`` on SQLAlchemy Core, one code path for SQLite and PostgreSQL; writes: ``sql_writes``."""
 
 from __future__ import annotations
 
@@ -20,12 +20,7 @@ from coffer.domain.tenants import Organisation, Principal, PrincipalKind, Projec
 from coffer.errors import Conflict, Unavailable
 from coffer.storage import schema
 from coffer.storage.repositories import TokenRecord
-
-_ORG_SCOPE = ""
-
-
-def _project_column(project_identity: str | None) -> str:
-    return project_identity if project_identity is not None else _ORG_SCOPE
+from coffer.storage.sql_writes import SqlTransaction, project_column
 
 
 def utc(value: datetime) -> datetime:
@@ -89,166 +84,6 @@ def _key(row: Row[Any], versions: Sequence[KeyVersion]) -> Key:
         labels=dict(row.labels),
         annotations=dict(row.annotations),
     )
-
-
-def _mutable_columns(key: Key) -> dict[str, Any]:
-    """The columns of a key row that its lifecycle changes."""
-    return {
-        "status": key.status.value,
-        "key_rotation_enabled": key.key_rotation_enabled,
-        "rotation_period_days": key.rotation_period_days,
-        "latest_version": key.latest_version,
-        "min_decryption_version": key.min_decryption_version,
-        "deletion_scheduled_at": key.deletion_scheduled_at,
-        "next_rotation_at": key.rotation_due_at,
-        "updated_at": key.updated_at,
-        "object_version": key.object_version,
-    }
-
-
-class SqlTransaction:
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._conn = connection
-
-    @property
-    def connection(self) -> AsyncConnection:
-        return self._conn
-
-    async def add_organisation(self, organisation: Organisation, wrapped_kek: bytes) -> None:
-        await self._conn.execute(
-            schema.organisations.insert().values(
-                identity=organisation.identity,
-                slug=organisation.slug,
-                name=organisation.name,
-                kms_enabled=organisation.kms_enabled,
-                created_at=organisation.created_at,
-                object_version=organisation.object_version,
-            )
-        )
-        await self._conn.execute(
-            schema.organisation_keks.insert().values(
-                organisation_identity=organisation.identity,
-                wrapped_kek=wrapped_kek,
-                created_at=organisation.created_at,
-            )
-        )
-
-    async def add_project(self, project: Project) -> None:
-        await self._conn.execute(
-            schema.projects.insert().values(
-                identity=project.identity,
-                organisation_identity=project.organisation_identity,
-                slug=project.slug,
-                name=project.name,
-                created_at=project.created_at,
-            )
-        )
-
-    async def add_principal(self, principal: Principal) -> None:
-        await self._conn.execute(
-            schema.principals.insert().values(
-                identity=principal.identity,
-                kind=principal.kind.value,
-                name=principal.name,
-                platform_admin=principal.platform_admin,
-                created_at=principal.created_at,
-            )
-        )
-
-    async def add_token(
-        self,
-        identity: str,
-        principal_identity: str,
-        digest: bytes,
-        created_at: datetime,
-        expires_at: datetime | None,
-    ) -> None:
-        await self._conn.execute(
-            schema.tokens.insert().values(
-                identity=identity,
-                principal_identity=principal_identity,
-                digest=digest,
-                created_at=created_at,
-                expires_at=expires_at,
-            )
-        )
-
-    async def add_binding(self, binding: RoleBinding, created_at: datetime) -> None:
-        await self._conn.execute(
-            schema.role_bindings.insert().values(
-                identity=binding.identity,
-                principal_identity=binding.principal_identity,
-                organisation_identity=binding.organisation_identity,
-                policy=binding.policy,
-                scope_kind=binding.scope_kind.value,
-                scope_identity=binding.scope_identity,
-                created_at=created_at,
-            )
-        )
-
-    async def add_key(self, key: Key, wrapped_versions: Mapping[int, bytes]) -> None:
-        await self._conn.execute(
-            schema.keys.insert().values(
-                identity=key.identity,
-                organisation_identity=key.organisation_identity,
-                region=key.region,
-                project_identity=_project_column(key.project_identity),
-                name=key.name,
-                slug=key.slug,
-                description=key.description,
-                labels=dict(key.labels),
-                annotations=dict(key.annotations),
-                key_type=key.key_type.value,
-                imported=key.imported,
-                export_allowed=key.export_allowed,
-                allow_rotation=key.allow_rotation,
-                created_at=key.created_at,
-                **_mutable_columns(key),
-            )
-        )
-        for version, blob in wrapped_versions.items():
-            await self.add_version(key, version, blob)
-
-    async def add_version(self, key: Key, version: int, wrapped: bytes) -> None:
-        created = next(v.created_at for v in key.versions if v.version == version)
-        await self._conn.execute(
-            schema.key_versions.insert().values(
-                key_identity=key.identity,
-                version=version,
-                wrapped_material=wrapped,
-                created_at=created,
-            )
-        )
-
-    async def update_key(self, key: Key) -> None:
-        table = schema.keys
-        result = await self._conn.execute(
-            table.update()
-            .where(
-                table.c.identity == key.identity,
-                table.c.object_version == key.object_version - 1,
-            )
-            .values(**_mutable_columns(key))
-        )
-        if result.rowcount != 1:
-            raise Conflict("the key was changed by another request; retry")
-
-    async def delete_key(self, key: Key) -> None:
-        keys = schema.keys
-        await self._conn.execute(
-            schema.key_versions.delete().where(schema.key_versions.c.key_identity == key.identity)
-        )
-        # Only the key as it was read, still pending deletion: for a key whose deletion was
-        # cancelled meanwhile, or that another node purged, the transaction rolls back whole.
-        gone = await self._conn.execute(
-            keys.delete().where(
-                keys.c.identity == key.identity,
-                keys.c.object_version == key.object_version,
-                keys.c.status == KeyStatus.PENDING_DELETION.value,
-            )
-        )
-        if gone.rowcount != 1:
-            raise Conflict("the key changed since it was read")
 
 
 class SqlStore:
@@ -403,7 +238,7 @@ class SqlStore:
         query = select(table).where(
             table.c.organisation_identity == organisation_identity,
             table.c.region == region,
-            table.c.project_identity == _project_column(project_identity),
+            table.c.project_identity == project_column(project_identity),
             or_(table.c.identity == ref, table.c.slug == ref),
         )
         async with self.reading() as conn:
@@ -422,7 +257,7 @@ class SqlStore:
         conditions = [
             table.c.organisation_identity == organisation_identity,
             table.c.region == region,
-            table.c.project_identity == _project_column(project_identity),
+            table.c.project_identity == project_column(project_identity),
         ]
         if key_filter.identity is not None:
             conditions.append(table.c.identity == key_filter.identity)
@@ -452,7 +287,7 @@ class SqlStore:
             select(table.c.region, table.c.status, func.count())
             .where(
                 table.c.organisation_identity == organisation_identity,
-                table.c.project_identity == _project_column(project_identity),
+                table.c.project_identity == project_column(project_identity),
             )
             .group_by(table.c.region, table.c.status)
         )
