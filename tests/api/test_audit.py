@@ -340,3 +340,17 @@ def test_groups_of_concurrent_records_share_one_commit(kms: Kms) -> None:
     assert sum(log.batches) == 200
     assert len(log.batches) <= 3, log.batches
     assert verification(kms).ok
+
+
+def test_each_scheduler_pass_signs_a_checkpoint_when_the_chain_moved(chained: Kms) -> None:
+    """12 records with checkpoints at 5 and 10: the pass covers the tail, 11 and 12."""
+    report = chained.run(chained.scheduler.run_once)
+    assert report.audit_checkpoint
+    assert not chained.run(chained.scheduler.run_once).audit_checkpoint  # nothing new
+    execute(
+        chained,
+        "DELETE FROM audit_events WHERE seq > 10",
+        "UPDATE audit_chain_head SET seq = 10, hash = (SELECT hash FROM audit_events WHERE seq = 10)",
+    )
+    result = verification(chained)
+    assert result.problem == "records after 10 are missing: a checkpoint covers record 12"

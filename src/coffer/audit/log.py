@@ -19,7 +19,7 @@ from typing import Protocol
 from coffer.audit.chain import checkpoint_message, row_of
 from coffer.audit.events import AuditEvent
 from coffer.domain.audit import ChainRow, Checkpoint
-from coffer.errors import Unavailable
+from coffer.errors import Conflict, Unavailable
 from coffer.storage.repositories import AuditStore
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,21 @@ class AuditLog:
         """Let the records under way commit, then sign a checkpoint of the chain's end."""
         while self._flusher is not None:
             await asyncio.shield(self._flusher)
-        head = await self._store.audit_head() if self._head is None else self._head
+        await self.checkpoint()
+
+    async def checkpoint(self) -> bool:
+        """Sign a checkpoint of the chain as it stands, unless one covers it already (the
+        scheduler calls this every pass: a cut-off tail is then detectable after one interval,
+        however few records came). Returns whether one was written."""
+        head = await self._store.audit_head()
         checkpoints = await self._store.audit_checkpoints()
-        if head[0] and (not checkpoints or checkpoints[-1].seq < head[0]):
-            await self._write_checkpoint_only(head)
+        if not head[0] or (checkpoints and checkpoints[-1].seq >= head[0]):
+            return False
+        try:
+            await self._store.add_audit_checkpoint(self._checkpoint(*head))
+        except Conflict:
+            return False  # a batch's own checkpoint landed on the same record meanwhile
+        return True
 
     async def _flush_all(self) -> None:
         batch: list[tuple[AuditEvent, asyncio.Future[None]]] = []
@@ -119,6 +130,3 @@ class AuditLog:
     def _checkpoint(self, seq: int, chain_hash: bytes) -> Checkpoint:
         signature = self._signer.sign(checkpoint_message(seq, chain_hash))
         return Checkpoint(seq, chain_hash, self._clock(), signature)
-
-    async def _write_checkpoint_only(self, head: tuple[int, bytes]) -> None:
-        await self._store.add_audit_checkpoint(self._checkpoint(*head))

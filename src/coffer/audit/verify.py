@@ -7,8 +7,8 @@ content says; that every checkpoint matches the record at its sequence number; a
 ends where its head and its checkpoints say it does.
 
 Limit: a tail cut after the last checkpoint by someone who also rewrites the head row is not
-detectable from the database alone; a checkpoint is written every N records and at shutdown,
-and records exported to a SIEM keep their own copy.
+detectable from the database alone; a checkpoint is written every N records, every scheduler
+pass and at shutdown, and records exported to a SIEM keep their own copy.
 """
 
 from __future__ import annotations

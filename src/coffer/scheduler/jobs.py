@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from coffer.audit.log import Signer
+from coffer.audit.log import AuditLog, Signer
 from coffer.errors import Conflict
 from coffer.service.audit import prune_before
 from coffer.service.lifecycle import LifecycleService
@@ -34,6 +34,7 @@ class RunReport:
     lost_races: int = 0
     failed: list[str] = field(default_factory=list)
     audit_pruned: int = 0
+    audit_checkpoint: bool = False
 
 
 class Scheduler:
@@ -45,6 +46,7 @@ class Scheduler:
         interval_seconds: float,
         *,
         audit_store: AuditStore | None = None,
+        audit_log: AuditLog | None = None,
         audit_signer: Signer | None = None,
         audit_retention: timedelta | None = None,
     ) -> None:
@@ -53,6 +55,7 @@ class Scheduler:
         self._clock = clock
         self._interval = interval_seconds
         self._audit_store = audit_store
+        self._audit_log = audit_log
         self._audit_signer = audit_signer
         self._audit_retention = audit_retention
 
@@ -90,6 +93,8 @@ class Scheduler:
                 except Exception:
                     log.exception("purge of %s failed", key.identity)
                     report.failed.append(key.identity)
+        if self._audit_log is not None:
+            report.audit_checkpoint = await self._audit_log.checkpoint()
         if (
             self._audit_store is not None
             and self._audit_signer is not None
