@@ -95,13 +95,14 @@ def build_services(
             audit_store,
             CheckpointSigner(root),
             clock,
+            audit_status,
             checkpoint_every=settings.audit_checkpoint_every,
         )
         if settings.audit_sink == "database"
         else None
     )
     sink: AuditSink = audit_sink or audit_log or DiscardingSink()
-    operations = Operations(access, sink, clock, audit_status)
+    operations = Operations(access, sink, clock, audit_status, audit_store.apply_key_write)
     scope = KeyScope(
         store,
         KeyCache(settings.cache_size, settings.cache_ttl_seconds, timer),
@@ -109,7 +110,6 @@ def build_services(
     )
     keys = KeyService(store, operations, keyring, scope, clock)
     lifecycle = LifecycleService(
-        store,
         operations,
         keyring,
         scope,

@@ -354,3 +354,64 @@ def test_each_scheduler_pass_signs_a_checkpoint_when_the_chain_moved(chained: Km
     )
     result = verification(chained)
     assert result.problem == "records after 10 are missing: a checkpoint covers record 12"
+
+
+def test_a_lifecycle_change_is_never_stored_without_its_record(kms: Kms) -> None:
+    kms.create_key("k")
+    kms.create_key("gone")
+    kms.client.delete(f"{KEYS}/gone", headers=kms.headers)
+    before = {name: kms.get(f"{KEYS}/{name}").json() for name in ("k", "gone")}
+    execute(
+        kms,
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit storage is read-only'); END",
+    )
+    error(kms.client.post(f"{KEYS}/k/disable", headers=kms.headers), 503, "unavailable")
+    error(kms.client.post(f"{KEYS}/k/rotate", headers=kms.headers), 503, "unavailable")
+    error(
+        kms.client.patch(
+            f"{KEYS}/k/rotation", json={"rotationPeriodInDays": 5}, headers=kms.headers
+        ),
+        503,
+        "unavailable",
+    )
+    error(kms.client.delete(f"{KEYS}/k", headers=kms.headers), 503, "unavailable")
+    kms.clock.advance(days=31)
+    report = kms.run(kms.scheduler.run_once)
+    assert report.purged == []
+    execute(kms, "DROP TRIGGER refuse")
+    for name in ("k", "gone"):
+        kms.services.lifecycle._scope.keys.invalidate(before[name]["identity"])
+        assert kms.get(f"{KEYS}/{name}").json() == before[name]  # stored as it was
+    assert verification(kms).ok
+    # And with the log back, the same changes go through, each with its record.
+    assert kms.client.post(f"{KEYS}/k/rotate", headers=kms.headers).status_code == 200
+    assert records(kms)[-1]["action"] == "kms.rotate"
+    assert records(kms)[-1]["context"]["keyVersion"] == 2
+
+
+def test_racing_schedulers_on_the_durable_log_record_each_rotation_once(kms: Kms) -> None:
+    import asyncio
+
+    from coffer.bootstrap import build_scheduler, build_services
+
+    for i in range(3):
+        kms.create_key(f"k{i}", keyRotationEnabled=True, rotationPeriodInDays=1)
+    kms.clock.advance(days=1, seconds=1)
+
+    async def race() -> int:
+        nodes = [build_services(kms.settings, clock=kms.clock) for _ in range(2)]
+        try:
+            reports = await asyncio.gather(
+                *(build_scheduler(node, kms.clock).run_once() for node in nodes)
+            )
+        finally:
+            for node in nodes:
+                await node.close()
+        return sum(len(r.rotated) for r in reports)
+
+    assert kms.run(race) == 3
+    scheduled = [r for r in records(kms) if r["action"] == "kms.rotate.scheduled"]
+    assert len(scheduled) == 3
+    assert {r["context"]["outcome"] for r in scheduled} == {"success"}
+    assert verification(kms).ok

@@ -12,8 +12,7 @@ from sqlalchemy import create_engine, func, select
 
 from coffer.domain.permissions import ScopeKind
 from coffer.errors import Unavailable
-from coffer.storage import schema
-from coffer.storage.sql_writes import SqlTransaction
+from coffer.storage import schema, sql_writes
 from tests.api.test_access import error
 from tests.conftest import Kms
 
@@ -301,10 +300,10 @@ def test_a_failed_write_during_rotation_leaves_the_key_as_it_was(
     sealed = encrypt(kms, "k")
     before = kms.get(f"{KEYS}/k").json()
 
-    async def failing_add_version(self: SqlTransaction, *args: Any) -> None:
-        raise Unavailable()  # after update_key ran in the same transaction
+    def failing_add_version(*args: Any) -> Any:
+        raise Unavailable()  # after the key row's update ran in the same transaction
 
-    monkeypatch.setattr(SqlTransaction, "add_version", failing_add_version)
+    monkeypatch.setattr(sql_writes, "add_version_statement", failing_add_version)
     error(call(kms, "POST", "k", "rotate"), 503, "unavailable")
     monkeypatch.undo()
 

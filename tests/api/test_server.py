@@ -94,6 +94,7 @@ def test_warm_hot_path_only_appends_its_audit_records(kms: Kms) -> None:
     assert statements["reads"] == []
     assert statements["audit"]
     assert {s.split(" (")[0].split(" SET")[0] for s in statements["audit"]} == {
+        "BEGIN IMMEDIATE",
         "UPDATE audit_chain_head",
         "INSERT INTO audit_events",
     }

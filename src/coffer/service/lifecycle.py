@@ -1,9 +1,10 @@
 """``LifecycleService``: versions, rotation, disable/enable, deletion and purge (spec §5.9, §5.12).
 
 Every change follows one pattern, as Vault Transit's rotation does: the domain computes the
-changed key in memory, one transaction writes it (guarded by ``objectVersion``, so a concurrent
-change makes this one fail instead of overwriting it), and only after the commit do the caches
-learn of it. A failed write leaves the key exactly as it was, stored and cached.
+changed key in memory, one transaction writes it together with its audit record (guarded by
+``objectVersion``, so a concurrent change makes this one fail instead of overwriting it), and
+only after the commit do the caches learn of it. A failed write leaves the key exactly as it
+was, stored and cached, and a change is never stored without its record.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from datetime import datetime, timedelta
 from coffer.crypto.algorithms import algorithm_for
 from coffer.domain.keys import Key
 from coffer.domain.permissions import Action
-from coffer.errors import Conflict
 from coffer.service.context import Input, RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.keys import Scoped
-from coffer.service.operations import Operations
+from coffer.service.operations import Operation, Operations
 from coffer.service.scope import KeyScope
-from coffer.storage.repositories import Store
+from coffer.storage.repositories import KeyWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +37,12 @@ Change = Callable[[Key, datetime], Key]
 class LifecycleService:
     def __init__(
         self,
-        store: Store,
         operations: Operations,
         keyring: Keyring,
         scope: KeyScope,
         clock: Callable[[], datetime],
         retention: timedelta,
     ) -> None:
-        self._store = store
         self._ops = operations
         self._keyring = keyring
         self._scope = scope
@@ -53,23 +51,20 @@ class LifecycleService:
 
     # --- writes shared by every change ----------------------------------------------------------
 
-    async def _save(self, changed: Key) -> None:
-        async with self._store.transaction() as tx:
-            await tx.update_key(changed)
-        self._scope.keys.invalidate(changed.identity)
-
-    async def _rotate(self, key: Key, now: datetime) -> Key:
+    async def _rotate(self, op: Operation, key: Key, now: datetime, *, quiet: bool = False) -> Key:
         rotated = key.rotate(now)
         version = rotated.latest_version
+        op.event.key_version = version
         algorithm = algorithm_for(rotated.key_type)
         material = await asyncio.to_thread(algorithm.generate)
         handle = algorithm.load(material)
         wrapped = await self._keyring.wrap(rotated, version, material)
-        # One transaction: the key row moves to version N+1 only together with the new version's
-        # row; the (key, version) primary key makes a concurrent rotation to N+1 fail as a whole.
-        async with self._store.transaction() as tx:
-            await tx.update_key(rotated)
-            await tx.add_version(rotated, version, wrapped)
+        # One transaction, with the audit record: the key row moves to version N+1 only together
+        # with the new version's row; the (key, version) primary key makes a concurrent rotation
+        # to N+1 fail as a whole.
+        await op.commit(
+            KeyWrite(update=rotated, new_version=(version, wrapped), quiet_if_refused=quiet)
+        )
         self._scope.keys.invalidate(rotated.identity)
         self._keyring.remember(rotated, version, handle)
         return rotated
@@ -88,7 +83,8 @@ class LifecycleService:
             region = self._scope.region(op, region_ref)
             key = await self._scope.authorised_key(op, caller, region, key_ref, action)
             changed = change(key, self._clock())
-            await self._save(changed)
+            await op.commit(KeyWrite(update=changed))
+            self._scope.keys.invalidate(changed.identity)
             return Scoped(changed, caller)
 
     # --- operations -----------------------------------------------------------------------------
@@ -98,8 +94,7 @@ class LifecycleService:
             caller = await op.authorise()
             region = self._scope.region(op, region_ref)
             key = await self._scope.authorised_key(op, caller, region, key_ref, Action.ROTATE)
-            rotated = await self._rotate(key, self._clock())
-            op.event.key_version = rotated.latest_version
+            rotated = await self._rotate(op, key, self._clock())
             return Scoped(rotated, caller)
 
     async def update_rotation(
@@ -158,24 +153,13 @@ class LifecycleService:
         another node did it first."""
         async with self._ops.begin_system("kms.rotate.scheduled") as op:
             op.touch(key)
-            try:
-                rotated = await self._rotate(key, now)
-            except Conflict:
-                op.unrecorded()  # the winner records the rotation; nothing happened here
-                raise
-            op.event.key_version = rotated.latest_version
-            return rotated
+            return await self._rotate(op, key, now, quiet=True)
 
     async def purge(self, key: Key) -> None:
         """Destroy a key whose retention elapsed: its row, every version, all wrapped material.
         ``Conflict`` (and no audit record) if it changed since it was read."""
         async with self._ops.begin_system("kms.key.purge") as op:
             op.touch(key)
-            try:
-                async with self._store.transaction() as tx:
-                    await tx.delete_key(key)
-            except Conflict:
-                op.unrecorded()
-                raise
+            await op.commit(KeyWrite(delete=key, quiet_if_refused=True))
             self._scope.keys.invalidate(key.identity)
             self._keyring.forget(key)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
 
 from coffer.audit.events import AuditEvent, AuditSink
+from coffer.audit.log import AuditLog
 from coffer.domain.keys import Key
 from coffer.domain.regions import Region
-from coffer.errors import CofferError, Internal, KmsNotEnabled, Unavailable
+from coffer.errors import CofferError, Conflict, Internal, KmsNotEnabled, Unavailable
 from coffer.service.access import AccessService
 from coffer.service.context import Caller, RequestMeta
+from coffer.storage.repositories import KeyWrite
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +29,27 @@ log = logging.getLogger(__name__)
 #: (``None`` on success). Supplied by the composition root, which knows the API's table.
 StatusOf = Callable[[str, CofferError | None], int]
 
+#: Applies a key change on its own, when no durable audit log records it.
+ApplyChange = Callable[[KeyWrite], Awaitable[None]]
+
 
 class Operation:
-    __slots__ = ("_access", "_meta", "_sink", "_status_of", "event")
+    __slots__ = ("_access", "_apply", "_meta", "_recorded", "_sink", "_status_of", "event")
 
     def __init__(
         self,
         access: AccessService,
         sink: AuditSink | None,
         status_of: StatusOf,
+        apply: ApplyChange,
         meta: RequestMeta,
         event: AuditEvent,
     ) -> None:
         self._access = access
         self._sink = sink
         self._status_of = status_of
+        self._apply = apply
+        self._recorded = False
         self._meta = meta
         self.event = event
 
@@ -58,9 +66,21 @@ class Operation:
             raise KmsNotEnabled()
         return caller
 
-    def unrecorded(self) -> None:
-        """This operation turned out to be no event (a race another node won): no record."""
-        self._sink = None
+    async def commit(self, change: KeyWrite) -> None:
+        """Apply a change to a key together with this operation's audit record: both are
+        committed or neither (a change is never left without its record). ``Conflict`` if the
+        key moved since it was read; ``Unavailable`` if the log cannot be written."""
+        if isinstance(self._sink, AuditLog):
+            self._recorded = True
+            self.event.status = self._status_of(self.event.action, None)
+            await self._sink.write(self.event, change)
+        else:  # no durable log (discarded, or a sink of the caller's): the change alone
+            try:
+                await self._apply(change)
+            except Conflict:
+                if change.quiet_if_refused:
+                    self._sink = None  # a race another node won: nothing happened here
+                raise
 
     def at_region(self, region: Region) -> None:
         self.event.region = region.slug
@@ -84,7 +104,7 @@ class Operation:
             error = exc if isinstance(exc, CofferError) else Internal()
             self.event.outcome = "failure"
             self.event.error_code = error.code
-        if self._sink is None:
+        if self._sink is None or self._recorded:
             return
         self.event.status = self._status_of(self.event.action, error)
         try:
@@ -101,11 +121,13 @@ class Operations:
         sink: AuditSink,
         clock: Callable[[], datetime],
         status_of: StatusOf,
+        apply: ApplyChange,
     ) -> None:
         self._access = access
         self._sink = sink
         self._clock = clock
         self._status_of = status_of
+        self._apply = apply
 
     def begin_system(self, action: str) -> Operation:
         """An operation the server performs by itself (scheduled rotation, purge)."""
@@ -124,4 +146,5 @@ class Operations:
             client_ip=meta.client_ip,
             user_agent=meta.user_agent,
         )
-        return Operation(self._access, self._sink if action else None, self._status_of, meta, event)
+        sink = self._sink if action else None
+        return Operation(self._access, sink, self._status_of, self._apply, meta, event)

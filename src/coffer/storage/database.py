@@ -45,10 +45,24 @@ def create_engine_for(url: str) -> AsyncEngine:
 
 
 def create_sync_engine_for(url: str) -> Engine:
-    """A synchronous engine on the same database, for work done in a worker thread."""
+    """A synchronous engine on the same database, for work done in a worker thread.
+
+    On SQLite its transactions begin with ``BEGIN IMMEDIATE`` (the write lock is taken at once,
+    so a writer never has to upgrade a read snapshot) and SQLAlchemy, not the driver, emits them,
+    which savepoints need (the driver's own implicit transactions break them).
+    """
     engine = create_engine(_sync_url(url), hide_parameters=True)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+
+        def connect(dbapi_connection: Any, record: Any) -> None:
+            _sqlite_pragmas(dbapi_connection, record)
+            dbapi_connection.isolation_level = None  # the driver issues no BEGIN of its own
+
+        def begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        event.listen(engine, "connect", connect)
+        event.listen(engine, "begin", begin)
     return engine
 
 

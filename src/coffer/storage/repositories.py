@@ -6,7 +6,7 @@ failed request never leaves a partial write behind.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +16,7 @@ from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
 from coffer.domain.keys import Key, KeyFilter, KeyStatus
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.tenants import Organisation, Principal, Project
+from coffer.errors import CofferError
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,24 @@ class TokenRecord:
     principal: Principal
     expires_at: datetime | None
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyWrite:
+    """A lifecycle change of one key, applied in the same transaction as its audit record:
+    ``update`` (at ``objectVersion - 1``) with an optional new version (number, wrapped
+    material), or ``delete`` (purge, if still pending at its ``objectVersion``)."""
+
+    update: Key | None = None
+    new_version: tuple[int, bytes] | None = None
+    delete: Key | None = None
+    #: Refused (the key moved: another node did it first) leaves no audit record either.
+    quiet_if_refused: bool = False
+
+    def __repr__(self) -> str:
+        key = self.update or self.delete
+        identity = key.identity if key is not None else "-"
+        return f"KeyWrite(key={identity!r}, new_version={self.new_version is not None})"
 
 
 class Transaction(Protocol):
@@ -46,20 +65,6 @@ class Transaction(Protocol):
 
     async def add_key(self, key: Key, wrapped_versions: Mapping[int, bytes]) -> None:
         """Insert a key and its versions; ``Conflict`` if the slug is taken in its scope."""
-        ...
-
-    async def add_version(self, key: Key, version: int, wrapped: bytes) -> None:
-        """Insert one version row; ``Conflict`` if (key, version) exists (a concurrent rotation)."""
-        ...
-
-    async def update_key(self, key: Key) -> None:
-        """Write the lifecycle fields of ``key`` if the stored row is still at
-        ``key.object_version - 1``; ``Conflict`` otherwise (optimistic concurrency)."""
-        ...
-
-    async def delete_key(self, key: Key) -> None:
-        """Destroy the key and every version's wrapped material, if it is still pending deletion
-        at ``key.object_version``; ``Conflict`` otherwise."""
         ...
 
 
@@ -121,6 +126,11 @@ class Store(Protocol):
     async def wrapped_version(self, key_identity: str, version: int) -> bytes | None: ...
 
 
+#: Given the outcome of each key write (``None``: applied), the chain rows to append and an
+#: optional checkpoint. Runs inside the transaction, so it must not block.
+BuildRows = Callable[[Sequence[CofferError | None]], tuple[Sequence[ChainRow], Checkpoint | None]]
+
+
 class AuditStore(Protocol):
     async def close(self) -> None: ...
 
@@ -129,10 +139,16 @@ class AuditStore(Protocol):
         ...
 
     async def append_audit(
-        self, rows: Sequence[ChainRow], expected_seq: int, checkpoint: Checkpoint | None
+        self, expected_seq: int, writes: Sequence[KeyWrite | None], build: BuildRows
     ) -> bool:
-        """Append ``rows`` (and ``checkpoint``) in one durable transaction, if the chain head is
-        still at ``expected_seq``; ``False`` (nothing written) if another writer moved it."""
+        """One durable transaction: apply each key write (each on its own, so one that fails with
+        ``Conflict`` leaves the others), then append the rows ``build`` makes knowing which failed,
+        and move the chain head from ``expected_seq``. ``False`` (nothing written) if another
+        writer moved the head first."""
+        ...
+
+    async def apply_key_write(self, write: KeyWrite) -> None:
+        """Apply a key write on its own (when no audit log records it)."""
         ...
 
     async def add_audit_checkpoint(self, checkpoint: Checkpoint) -> None:

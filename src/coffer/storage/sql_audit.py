@@ -11,9 +11,11 @@ from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
-from coffer.errors import Conflict, Unavailable
+from coffer.errors import CofferError, Conflict, Unavailable
 from coffer.storage import schema
+from coffer.storage.repositories import BuildRows, KeyWrite
 from coffer.storage.sql import SqlStore, utc
+from coffer.storage.sql_writes import apply_key_write
 
 _HEAD_ID = 1
 
@@ -55,34 +57,60 @@ class SqlAuditStore:
         return int(row.seq), bytes(row.hash)
 
     async def append_audit(
-        self, rows: Sequence[ChainRow], expected_seq: int, checkpoint: Checkpoint | None
+        self, expected_seq: int, writes: Sequence[KeyWrite | None], build: BuildRows
     ) -> bool:
-        try:
-            await self._append(rows, expected_seq, checkpoint)
-        except _HeadMoved:
-            return False
-        return True
-
-    async def _append(
-        self, rows: Sequence[ChainRow], expected_seq: int, checkpoint: Checkpoint | None
-    ) -> None:
         # The whole batch goes to the database in one hop to a worker thread, on a plain
         # (synchronous) connection: through the async driver every statement was a round trip
         # through the busy event loop. The loop itself never waits on the disk or on a lock.
         try:
-            await asyncio.to_thread(self._append_sync, rows, expected_seq, checkpoint)
+            await asyncio.to_thread(self._append_sync, expected_seq, writes, build)
+        except _HeadMoved:
+            return False
+        except IntegrityError:
+            raise Conflict() from None
+        except DBAPIError as exc:
+            raise Unavailable() from exc
+        return True
+
+    async def apply_key_write(self, write: KeyWrite) -> None:
+        try:
+            await asyncio.to_thread(self._apply_alone, write)
         except IntegrityError:
             raise Conflict() from None
         except DBAPIError as exc:
             raise Unavailable() from exc
 
+    def _apply_alone(self, write: KeyWrite) -> None:
+        with self._writer.begin() as conn:
+            apply_key_write(conn, write)
+
     def _append_sync(
-        self, rows: Sequence[ChainRow], expected_seq: int, checkpoint: Checkpoint | None
+        self, expected_seq: int, writes: Sequence[KeyWrite | None], build: BuildRows
     ) -> None:
         head = schema.audit_chain_head
         with self._writer.begin() as conn:
-            # Moving the head first takes the write lock at once (SQLite) or locks the head row
-            # (PostgreSQL): a second writer waits here, then finds the head moved.
+            outcomes: list[CofferError | None] = []
+            for write in writes:
+                if write is None:
+                    outcomes.append(None)
+                    continue
+                savepoint = conn.begin_nested()
+                try:
+                    apply_key_write(conn, write)
+                except CofferError as refused:  # this change only; the batch goes on
+                    savepoint.rollback()
+                    outcomes.append(refused)
+                except IntegrityError:
+                    savepoint.rollback()
+                    outcomes.append(Conflict())
+                else:
+                    savepoint.commit()
+                    outcomes.append(None)
+            rows, checkpoint = build(outcomes)
+            if not rows:
+                return  # only refused changes that leave no record
+            # The head moves compare-and-swap: a second writer waits for the lock, then finds
+            # the head moved and starts over (its key writes rolled back with it).
             moved = conn.execute(
                 head.update()
                 .where(head.c.id == _HEAD_ID, head.c.seq == expected_seq)

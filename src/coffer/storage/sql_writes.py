@@ -6,13 +6,16 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import Executable
 
 from coffer.domain.keys import Key, KeyStatus
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.tenants import Organisation, Principal, Project
 from coffer.errors import Conflict
 from coffer.storage import schema
+from coffer.storage.repositories import KeyWrite
 
 ORG_SCOPE = ""
 
@@ -141,42 +144,60 @@ class SqlTransaction:
             await self.add_version(key, version, blob)
 
     async def add_version(self, key: Key, version: int, wrapped: bytes) -> None:
-        created = next(v.created_at for v in key.versions if v.version == version)
-        await self._conn.execute(
-            schema.key_versions.insert().values(
-                key_identity=key.identity,
-                version=version,
-                wrapped_material=wrapped,
-                created_at=created,
-            )
-        )
+        await self._conn.execute(add_version_statement(key, version, wrapped))
 
-    async def update_key(self, key: Key) -> None:
-        table = schema.keys
-        result = await self._conn.execute(
-            table.update()
-            .where(
-                table.c.identity == key.identity,
-                table.c.object_version == key.object_version - 1,
-            )
-            .values(**_mutable_columns(key))
-        )
-        if result.rowcount != 1:
-            raise Conflict("the key was changed by another request; retry")
 
-    async def delete_key(self, key: Key) -> None:
-        keys = schema.keys
-        await self._conn.execute(
-            schema.key_versions.delete().where(schema.key_versions.c.key_identity == key.identity)
-        )
-        # Only the key as it was read, still pending deletion: for a key whose deletion was
-        # cancelled meanwhile, or that another node purged, the transaction rolls back whole.
-        gone = await self._conn.execute(
-            keys.delete().where(
-                keys.c.identity == key.identity,
-                keys.c.object_version == key.object_version,
-                keys.c.status == KeyStatus.PENDING_DELETION.value,
-            )
-        )
-        if gone.rowcount != 1:
-            raise Conflict("the key changed since it was read")
+# --- statements shared with the audit writer, which applies lifecycle changes in the same
+# --- transaction as their audit records (storage/sql_audit.py)
+
+UPDATED_ELSEWHERE = "the key was changed by another request; retry"
+CHANGED_SINCE_READ = "the key changed since it was read"
+
+
+def _expect_one(result: Any, message: str) -> None:
+    if result.rowcount != 1:
+        raise Conflict(message)
+
+
+def add_version_statement(key: Key, version: int, wrapped: bytes) -> Executable:
+    created = next(v.created_at for v in key.versions if v.version == version)
+    return schema.key_versions.insert().values(
+        key_identity=key.identity, version=version, wrapped_material=wrapped, created_at=created
+    )
+
+
+def update_key_statement(key: Key) -> Executable:
+    """The key's lifecycle fields, if the row is still at ``key.object_version - 1``."""
+    table = schema.keys
+    return (
+        table.update()
+        .where(table.c.identity == key.identity, table.c.object_version == key.object_version - 1)
+        .values(**_mutable_columns(key))
+    )
+
+
+def delete_versions_statement(key: Key) -> Executable:
+    return schema.key_versions.delete().where(schema.key_versions.c.key_identity == key.identity)
+
+
+def delete_key_statement(key: Key) -> Executable:
+    """Only the key as it was read, still pending deletion: for a key whose deletion was
+    cancelled meanwhile, or that another node purged, the transaction rolls back whole."""
+    keys = schema.keys
+    return keys.delete().where(
+        keys.c.identity == key.identity,
+        keys.c.object_version == key.object_version,
+        keys.c.status == KeyStatus.PENDING_DELETION.value,
+    )
+
+
+def apply_key_write(conn: Connection, write: KeyWrite) -> None:
+    """``write`` on a synchronous connection; ``Conflict`` if the key moved since it was read."""
+    if write.update is not None:
+        _expect_one(conn.execute(update_key_statement(write.update)), UPDATED_ELSEWHERE)
+        if write.new_version is not None:
+            version, wrapped = write.new_version
+            conn.execute(add_version_statement(write.update, version, wrapped))
+    if write.delete is not None:
+        conn.execute(delete_versions_statement(write.delete))
+        _expect_one(conn.execute(delete_key_statement(write.delete)), CHANGED_SINCE_READ)
