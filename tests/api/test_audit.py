@@ -188,7 +188,7 @@ def test_the_audit_query_is_organisation_scoped_filtered_and_paged(kms: Kms) -> 
     in_cest = instant.astimezone(timezone(timedelta(hours=2))).isoformat()
     assert count(f"since={in_cest.replace('+', '%2B')}") == 7
     for bad in ("page=0", "limit=1001", "limit=x", "since=yesterday", "responseStatus=42",
-                "action=kms%00"):  # fmt: skip
+                "action=kms%00", "since=0001-01-01T00:00:00%2B14:00"):  # fmt: skip
         error(kms.get(f"/v1/audit?{bad}"), 400, "invalid_request")
 
 

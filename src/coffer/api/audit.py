@@ -37,7 +37,10 @@ def _time(query: dict[str, str], name: str) -> datetime | None:
         raise InvalidRequest(f"{name} must be an RFC 3339 time") from None
     if parsed.tzinfo is None:
         raise InvalidRequest(f"{name} must carry a time zone (e.g. Z)")
-    return parsed.astimezone(UTC)  # stored times are UTC; not every engine compares offsets
+    try:
+        return parsed.astimezone(UTC)  # stored times are UTC; not every engine compares offsets
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 lies before the first UTC date
+        raise InvalidRequest(f"{name} is out of range") from None
 
 
 def _order(query: dict[str, str]) -> bool:
