@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.sql.expression import Executable
 
 from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
 from coffer.errors import CofferError, Conflict, Unavailable
@@ -22,6 +23,15 @@ _HEAD_ID = 1
 
 class _HeadMoved(Exception):
     """Another writer extended the chain since its head was read."""
+
+
+def _checkpoint_insert(checkpoint: Checkpoint) -> Executable:
+    return schema.audit_checkpoints.insert().values(
+        seq=checkpoint.seq,
+        hash=checkpoint.hash,
+        created_at=checkpoint.created_at,
+        signature=checkpoint.signature,
+    )
 
 
 def _chain_row(row: Row[Any]) -> ChainRow:
@@ -138,25 +148,11 @@ class SqlAuditStore:
                 ],
             )
             if checkpoint is not None:
-                conn.execute(
-                    schema.audit_checkpoints.insert().values(
-                        seq=checkpoint.seq,
-                        hash=checkpoint.hash,
-                        created_at=checkpoint.created_at,
-                        signature=checkpoint.signature,
-                    )
-                )
+                conn.execute(_checkpoint_insert(checkpoint))
 
     async def add_audit_checkpoint(self, checkpoint: Checkpoint) -> None:
         async with self._store.transaction() as tx:
-            await tx.connection.execute(
-                schema.audit_checkpoints.insert().values(
-                    seq=checkpoint.seq,
-                    hash=checkpoint.hash,
-                    created_at=checkpoint.created_at,
-                    signature=checkpoint.signature,
-                )
-            )
+            await tx.connection.execute(_checkpoint_insert(checkpoint))
 
     async def audit_rows(self, after_seq: int, limit: int) -> Sequence[ChainRow]:
         table = schema.audit_events
