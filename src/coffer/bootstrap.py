@@ -138,9 +138,7 @@ def build_scheduler(services: Services, clock: Callable[[], datetime] = utc_now)
         services.lifecycle,
         clock,
         services.settings.scheduler_interval_seconds,
-        audit_store=services.audit_store,
         audit_log=services.audit_log,
-        audit_signer=CheckpointSigner(services.root),
         audit_retention=timedelta(days=retention) if retention is not None else None,
     )
 

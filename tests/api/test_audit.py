@@ -304,20 +304,18 @@ def test_a_rebuilt_chain_does_not_match_its_signed_checkpoints(chained: Kms) -> 
 
 
 def test_pruning_keeps_the_chain_verifiable_from_a_checkpoint(chained: Kms) -> None:
-    from coffer.crypto.signing import CheckpointSigner
-    from coffer.service.audit import prune_before
-
     chained.clock.advance(days=1)
-    signer = CheckpointSigner(chained.services.root)
     now = chained.clock()
-    pruned = chained.run(prune_before, chained.services.audit_store, signer, now, now)
+    log = chained.services.audit_log
+    assert log is not None
+    pruned = chained.run(log.prune, now)
     assert pruned == 10  # up to the newest checkpoint, record 10
     assert [r["seq"] for r in records(chained)] == [11, 12]
     result = verification(chained)
     assert result.ok, result.problem
     assert result.records == 2
     # Pruning again finds nothing new to prune before the next checkpoint.
-    assert chained.run(prune_before, chained.services.audit_store, signer, now, now) == 0
+    assert chained.run(log.prune, now) == 0
 
 
 def test_groups_of_concurrent_records_share_one_commit(kms: Kms) -> None:

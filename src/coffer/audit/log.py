@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from coffer.audit.chain import checkpoint_message, row_of
+from coffer.audit.chain import checkpoint_message, prune_message, row_of
 from coffer.audit.events import AuditEvent
-from coffer.domain.audit import ChainRow, Checkpoint
+from coffer.domain.audit import ChainRow, Checkpoint, PruneMark
 from coffer.errors import CofferError, Conflict, Unavailable
 from coffer.storage.repositories import AuditStore, KeyWrite
 
@@ -90,6 +90,18 @@ class AuditLog:
         except Conflict:
             return False  # a batch's own checkpoint landed on the same record meanwhile
         return True
+
+    async def prune(self, cutoff: datetime) -> int:
+        """Delete records older than ``cutoff``, but only up to the newest checkpoint made before
+        it, so that the chain stays verifiable from that signed anchor; a signed prune mark says
+        the records before it were removed on purpose. Returns how many went."""
+        anchors = [cp for cp in await self._store.audit_checkpoints() if cp.created_at < cutoff]
+        pruned = await self._store.audit_prune_marks()
+        if not anchors or (pruned and pruned[-1].seq >= anchors[-1].seq):
+            return 0
+        seq = anchors[-1].seq
+        mark = PruneMark(seq, self._clock(), self._signer.sign(prune_message(seq)))
+        return await self._store.prune_audit(mark)
 
     async def _flush_all(self) -> None:
         batch: list[_Entry] = []

@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from coffer.audit.log import AuditLog, Signer
+from coffer.audit.log import AuditLog
 from coffer.errors import Conflict
-from coffer.service.audit import prune_before
 from coffer.service.lifecycle import LifecycleService
-from coffer.storage.repositories import AuditStore, Store
+from coffer.storage.repositories import Store
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +44,14 @@ class Scheduler:
         clock: Callable[[], datetime],
         interval_seconds: float,
         *,
-        audit_store: AuditStore | None = None,
         audit_log: AuditLog | None = None,
-        audit_signer: Signer | None = None,
         audit_retention: timedelta | None = None,
     ) -> None:
         self._store = store
         self._lifecycle = lifecycle
         self._clock = clock
         self._interval = interval_seconds
-        self._audit_store = audit_store
         self._audit_log = audit_log
-        self._audit_signer = audit_signer
         self._audit_retention = audit_retention
 
     async def run_once(self) -> RunReport:
@@ -95,14 +90,8 @@ class Scheduler:
                     report.failed.append(key.identity)
         if self._audit_log is not None:
             report.audit_checkpoint = await self._audit_log.checkpoint()
-        if (
-            self._audit_store is not None
-            and self._audit_signer is not None
-            and self._audit_retention is not None
-        ):
-            report.audit_pruned = await prune_before(
-                self._audit_store, self._audit_signer, now - self._audit_retention, now
-            )
+            if self._audit_retention is not None:
+                report.audit_pruned = await self._audit_log.prune(now - self._audit_retention)
         return report
 
     async def run_forever(self) -> None:

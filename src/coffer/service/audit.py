@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
-from coffer.audit.chain import prune_message
-from coffer.audit.log import Signer
-from coffer.domain.audit import AuditFilter, PruneMark
+from coffer.domain.audit import AuditFilter
 from coffer.domain.permissions import Action
 from coffer.errors import Forbidden
 from coffer.service.context import Input, RequestMeta
@@ -53,15 +50,3 @@ class AuditService:
                 given.limit,
             )
             return AuditPage(records, total, given.page, given.limit)
-
-
-async def prune_before(store: AuditStore, signer: Signer, cutoff: datetime, now: datetime) -> int:
-    """Delete records older than ``cutoff``, but only up to the newest checkpoint made before it,
-    so that the chain stays verifiable from that signed anchor; a signed prune mark says the
-    records before it were removed on purpose. Returns how many went."""
-    anchors = [cp for cp in await store.audit_checkpoints() if cp.created_at < cutoff]
-    pruned = await store.audit_prune_marks()
-    if not anchors or (pruned and pruned[-1].seq >= anchors[-1].seq):
-        return 0
-    seq = anchors[-1].seq
-    return await store.prune_audit(PruneMark(seq, now, signer.sign(prune_message(seq))))
