@@ -60,7 +60,7 @@ CASES: list[tuple[str, str, str, Any, str, int, str | None]] = [
     ("GET", KEYS, "kms.key.list", None, "admin", 200, None),
     ("POST", KEYS, "kms.key.create", {"name": "new", "keyType": "aes256-gcm96"}, "admin", 201, None),
     ("POST", KEYS, "kms.key.create", {"name": "k", "keyType": "aes256-gcm96"}, "admin", 409, "conflict"),
-    ("POST", KEYS, "kms.key.create", {"name": "x", "keyType": "rsa-2048"}, "admin", 400, "unsupported_key_type"),
+    ("POST", KEYS, "kms.key.create", {"name": "x", "keyType": "rsa-1024"}, "admin", 400, "unsupported_key_type"),
     ("POST", KEYS, "kms.key.create", {"name": "x", "keyType": "aes256-gcm96"}, "reader", 403, "forbidden"),
     ("GET", f"{KEYS}/k", "kms.key.read", None, "admin", 200, None),
     ("GET", f"{KEYS}/nope", "kms.key.read", None, "admin", 404, "key_not_found"),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
+from coffer.crypto.handles import KeyHandle
 from coffer.domain.keytypes import KeyType
 from coffer.errors import InvalidCiphertext, InvalidKeyMaterial
 
@@ -20,16 +21,13 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 
 
-class AeadKey:
+class AeadKey(KeyHandle):
     """A loaded AEAD key. ``nonce`` is injectable for known-answer tests only."""
 
     __slots__ = ("_cipher",)
 
     def __init__(self, cipher: AESGCM | ChaCha20Poly1305) -> None:
         self._cipher = cipher
-
-    def __repr__(self) -> str:
-        return "<AeadKey redacted>"
 
     def encrypt(self, plaintext: bytes, *, nonce: bytes | None = None) -> bytes:
         if nonce is None:
@@ -61,6 +59,10 @@ class AeadAlgorithm:
                 f"got {len(material)} bytes"
             )
         return AeadKey(self.cipher(material))
+
+    def import_material(self, raw: bytes) -> bytes:
+        self.load(raw)
+        return raw
 
 
 AES_GCM_128 = AeadAlgorithm(KeyType.AES128_GCM96, 16, AESGCM)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from coffer.domain.identity import KEY_PREFIX, new_identity
-from coffer.domain.keytypes import KeyType
+from coffer.domain.keytypes import MAX_PLAINTEXT_BYTES, KeyType
 from coffer.domain.slugs import slugify
 from coffer.errors import (
     InvalidKeyVersion,
@@ -27,7 +27,6 @@ MAX_LABELS = 64
 MAX_LABEL_VALUE_LENGTH = 255
 MIN_ROTATION_DAYS = 1
 MAX_ROTATION_DAYS = 3650
-MAX_PLAINTEXT_BYTES = 65_535
 _LABEL_KEY = re.compile(r"[A-Za-z0-9._/-]{1,63}")
 
 

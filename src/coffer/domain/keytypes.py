@@ -84,3 +84,13 @@ def require(key_type: KeyType, operation: Operation) -> None:
     """Raise ``UnsupportedOperation`` unless ``key_type`` supports ``operation``."""
     if operation not in CAPABILITIES[key_type]:
         raise UnsupportedOperation(f"key type {key_type.value} does not support {operation.value}")
+
+
+#: RSA-OAEP with SHA-256 carries at most k - 2·32 - 2 bytes (RFC 8017 §7.1.1); others take the
+#: general limit of spec §4.
+_RSA_PLAINTEXT = {KeyType.RSA_2048: 190, KeyType.RSA_3072: 318, KeyType.RSA_4096: 446}
+MAX_PLAINTEXT_BYTES = 65_535
+
+
+def max_plaintext(key_type: KeyType) -> int:
+    return _RSA_PLAINTEXT.get(key_type, MAX_PLAINTEXT_BYTES)
