@@ -75,11 +75,17 @@ class Kms:
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         kwargs.setdefault("headers", self.headers)
-        if isinstance(body, dict) and isinstance(body.get("plaintext"), str):
-            remember_plaintext(body["plaintext"])
+        for field_name in SECRET_REQUEST_FIELDS:
+            if isinstance(body, dict) and isinstance(body.get(field_name), str):
+                remember_plaintext(body[field_name])
         response = self.client.post(path, json=body, **kwargs)
-        if response.status_code == 200 and "plaintext" in response.text:
-            remember_plaintext(response.json()["plaintext"])
+        if response.status_code == 200 and response.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            answer = response.json()
+            for field_name in SECRET_RESPONSE_FIELDS:
+                if isinstance(answer, dict) and isinstance(answer.get(field_name), str):
+                    remember_plaintext(answer[field_name])
         return response
 
     @property
@@ -170,6 +176,11 @@ def initialised(settings: Settings) -> Bootstrapped:
 #: Plaintexts (base64 and decoded), tokens and key material (hex and base64) the suite used.
 SUITE_SECRETS: set[str] = set()
 MIN_SECRET_LENGTH = 8  # shorter strings ("AA==") occur by chance in any text
+
+
+#: Fields whose values must never reach an audit record (data, outputs, key material).
+SECRET_REQUEST_FIELDS = ("plaintext", "input", "importKeyMaterial", "signature", "hmac")
+SECRET_RESPONSE_FIELDS = ("plaintext", "keyMaterial", "signature", "hmac", "ciphertext")
 
 
 def remember_plaintext(b64: str) -> None:

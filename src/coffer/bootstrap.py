@@ -27,7 +27,9 @@ from coffer.errors import CofferError
 from coffer.scheduler.jobs import Scheduler
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
+from coffer.service.byok import WrappingKeys
 from coffer.service.caches import KeyCache
+from coffer.service.crypto import CryptoService
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
@@ -108,7 +110,8 @@ def build_services(
         KeyCache(settings.cache_size, settings.cache_ttl_seconds, timer),
         regions_of(settings),
     )
-    keys = KeyService(store, operations, keyring, scope, clock)
+    wrapping = WrappingKeys(store, root, clock, timer)
+    keys = KeyService(store, operations, keyring, scope, wrapping, clock)
     lifecycle = LifecycleService(
         operations,
         keyring,
@@ -123,6 +126,7 @@ def build_services(
         access=access,
         keyring=keyring,
         keys=keys,
+        crypto=CryptoService(operations, keyring, scope),
         lifecycle=lifecycle,
         audit=AuditService(audit_store, operations),
         audit_log=audit_log,

@@ -109,10 +109,13 @@ class Body:
     def __repr__(self) -> str:
         return f"<Body {len(self._data)} bytes>"
 
-    def decode(self, type_: type[T]) -> T:
-        """Parse the JSON body into ``type_``; every failure is a 4xx that says what is wrong."""
+    def decode(self, type_: type[T], *, optional: bool = False) -> T:
+        """Parse the JSON body into ``type_``; every failure is a 4xx that says what is wrong.
+        With ``optional``, an empty body means a request with every field at its default."""
         if self._error is not None:
             raise self._error
+        if optional and not self._data.strip():
+            return type_()
         return decode(self._data, type_)
 
 

@@ -11,11 +11,14 @@ from coffer.api.schemas import (
     KeyVersionView,
     KmsKey,
     OrganisationView,
+    WrappingKeyResponse,
 )
 from coffer.domain.keys import Key, KeyFilter, KeySpec, KeyStatus
 from coffer.domain.keytypes import KeyType
+from coffer.domain.signing import BYOK_ALGORITHM, ImportHash
 from coffer.domain.tenants import Organisation
 from coffer.errors import InvalidRequest
+from coffer.service.keys import CreateInput
 
 
 def key_view(key: Key, organisation: Organisation) -> KmsKey:
@@ -95,9 +98,9 @@ async def create_key(request: Request) -> Response:
     meta = http.meta(request)
     body = await http.read_body(request)
 
-    def spec() -> KeySpec:
+    def given() -> CreateInput:
         given = body.decode(CreateKeyRequest)
-        return KeySpec.build(
+        spec = KeySpec.build(
             name=given.name,
             key_type=given.key_type,
             description=given.description,
@@ -106,12 +109,22 @@ async def create_key(request: Request) -> Response:
             export_allowed=given.export_allowed,
             key_rotation_enabled=given.key_rotation_enabled,
             rotation_period_days=given.rotation_period_in_days,
+            allow_rotation=given.allow_rotation,
         )
+        hash_function = ImportHash.parse(given.hash_function)
+        return CreateInput(spec, given.import_key_material, hash_function)
 
     created = await http.services(request).keys.create_key(
-        meta, request.path_params["region"], spec
+        meta, request.path_params["region"], given
     )
     return http.json(key_view(created.key, created.caller.organisation), status=201)
+
+
+async def wrapping_key(request: Request) -> Response:
+    pem = await http.services(request).keys.wrapping_key(
+        http.meta(request), request.path_params["region"]
+    )
+    return http.json(WrappingKeyResponse(public_key=pem, algorithm=BYOK_ALGORITHM))
 
 
 async def get_key(request: Request) -> Response:

@@ -78,6 +78,17 @@ class CreateKeyRequest(Request):
     export_allowed: bool = False
     key_rotation_enabled: bool = False
     rotation_period_in_days: int | None = None
+    import_key_material: bytes | None = None
+    hash_function: str | None = None
+    allow_rotation: bool = False
+
+    def __repr__(self) -> str:
+        return f"CreateKeyRequest(name={self.name!r}, key_type={self.key_type!r})"
+
+
+class WrappingKeyResponse(Response):
+    public_key: str
+    algorithm: str
 
 
 class UpdateRotationRequest(Request):
@@ -120,6 +131,87 @@ class DecryptResponse(Response):
 
     def __repr__(self) -> str:
         return f"DecryptResponse(plaintext=<{len(self.plaintext)} bytes>)"
+
+
+class SignRequest(Request):
+    input: bytes
+    key_version: KeyVersionInput = None
+    hash_algorithm: str | None = None
+    prehashed: bool = False
+    context: bytes | None = None
+    signature_algorithm: str | None = None  # *Extension*: pss (default) or pkcs1v15
+    marshaling_algorithm: str | None = None  # *Extension*: asn1 (default) or jws
+
+    def __repr__(self) -> str:
+        return f"SignRequest(input=<{len(self.input)} bytes>)"
+
+
+class SignResponse(Response):
+    signature: str
+    key_version: str
+
+
+class VerifyRequest(Request):
+    input: bytes
+    signature: str
+    hash_algorithm: str | None = None
+    prehashed: bool = False
+    context: bytes | None = None
+    signature_algorithm: str | None = None
+    marshaling_algorithm: str | None = None
+
+    def __repr__(self) -> str:
+        return f"VerifyRequest(input=<{len(self.input)} bytes>)"
+
+
+class VerifyResponse(Response):
+    valid: bool
+
+
+class HmacRequest(Request):
+    input: bytes
+    key_version: KeyVersionInput = None
+    algorithm: str | None = None
+    hash_algorithm: str | None = None  # the name verify-hmac uses, accepted here too
+
+    def __repr__(self) -> str:
+        return f"HmacRequest(input=<{len(self.input)} bytes>)"
+
+
+class HmacResponse(Response):
+    hmac: str
+    key_version: str
+
+
+class VerifyHmacRequest(Request):
+    input: bytes
+    hmac: str
+    hash_algorithm: str | None = None
+    algorithm: str | None = None  # the name hmac uses, accepted here too
+
+    def __repr__(self) -> str:
+        return f"VerifyHmacRequest(input=<{len(self.input)} bytes>)"
+
+
+class VerifyHmacResponse(Response):
+    valid: bool
+    key_version: str
+
+
+class PublicKeyResponse(Response):
+    keys: dict[str, str]
+
+
+class ExportRequest(Request):
+    key_version: KeyVersionInput = None
+
+
+class ExportResponse(Response):
+    key_material: bytes
+    key_version: str
+
+    def __repr__(self) -> str:
+        return "ExportResponse(key_material=<redacted>)"
 
 
 # --- summary ---------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from coffer.crypto.hashes import import_hash_of
 from coffer.domain.signing import ImportHash
 from coffer.errors import InvalidKeyMaterial
 
-ALGORITHM = "RSA_OAEP_AES_KWP"
 WRAPPING_KEY_BITS = 4096
 EPHEMERAL_KEY_BYTES = 32
 

@@ -33,7 +33,8 @@ class KeyHandle:
         raise self._refuse("sign")
 
     def verify(self, data: bytes, signature: bytes, options: SignOptions) -> bool:
-        """Whether ``signature`` is valid; ``InvalidSignatureFormat`` if it cannot be one."""
+        """Whether ``signature`` is valid. A signature that merely fails to check is ``False``;
+        ``InvalidSignatureFormat`` only where the encoding fixes a length it does not have (JWS)."""
         raise self._refuse("verify")
 
     def public_key(self) -> str:

@@ -31,6 +31,11 @@ def kek_aad(organisation_identity: str) -> bytes:
     return _aad("coffer/organisation-kek/v1", organisation_identity)
 
 
+def wrapping_key_aad(region_identity: str) -> bytes:
+    """Associated data of a region's BYOK wrapping key wrapped by the root key."""
+    return _aad("coffer/byok-wrapping-key/v1", region_identity)
+
+
 def key_version_aad(
     organisation_identity: str, key_identity: str, version: int, key_type: str
 ) -> bytes:

@@ -12,6 +12,7 @@ from coffer.domain.identity import KEY_PREFIX, new_identity
 from coffer.domain.keytypes import MAX_PLAINTEXT_BYTES, KeyType
 from coffer.domain.slugs import slugify
 from coffer.errors import (
+    ExportNotAllowed,
     InvalidKeyVersion,
     InvalidPlaintext,
     InvalidRequest,
@@ -86,6 +87,12 @@ class Key:
             raise KeyDisabled()
         if self.status is KeyStatus.PENDING_DELETION:
             raise KeyPendingDeletion()
+
+    def ensure_exportable(self) -> None:
+        """Export (spec §5.10) needs ``exportAllowed`` and an ``active`` key."""
+        if not self.export_allowed:
+            raise ExportNotAllowed()
+        self.ensure_usable()
 
     def version_for_use(self, requested: int | None) -> int:
         """The version to encrypt or sign with: ``requested``, or the latest."""

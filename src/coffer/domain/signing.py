@@ -159,6 +159,10 @@ def check_no_context(context: bytes | None) -> None:
         raise UnsupportedOperation("context is not supported: keys are not derived")
 
 
+#: The BYOK wrapping scheme (spec §5.11): RSA-OAEP of an ephemeral AES key, then AES-KWP.
+BYOK_ALGORITHM = "RSA_OAEP_AES_KWP"
+
+
 class ImportHash(StrEnum):
     """The RSA-OAEP hash of BYOK key material (spec §5.11 ``hashFunction``)."""
 

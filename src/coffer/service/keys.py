@@ -7,30 +7,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from coffer.crypto.algorithms import algorithm_for
-from coffer.domain import formats
-from coffer.domain.keys import Key, KeyFilter, KeySpec, KeyStatus, check_plaintext_size
+from coffer.crypto.algorithms import KeyAlgorithm, algorithm_for
+from coffer.crypto.byok import WrappingKey
+from coffer.domain.keys import Key, KeyFilter, KeySpec, KeyStatus
 from coffer.domain.keytypes import Operation as KeyOperation
 from coffer.domain.keytypes import require
 from coffer.domain.permissions import Action
 from coffer.domain.regions import Region
-from coffer.errors import Conflict, InvalidCiphertext
+from coffer.domain.signing import ImportHash
+from coffer.errors import Conflict
+from coffer.service.byok import WrappingKeys
 from coffer.service.context import Caller, Input, RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.operations import Operations
 from coffer.service.scope import KeyScope
 from coffer.storage.repositories import Store
-
-
-@dataclass(frozen=True, slots=True)
-class EncryptInput:
-    plaintext: bytes
-    key_version: int | None
-
-    def __repr__(self) -> str:
-        return (
-            f"EncryptInput(plaintext=<{len(self.plaintext)} bytes>, key_version={self.key_version})"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,18 +37,15 @@ class KmsSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class Encrypted:
-    ciphertext: str
-    key_version: int
+class CreateInput:
+    """A new key's settings and, for BYOK (spec §5.11), its wrapped material."""
 
-
-@dataclass(frozen=True, slots=True)
-class Decrypted:
-    plaintext: bytes
-    key_version: int
+    spec: KeySpec
+    import_material: bytes | None = None
+    hash_function: ImportHash = ImportHash.SHA256
 
     def __repr__(self) -> str:
-        return f"Decrypted(plaintext=<redacted>, key_version={self.key_version})"
+        return f"CreateInput(spec={self.spec!r}, imported={self.import_material is not None})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +63,11 @@ class KeyService:
         operations: Operations,
         keyring: Keyring,
         scope: KeyScope,
+        wrapping: WrappingKeys,
         clock: Callable[[], datetime],
     ) -> None:
         self._store = store
+        self._wrapping = wrapping
         self._ops = operations
         self._keyring = keyring
         self._scope = scope
@@ -122,21 +112,31 @@ class KeyService:
             )
             return caller, keys
 
-    async def create_key(self, meta: RequestMeta, region_ref: str, spec: Input[KeySpec]) -> Scoped:
+    async def create_key(
+        self, meta: RequestMeta, region_ref: str, request: Input[CreateInput]
+    ) -> Scoped:
         async with self._ops.begin(meta, "kms.key.create") as op:
             caller = await op.authorise()
             region = self._scope.region(op, region_ref)
             self._scope.require_collection(caller, Action.CREATE)
-            new = spec()
+            given = request()
+            new = given.spec
             algorithm = algorithm_for(new.key_type)
-            # Generating material can be slow (RSA); keep it off the event loop.
-            material = await asyncio.to_thread(algorithm.generate)
+            if given.import_material is None:
+                # Generating material can be slow (RSA); keep it off the event loop.
+                material = await asyncio.to_thread(algorithm.generate)
+            else:
+                require(new.key_type, KeyOperation.IMPORT)
+                wrapping = await self._wrapping.get(region)
+                material = await asyncio.to_thread(
+                    self._unwrap, wrapping, algorithm, given.import_material, given.hash_function
+                )
             handle = algorithm.load(material)
             key = new.new_key(
                 organisation_identity=caller.organisation.identity,
                 region=region.identity,
                 project_identity=caller.project_identity,
-                imported=False,
+                imported=given.import_material is not None,
                 now=self._clock(),
             )
             op.touch(key)
@@ -152,50 +152,24 @@ class KeyService:
             op.event.key_version = 1
             return Scoped(key, caller)
 
+    @staticmethod
+    def _unwrap(
+        wrapping: WrappingKey, algorithm: KeyAlgorithm, blob: bytes, hash_function: ImportHash
+    ) -> bytes:
+        # An RSA-4096 decryption and, for RSA targets, a full key check: milliseconds of CPU.
+        return algorithm.import_material(wrapping.unwrap(blob, hash_function))
+
+    async def wrapping_key(self, meta: RequestMeta, region_ref: str) -> str:
+        """The region's BYOK wrapping key, PEM SubjectPublicKeyInfo (spec §5.11 step 1)."""
+        async with self._ops.begin(meta, "kms.wrapping_key.read") as op:
+            caller = await op.authorise()
+            region = self._scope.region(op, region_ref)
+            self._scope.require_collection(caller, Action.CREATE)
+            return (await self._wrapping.get(region)).public_pem
+
     async def get_key(self, meta: RequestMeta, region_ref: str, key_ref: str) -> Scoped:
         async with self._ops.begin(meta, "kms.key.read") as op:
             caller = await op.authorise()
             region = self._scope.region(op, region_ref)
             key = await self._scope.authorised_key(op, caller, region, key_ref, Action.READ)
             return Scoped(key, caller)
-
-    async def encrypt(
-        self,
-        meta: RequestMeta,
-        region_ref: str,
-        key_ref: str,
-        request: Input[EncryptInput],
-    ) -> Encrypted:
-        async with self._ops.begin(meta, "kms.encrypt") as op:
-            caller = await op.authorise()
-            region = self._scope.region(op, region_ref)
-            key = await self._scope.authorised_key(op, caller, region, key_ref, Action.ENCRYPT)
-            given = request()
-            require(key.key_type, KeyOperation.ENCRYPT)
-            key.ensure_usable()
-            use = key.version_for_use(given.key_version)
-            op.event.key_version = use
-            op.event.plaintext_bytes = len(given.plaintext)
-            check_plaintext_size(len(given.plaintext))
-            body = (await self._keyring.handle(key, use)).encrypt(given.plaintext)
-            op.event.ciphertext_bytes = len(body)
-            return Encrypted(formats.encode(use, body), use)
-
-    async def decrypt(
-        self, meta: RequestMeta, region_ref: str, key_ref: str, ciphertext: Input[str]
-    ) -> Decrypted:
-        async with self._ops.begin(meta, "kms.decrypt") as op:
-            caller = await op.authorise()
-            region = self._scope.region(op, region_ref)
-            key = await self._scope.authorised_key(op, caller, region, key_ref, Action.DECRYPT)
-            given = ciphertext()
-            require(key.key_type, KeyOperation.DECRYPT)
-            key.ensure_usable()
-            versioned = formats.decode(given, InvalidCiphertext)
-            op.event.ciphertext_bytes = len(versioned.body)
-            if not key.can_decrypt(versioned.version):
-                raise InvalidCiphertext()
-            op.event.key_version = versioned.version
-            plaintext = (await self._keyring.handle(key, versioned.version)).decrypt(versioned.body)
-            op.event.plaintext_bytes = len(plaintext)
-            return Decrypted(plaintext, versioned.version)

@@ -11,6 +11,7 @@ from coffer.crypto.root import RootKeyProvider
 from coffer.errors import CofferError
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
+from coffer.service.crypto import CryptoService
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
@@ -28,6 +29,7 @@ class Services:
     access: AccessService
     keyring: Keyring
     keys: KeyService
+    crypto: CryptoService
     lifecycle: LifecycleService
     audit: AuditService
     audit_log: AuditLog | None

@@ -63,6 +63,10 @@ class Transaction(Protocol):
 
     async def add_binding(self, binding: RoleBinding, created_at: datetime) -> None: ...
 
+    async def add_wrapping_key(self, region: str, wrapped: bytes, created_at: datetime) -> None:
+        """Store a region's BYOK wrapping key; ``Conflict`` if the region has one."""
+        ...
+
     async def add_key(self, key: Key, wrapped_versions: Mapping[int, bytes]) -> None:
         """Insert a key and its versions; ``Conflict`` if the slug is taken in its scope."""
         ...
@@ -124,6 +128,8 @@ class Store(Protocol):
         ...
 
     async def wrapped_version(self, key_identity: str, version: int) -> bytes | None: ...
+
+    async def wrapped_wrapping_key(self, region: str) -> bytes | None: ...
 
 
 #: Given the outcome of each key write (``None``: applied), the chain rows to append and an

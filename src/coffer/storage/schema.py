@@ -60,6 +60,15 @@ organisation_keks = Table(
     Column("created_at", Timestamp, nullable=False),
 )
 
+#: BYOK (spec §5.11): a region's RSA-4096 import key, private part wrapped by the root key.
+wrapping_keys = Table(
+    "wrapping_keys",
+    metadata,
+    Column("region", String(64), primary_key=True),
+    Column("wrapped_private", LargeBinary, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
 projects = Table(
     "projects",
     metadata,

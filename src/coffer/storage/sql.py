@@ -327,3 +327,11 @@ class SqlStore:
                 )
             )
         return bytes(blob) if blob is not None else None
+
+    async def wrapped_wrapping_key(self, region: str) -> bytes | None:
+        table = schema.wrapping_keys
+        async with self.reading() as conn:
+            blob = await conn.scalar(
+                select(table.c.wrapped_private).where(table.c.region == region)
+            )
+        return bytes(blob) if blob is not None else None

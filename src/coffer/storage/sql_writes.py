@@ -120,6 +120,13 @@ class SqlTransaction:
             )
         )
 
+    async def add_wrapping_key(self, region: str, wrapped: bytes, created_at: datetime) -> None:
+        await self._conn.execute(
+            schema.wrapping_keys.insert().values(
+                region=region, wrapped_private=wrapped, created_at=created_at
+            )
+        )
+
     async def add_key(self, key: Key, wrapped_versions: Mapping[int, bytes]) -> None:
         await self._conn.execute(
             schema.keys.insert().values(
