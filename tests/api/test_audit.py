@@ -46,6 +46,8 @@ def verification(kms: Kms):  # type: ignore[no-untyped-def]
 def prepared(kms: Kms) -> Kms:
     kms.create_key("k")
     kms.create_key("old")
+    kms.create_key("ec", "ecdsa-p256")
+    kms.create_key("mac", "hmac", exportAllowed=True)
     kms.client.post(f"{KEYS}/old/disable", headers=kms.headers)
     return kms
 
@@ -72,6 +74,24 @@ CASES: list[tuple[str, str, str, Any, str, int, str | None]] = [
     ("POST", "/v1/kms/xx-99/keys/k/encrypt", "kms.encrypt", {"plaintext": "AA=="}, "admin", 404, "region_not_found"),
     ("POST", "/v1/kms/be-01/keys/k/encrypt", "kms.encrypt", {"plaintext": "AA=="}, "admin", 503, "region_unavailable"),
     ("POST", f"{KEYS}/k/decrypt", "kms.decrypt", {"ciphertext": "thalassa:v1:AAAA"}, "admin", 400, "invalid_ciphertext"),
+    ("POST", f"{KEYS}/ec/sign", "kms.sign", {"input": "c2lnbiBtZQ=="}, "admin", 200, None),
+    ("POST", f"{KEYS}/ec/sign", "kms.sign", {"input": "AA==", "hashAlgorithm": "md5"}, "admin", 400, "invalid_request"),
+    ("POST", f"{KEYS}/k/sign", "kms.sign", {"input": "AA=="}, "admin", 400, "unsupported_operation"),
+    ("POST", f"{KEYS}/ec/verify", "kms.verify", {"input": "AA==", "signature": "thalassa:v1:MAYCAQECAQE="}, "admin", 200, None),
+    ("POST", f"{KEYS}/ec/verify", "kms.verify", {"input": "AA==", "signature": "nope"}, "admin", 400, "invalid_signature_format"),
+    ("POST", f"{KEYS}/mac/hmac", "kms.hmac", {"input": "aG1hYyBtZQ=="}, "admin", 200, None),
+    ("POST", f"{KEYS}/mac/hmac", "kms.hmac", {"input": "AA=="}, "reader", 403, "forbidden"),
+    ("POST", f"{KEYS}/mac/verify-hmac", "kms.verify_hmac", {"input": "AA==", "hmac": "thalassa:v1:AAAA"}, "admin", 200, None),
+    ("POST", f"{KEYS}/mac/verify-hmac", "kms.verify_hmac", {"input": "AA==", "hmac": "thalassa:v9:AAAA"}, "admin", 400, "invalid_key_version"),
+    ("GET", f"{KEYS}/ec/public-key", "kms.public_key.read", None, "admin", 200, None),
+    ("GET", f"{KEYS}/k/public-key", "kms.public_key.read", None, "admin", 400, "unsupported_operation"),
+    ("GET", f"{KEYS}/nope/public-key", "kms.public_key.read", None, "admin", 404, "key_not_found"),
+    ("POST", f"{KEYS}/mac/export", "kms.export", None, "admin", 200, None),
+    ("POST", f"{KEYS}/k/export", "kms.export", None, "admin", 400, "export_not_allowed"),
+    ("POST", f"{KEYS}/mac/export", "kms.export", None, "reader", 403, "forbidden"),
+    ("GET", "/v1/kms/nl-01/wrapping-key", "kms.wrapping_key.read", None, "admin", 200, None),
+    ("GET", "/v1/kms/nl-01/wrapping-key", "kms.wrapping_key.read", None, "reader", 403, "forbidden"),
+    ("POST", KEYS, "kms.key.create", {"name": "imp", "keyType": "aes256-gcm96", "importKeyMaterial": "AAAA"}, "admin", 400, "invalid_key_material"),
     ("POST", f"{KEYS}/k/rotate", "kms.rotate", None, "admin", 200, None),
     ("PATCH", f"{KEYS}/k/rotation", "kms.rotation.update", {"rotationPeriodInDays": 7}, "admin", 200, None),
     ("PATCH", f"{KEYS}/k/rotation", "kms.rotation.update", {"rotationPeriodInDays": 0}, "admin", 400, "invalid_request"),
