@@ -16,6 +16,10 @@ class KeyHandle:
 
     __slots__ = ()
 
+    #: Whether private-key operations (sign, decrypt) take long enough (RSA: 1–10 ms) to belong
+    #: off the event loop. OpenSSL releases the GIL while it works, so they also use other cores.
+    slow_private_operations = False
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} redacted>"
 

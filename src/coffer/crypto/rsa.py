@@ -41,6 +41,8 @@ def _algorithm(options: SignOptions) -> hashes.HashAlgorithm | utils.Prehashed:
 class RsaKey(KeyHandle):
     __slots__ = ("_pem", "_private", "_public")
 
+    slow_private_operations = True
+
     def __init__(self, private: rsa.RSAPrivateKey) -> None:
         self._private = private
         self._public = private.public_key()

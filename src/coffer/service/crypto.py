@@ -7,9 +7,12 @@ cryptography, on a handle loaded once per key version and cached.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from coffer.crypto.handles import KeyHandle
 from coffer.domain import formats
 from coffer.domain.keys import Key, check_plaintext_size
 from coffer.domain.keytypes import Operation as KeyOperation
@@ -21,6 +24,8 @@ from coffer.service.context import Input, RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.operations import Operation, Operations
 from coffer.service.scope import KeyScope
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,13 @@ class Verdict:
     key_version: int
 
 
+async def _private(handle: KeyHandle, operation: Callable[..., T], *args: Any) -> T:
+    """Run a private-key operation inline, or in a worker thread if the handle's are slow."""
+    if handle.slow_private_operations:
+        return await asyncio.to_thread(operation, *args)
+    return operation(*args)
+
+
 class CryptoService:
     def __init__(self, operations: Operations, keyring: Keyring, scope: KeyScope) -> None:
         self._ops = operations
@@ -159,7 +171,8 @@ class CryptoService:
             if not key.can_decrypt(versioned.version):
                 raise InvalidCiphertext()
             op.event.key_version = versioned.version
-            plaintext = (await self._keyring.handle(key, versioned.version)).decrypt(versioned.body)
+            handle = await self._keyring.handle(key, versioned.version)
+            plaintext = await _private(handle, handle.decrypt, versioned.body)
             op.event.plaintext_bytes = len(plaintext)
             return Plain(plaintext, versioned.version)
 
@@ -176,7 +189,8 @@ class CryptoService:
             use = key.version_for_use(given.key_version)
             op.event.key_version = use
             op.event.plaintext_bytes = len(given.data)
-            signature = (await self._keyring.handle(key, use)).sign(given.data, options)
+            handle = await self._keyring.handle(key, use)
+            signature = await _private(handle, handle.sign, given.data, options)
             return Versioned(formats.encode(use, signature), use)
 
     async def verify(
