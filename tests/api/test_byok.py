@@ -179,3 +179,19 @@ def test_the_wrapping_key_needs_the_create_permission(kms: Kms) -> None:
     error(kms.get("/v1/kms/nl-01/wrapping-key", headers=headers), 403, "forbidden")
     error(kms.get("/v1/kms/nl-01/wrapping-key", headers={}), 401, "unauthenticated")
     error(kms.get("/v1/kms/xx-99/wrapping-key"), 404, "region_not_found")
+
+
+def test_pkcs1_and_sec1_der_import_too_and_export_as_pkcs8(kms: Kms) -> None:
+    for key_type, private in (
+        ("rsa-2048", rsa.generate_private_key(65537, 2048)),
+        ("ecdsa-p256", ec.generate_private_key(ec.SECP256R1())),
+    ):
+        traditional = private.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        response = import_key(kms, key_type, wrap(kms, traditional), exportAllowed=True)
+        assert response.status_code == 201, response.text
+        out = kms.post(f"{KEYS}/{response.json()['identity']}/export").json()["keyMaterial"]
+        assert base64.b64decode(out) == der(private)

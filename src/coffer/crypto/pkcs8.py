@@ -29,12 +29,16 @@ def load_stored(material: bytes) -> PrivateKeyTypes:
 
 
 def load_untrusted(raw: bytes, expected: str) -> PrivateKeyTypes:
-    """A caller's PKCS #8 DER key, fully validated; ``InvalidKeyMaterial`` naming ``expected``."""
+    """A caller's DER private key, fully validated; ``InvalidKeyMaterial`` naming ``expected``.
+
+    PKCS #8 is the documented form; the older PKCS #1 (RSA) and SEC 1 (EC) DER forms that
+    ``openssl genpkey -outform DER`` writes are accepted too, and stored as PKCS #8 like any key.
+    """
     try:
         return serialization.load_der_private_key(raw, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise InvalidKeyMaterial(
-            f"key material must be an unencrypted PKCS #8 DER {expected} private key"
+            f"key material must be an unencrypted DER {expected} private key (PKCS #8)"
         ) from None
 
 
