@@ -284,3 +284,27 @@ def test_public_keys_are_pem_spki_or_raw_ed25519(kms: Kms) -> None:
 def test_public_key_version_must_exist(kms: Kms) -> None:
     error(kms.get(f"{KEYS}/ed25519/public-key?version=2"), 400, "invalid_key_version")
     error(kms.get(f"{KEYS}/ed25519/public-key?version=x"), 400, "invalid_request")
+
+
+def test_a_private_key_is_parsed_once_per_version_not_per_request(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coffer.crypto import pkcs8
+
+    settings = make_settings(tmp_path_factory.mktemp("parse-once") / "data")
+    boot = initialised(settings)
+    for first in open_kms(settings, boot):
+        first.create_key("once", "rsa-2048")
+    loads: list[bytes] = []
+    real = pkcs8.load_stored
+
+    def counting(material: bytes) -> Any:
+        loads.append(material)
+        return real(material)
+
+    monkeypatch.setattr(pkcs8, "load_stored", counting)
+    for restarted in open_kms(settings, boot):  # a fresh process: nothing cached yet
+        for _ in range(5):
+            assert valid(restarted, "once", sign(restarted, "once")["signature"])
+        assert restarted.get(f"{KEYS}/once/public-key").status_code == 200
+    assert len(loads) == 1
