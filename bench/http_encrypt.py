@@ -68,8 +68,10 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, 
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw error responses:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    # The latency distribution's lines start with the percentile; the thread-stats table above
+    # it can hold a "…50.00%" of its own.
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     return rps, p50, p99
 
 
