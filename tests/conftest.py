@@ -162,6 +162,10 @@ class Kms:
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for an in-process app. Its audit batches commit on a worker thread (one writer
+    process per test would cost a Python start-up each); real servers in ``tests/e2e`` and
+    ``tests/api/test_audit_writer.py`` use the writer process, the default."""
+    overrides.setdefault("audit_writer", "thread")
     return Settings(data_dir=data_dir, regions=REGIONS, **overrides)
 
 

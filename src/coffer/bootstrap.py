@@ -6,6 +6,7 @@ The only module that chooses implementations. Nothing is built at import time; e
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,8 +17,10 @@ from starlette.applications import Starlette
 
 from coffer.api.app import create_app
 from coffer.api.errors import status_of
+from coffer.audit.committer import BatchCommitter, Committer
 from coffer.audit.events import AuditSink, DiscardingSink
 from coffer.audit.log import AuditLog
+from coffer.audit.process import ProcessCommitter
 from coffer.audit.verify import Verification, verify_chain
 from coffer.config import ConfigError, Settings
 from coffer.crypto.root import FileRootKey, RootKeyError, RootKeyProvider
@@ -92,17 +95,21 @@ def build_services(
     )
     keyring = Keyring(store, root, cache_size=settings.cache_size, timer=timer)
     audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
-    audit_log = (
-        AuditLog(
-            audit_store,
-            CheckpointSigner(root),
-            clock,
-            audit_status,
-            checkpoint_every=settings.audit_checkpoint_every,
+    audit_log = None
+    if settings.audit_sink == "database":
+        signer = CheckpointSigner(root)
+        committer: Committer = (
+            ProcessCommitter([sys.executable, "-m", "coffer.audit_writer"], settings)
+            if settings.audit_writer == "process"
+            else BatchCommitter(
+                audit_store,
+                signer,
+                clock,
+                audit_status,
+                checkpoint_every=settings.audit_checkpoint_every,
+            )
         )
-        if settings.audit_sink == "database"
-        else None
-    )
+        audit_log = AuditLog(audit_store, signer, clock, committer)
     sink: AuditSink = audit_sink or audit_log or DiscardingSink()
     operations = Operations(access, sink, clock, audit_status, audit_store.apply_key_write)
     scope = KeyScope(

@@ -26,10 +26,12 @@ FILE_SETTINGS = frozenset(
         "scheduler_interval_seconds",
         "deletion_retention_days",
         "audit_sink",
+        "audit_writer",
         "audit_checkpoint_every",
         "audit_retention_days",
     }
 )
+AUDIT_WRITERS = ("process", "thread")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
@@ -71,6 +73,9 @@ class Settings:
     deletion_retention_days: int = 30
     #: ``database`` (durable, hash-chained) or ``discard`` (only to measure what the audit costs).
     audit_sink: str = "database"
+    #: ``process``: records are built and committed by a writer process of their own (another
+    #: core, no GIL shared with the event loop); ``thread``: by a worker thread of the server.
+    audit_writer: str = "process"
     #: A signed checkpoint of the audit chain every this many records (and at shutdown).
     audit_checkpoint_every: int = 1000
     #: Audit records older than this many days are pruned (``None``: kept for ever).
@@ -157,6 +162,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if raw["audit_sink"] not in AUDIT_SINKS:
             raise ConfigError(f"{path}: 'audit_sink' must be one of {', '.join(AUDIT_SINKS)}")
         values["audit_sink"] = raw["audit_sink"]
+    if "audit_writer" in raw:
+        if raw["audit_writer"] not in AUDIT_WRITERS:
+            raise ConfigError(f"{path}: 'audit_writer' must be one of {', '.join(AUDIT_WRITERS)}")
+        values["audit_writer"] = raw["audit_writer"]
     if "log_level" in raw:
         if raw["log_level"] not in LOG_LEVELS:
             raise ConfigError(f"{path}: 'log_level' must be one of {', '.join(LOG_LEVELS)}")

@@ -12,30 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
 
-from coffer.audit.chain import checkpoint_message, prune_message, row_of
+from coffer.audit.chain import prune_message
+from coffer.audit.committer import Committer, Signer, checkpoint_of
 from coffer.audit.events import AuditEvent
-from coffer.domain.audit import ChainRow, Checkpoint, PruneMark
-from coffer.errors import CofferError, Conflict, Unavailable
+from coffer.domain.audit import PruneMark
+from coffer.errors import Conflict, Unavailable
 from coffer.storage.repositories import AuditStore, KeyWrite
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
-_HEAD_RETRIES = 5
-
-
-class Signer(Protocol):
-    def sign(self, message: bytes) -> bytes: ...
-
-    def verify(self, signature: bytes, message: bytes) -> bool: ...
-
-
-#: The HTTP status a request's answer carries, for its record: given the action and the error.
-StatusOf = Callable[[str, CofferError | None], int]
 
 _Entry = tuple[AuditEvent, KeyWrite | None, "asyncio.Future[None]"]
 
@@ -46,18 +35,14 @@ class AuditLog:
         store: AuditStore,
         signer: Signer,
         clock: Callable[[], datetime],
-        status_of: StatusOf,
-        *,
-        checkpoint_every: int,
+        committer: Committer,
     ) -> None:
         self._store = store
         self._signer = signer
         self._clock = clock
-        self._status_of = status_of
-        self._every = checkpoint_every
+        self._committer = committer
         self._queue: list[_Entry] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._head: tuple[int, bytes] | None = None
         #: Sizes of the latest batches committed (the group-commit figure for metrics).
         self.batches: deque[int] = deque(maxlen=1000)
 
@@ -75,6 +60,7 @@ class AuditLog:
         """Let the records under way commit, then sign a checkpoint of the chain's end."""
         while self._flusher is not None:
             await asyncio.shield(self._flusher)
+        await self._committer.close()
         await self.checkpoint()
 
     async def checkpoint(self) -> bool:
@@ -86,7 +72,9 @@ class AuditLog:
         if not head[0] or (checkpoints and checkpoints[-1].seq >= head[0]):
             return False
         try:
-            await self._store.add_audit_checkpoint(self._checkpoint(*head))
+            await self._store.add_audit_checkpoint(
+                checkpoint_of(self._signer, *head, self._clock())
+            )
         except Conflict:
             return False  # a batch's own checkpoint landed on the same record meanwhile
         return True
@@ -109,12 +97,14 @@ class AuditLog:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 try:
-                    outcomes = await self._commit(batch)
+                    outcomes = await self._committer.commit(
+                        [(event, change) for event, change, _ in batch]
+                    )
                 except Exception as exc:  # every failure fails the batch closed
                     log.error(
                         "audit log: %d record(s) could not be written", len(batch), exc_info=exc
                     )
-                    self._head = None
+                    self._committer.reset()
                     for _, _, done in batch:
                         if not done.done():
                             done.set_exception(Unavailable("the audit log cannot be written"))
@@ -133,48 +123,3 @@ class AuditLog:
                 if not done.done():
                     done.set_exception(Unavailable("the audit log is shutting down"))
             self._flusher = None
-
-    async def _commit(self, batch: list[_Entry]) -> Sequence[CofferError | None]:
-        """Commit the batch; the outcome of each entry's change (``None``: applied or none)."""
-        for _ in range(_HEAD_RETRIES):
-            if self._head is None:
-                self._head = await self._store.audit_head()
-            start = self._head
-            made: list[tuple[int, bytes, Sequence[CofferError | None]]] = []
-
-            def build(
-                outcomes: Sequence[CofferError | None],
-                start: tuple[int, bytes] = start,
-                made: list[tuple[int, bytes, Sequence[CofferError | None]]] = made,
-            ) -> tuple[Sequence[ChainRow], Checkpoint | None]:
-                # Runs inside the transaction, once the changes' outcomes are known.
-                seq, prev = start
-                rows: list[ChainRow] = []
-                for (event, change, _), refused in zip(batch, outcomes, strict=True):
-                    if refused is not None and change is not None and change.quiet_if_refused:
-                        continue  # a race another node won: nothing happened here
-                    if change is not None:  # decided now (again, on a retry)
-                        event.outcome = "success" if refused is None else "failure"
-                        event.error_code = None if refused is None else refused.code
-                        event.status = self._status_of(event.action, refused)
-                    seq += 1
-                    row = row_of(event, seq, prev)
-                    rows.append(row)
-                    prev = row.hash
-                checkpoint = None
-                if rows and seq // self._every > start[0] // self._every:
-                    checkpoint = self._checkpoint(seq, prev)
-                made.append((seq, prev, outcomes))
-                return rows, checkpoint
-
-            changes = [change for _, change, _ in batch]
-            if await self._store.append_audit(start[0], changes, build):
-                seq, prev, outcomes = made[-1]
-                self._head = (seq, prev)
-                return outcomes
-            self._head = None  # another writer extended the chain: read its head and relink
-        raise Unavailable("the audit chain head keeps moving")
-
-    def _checkpoint(self, seq: int, chain_hash: bytes) -> Checkpoint:
-        signature = self._signer.sign(checkpoint_message(seq, chain_hash))
-        return Checkpoint(seq, chain_hash, self._clock(), signature)

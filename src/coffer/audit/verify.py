@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 
 from coffer.audit.chain import GENESIS, checkpoint_message, iso_utc, link, prune_message
-from coffer.audit.log import Signer
+from coffer.audit.committer import Signer
 from coffer.domain.audit import ChainRow
 from coffer.storage.repositories import AuditStore
 

@@ -1,0 +1,121 @@
+"""Audit batches committed by a separate writer process.
+
+Building a batch's records (canonical JSON, hashes, signatures) and driving the database take
+Python time. In the server's own process that work competes with the event loop for the GIL, and
+both slow down; in a writer process of its own it runs on another core. The server sends each
+batch over a pipe and waits for the writer's answer, so a record is still durable before its
+request is answered, and a failure of the writer fails the batch closed (503) like a failed commit.
+
+Frames are a 4-byte big-endian length and a pickle. Both ends are this program, on the private
+pipes of a child process: nothing else can write to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import struct
+from collections.abc import Sequence
+from typing import IO, Any
+
+from coffer.audit.committer import Committer, Entry
+from coffer.errors import CofferError, Unavailable
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+#: How long a writer may take to finish its batch and exit when the server stops.
+_CLOSE_TIMEOUT = 10.0
+
+
+def frame(payload: object) -> bytes:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+def read_frame(stream: IO[bytes]) -> Any:
+    """The next frame's object, or ``None`` at the end of the stream."""
+    header = stream.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)  # noqa: S301 - our own child's private pipe (see above)
+
+
+class ProcessCommitter:
+    """The server's end: a ``Committer`` that hands each batch to a writer process, started on
+    first use and again after it died."""
+
+    def __init__(self, command: Sequence[str], startup: object) -> None:
+        self._command = list(command)
+        self._startup = startup
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def _writer(self) -> asyncio.subprocess.Process:
+        process = self._process
+        if process is None or process.returncode is not None:
+            process = await asyncio.create_subprocess_exec(
+                *self._command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            )
+            assert process.stdin is not None
+            process.stdin.write(frame(self._startup))
+            self._process = process
+        return process
+
+    async def commit(self, batch: Sequence[Entry]) -> Sequence[CofferError | None]:
+        async with self._lock:
+            process = await self._writer()
+            assert process.stdin is not None
+            assert process.stdout is not None
+            try:
+                process.stdin.write(frame(list(batch)))
+                await process.stdin.drain()
+                (size,) = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))
+                answer = await process.stdout.readexactly(size)
+                kind, value = pickle.loads(answer)  # noqa: S301 - our own child's private pipe
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                log.error("the audit writer process stopped; it is started again on next use")
+                await self._stop(process)
+                raise Unavailable("the audit log cannot be written") from exc
+        if kind != "ok":
+            raise Unavailable(f"the audit log cannot be written ({value})")
+        outcomes: Sequence[CofferError | None] = value
+        return outcomes
+
+    def reset(self) -> None:
+        """Nothing to forget here: the writer resets its own view after a failure."""
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._process is not None:
+                await self._stop(self._process)
+                self._process = None
+
+    @staticmethod
+    async def _stop(process: asyncio.subprocess.Process) -> None:
+        if process.stdin is not None:
+            process.stdin.close()  # the writer finishes its batch, sees the end and exits
+        try:
+            await asyncio.wait_for(process.wait(), _CLOSE_TIMEOUT)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def serve(committer: Committer, requests: IO[bytes], replies: IO[bytes]) -> None:
+    """The writer's end: commit each batch read from ``requests``, answer on ``replies``, until
+    the server closes the pipe (or dies: then the pipe closes too)."""
+    while (batch := read_frame(requests)) is not None:
+        try:
+            reply: tuple[str, object] = ("ok", list(await committer.commit(batch)))
+        except Exception as exc:
+            log.error("audit writer: %d record(s) could not be written", len(batch), exc_info=exc)
+            committer.reset()
+            reply = ("error", type(exc).__name__)
+        replies.write(frame(reply))
+        replies.flush()

@@ -1,0 +1,63 @@
+"""The audit writer process (``python -m coffer.audit_writer``), started by ``coffer serve``.
+
+It reads the server's settings from its first frame, opens the database and the root key itself,
+and commits the batches the server sends (``coffer.audit.process``). It ignores SIGINT and
+SIGTERM: it stops when the server closes its pipe, after the batch under way, so that a
+graceful shutdown loses no record, and when the server dies, since the pipe closes then too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import IO
+
+from coffer.audit.committer import BatchCommitter
+from coffer.audit.process import read_frame, serve
+from coffer.bootstrap import audit_status, utc_now
+from coffer.config import Settings
+from coffer.crypto.root import FileRootKey
+from coffer.crypto.signing import CheckpointSigner
+from coffer.storage.database import create_engine_for, create_sync_engine_for
+from coffer.storage.sql import SqlStore
+from coffer.storage.sql_audit import SqlAuditStore
+
+
+async def _run(settings: Settings, requests: IO[bytes], replies: IO[bytes]) -> None:
+    store = SqlStore(create_engine_for(settings.url))
+    audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
+    try:
+        committer = BatchCommitter(
+            audit_store,
+            CheckpointSigner(FileRootKey.load(settings.root_key_path)),
+            utc_now,
+            audit_status,
+            checkpoint_every=settings.audit_checkpoint_every,
+        )
+        await serve(committer, requests, replies)
+    finally:
+        await audit_store.close()
+        await store.close()
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Frames go to the server on the original stdout; anything printed goes to stderr.
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    settings = read_frame(sys.stdin.buffer)
+    if not isinstance(settings, Settings):
+        raise SystemExit("coffer.audit_writer is started by `coffer serve`, not by hand")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(_run(settings, sys.stdin.buffer, replies))
+
+
+if __name__ == "__main__":
+    main()
