@@ -33,6 +33,7 @@ from coffer.service.audit import AuditService
 from coffer.service.byok import WrappingKeys
 from coffer.service.caches import KeyCache
 from coffer.service.crypto import CryptoService
+from coffer.service.iam import IamService
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
@@ -49,6 +50,7 @@ from coffer.storage.database import (
 )
 from coffer.storage.sql import SqlStore
 from coffer.storage.sql_audit import SqlAuditStore
+from coffer.storage.sql_iam import SqlIamStore
 
 SQLITE_FILES = ("", "-wal", "-shm", "-journal")
 
@@ -57,11 +59,24 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+#: Actions whose success the API answers with 201 Created.
+CREATED_ACTIONS = frozenset(
+    {
+        "kms.key.create",
+        "iam.organisation.create",
+        "iam.project.create",
+        "iam.service_account.create",
+        "iam.token.create",
+        "iam.role_binding.create",
+    }
+)
+
+
 def audit_status(action: str, error: CofferError | None) -> int:
     """The HTTP status the API answers with, for the audit record (the API's own table)."""
     if error is not None:
         return status_of(error)
-    return 201 if action == "kms.key.create" else 200
+    return 201 if action in CREATED_ACTIONS else 200
 
 
 def regions_of(settings: Settings) -> list[Region]:
@@ -118,6 +133,7 @@ def build_services(
         regions_of(settings),
     )
     wrapping = WrappingKeys(store, root, clock, timer)
+    tenants = TenantService(store, root, clock)
     keys = KeyService(store, operations, keyring, scope, wrapping, clock)
     lifecycle = LifecycleService(
         operations,
@@ -138,7 +154,8 @@ def build_services(
         audit=AuditService(audit_store, operations),
         audit_log=audit_log,
         audit_store=audit_store,
-        tenants=TenantService(store, root, clock),
+        tenants=tenants,
+        iam=IamService(store, SqlIamStore(store), tenants, operations, access, clock),
     )
 
 

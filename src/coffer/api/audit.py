@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from coffer.api import http
 from coffer.api.schemas import AuditItem, AuditPageResponse
-from coffer.domain.audit import AuditFilter
+from coffer.domain.audit import RESOURCE_TYPES, AuditFilter
 from coffer.errors import InvalidRequest
 from coffer.service.audit import AuditQuery
 
@@ -55,8 +55,10 @@ def _query(request: Request) -> AuditQuery:
     page = _int(query, "page", 1, 1, 10**9)
     limit = _int(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     status = _int(query, "responseStatus", 0, 100, 599) if "responseStatus" in query else None
+    resource_type = query.get("resourceType")
     audit_filter = AuditFilter(
         action=query.get("action"),
+        action_prefix=RESOURCE_TYPES.get(resource_type) if resource_type else None,
         resource_identity=query.get("resourceIdentity"),
         service_account=query.get("serviceAccount"),
         user_identity=query.get("userIdentity"),
@@ -69,8 +71,8 @@ def _query(request: Request) -> AuditQuery:
     for name, value in query.items():
         if "\x00" in value:
             raise InvalidRequest(f"{name} must not contain NUL characters")
-    # Every record is about a kms_key: another resource type matches nothing.
-    matches_nothing = query.get("resourceType", "kms_key") != "kms_key"
+    # A resource type no record has matches nothing.
+    matches_nothing = resource_type is not None and resource_type not in RESOURCE_TYPES
     return AuditQuery(audit_filter, page, limit, matches_nothing)
 
 

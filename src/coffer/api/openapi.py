@@ -83,6 +83,8 @@ def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]
                 },
             ]
             operation["security"] = [{"bearer": []}]
+        elif endpoint.token_only:
+            operation["security"] = [{"bearer": []}]
         else:
             operation["security"] = []
         if parameters:

@@ -9,10 +9,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coffer.api import audit, crypto, health, keys, lifecycle, summary
+from coffer.api import audit, crypto, health, iam, keys, lifecycle, summary
 from coffer.api.schemas import (
     AuditPageResponse,
     CreateKeyRequest,
+    CreateOrganisationRequest,
+    CreateProjectRequest,
+    CreateRoleBindingRequest,
+    CreateServiceAccountRequest,
+    CreateTokenRequest,
     DecryptRequest,
     DecryptResponse,
     EncryptRequest,
@@ -23,10 +28,16 @@ from coffer.api.schemas import (
     HmacRequest,
     HmacResponse,
     KmsKey,
+    NewTokenResponse,
+    OrganisationItem,
+    ProjectView,
     PublicKeyResponse,
+    RoleBindingView,
+    ServiceAccountView,
     SignRequest,
     SignResponse,
     SummaryResponse,
+    TokenView,
     UpdateRotationRequest,
     UpdateVersionsRequest,
     VerifyHmacRequest,
@@ -49,6 +60,7 @@ class Endpoint:
     response: Any = None
     status: int = 200
     kms: bool = True  # needs a token and X-Organisation-Identity
+    token_only: bool = False  # needs a token, no organisation header
     query: tuple[str, ...] = ()
 
 
@@ -100,6 +112,42 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              query=("page", "limit", "action", "resourceType", "resourceIdentity",
                     "serviceAccount", "userIdentity", "responseStatus", "since", "until",
                     "order", "afterSeq")),
+    Endpoint("POST", "/v1/organisations", iam.create_organisation,
+             "Create an organisation (platform administrators)", request=CreateOrganisationRequest,
+             response=OrganisationItem, status=201, kms=False, token_only=True),
+    Endpoint("GET", "/v1/organisations", iam.list_organisations,
+             "Organisations the caller belongs to (all, for platform administrators)",
+             response=list[OrganisationItem], kms=False, token_only=True),
+    Endpoint("POST", "/v1/organisations/{organisation}/enable-kms", iam.enable_kms,
+             "Switch the KMS feature on (platform administrators)", response=OrganisationItem,
+             kms=False, token_only=True),
+    Endpoint("POST", "/v1/organisations/{organisation}/disable-kms", iam.disable_kms,
+             "Switch the KMS feature off (platform administrators)", response=OrganisationItem,
+             kms=False, token_only=True),
+    Endpoint("POST", "/v1/projects", iam.create_project, "Create a project",
+             request=CreateProjectRequest, response=ProjectView, status=201),
+    Endpoint("GET", "/v1/projects", iam.list_projects, "The organisation's projects",
+             response=list[ProjectView]),
+    Endpoint("POST", "/v1/iam/service-accounts", iam.create_service_account,
+             "Create a service account", request=CreateServiceAccountRequest,
+             response=ServiceAccountView, status=201),
+    Endpoint("GET", "/v1/iam/service-accounts", iam.list_service_accounts,
+             "The organisation's service accounts", response=list[ServiceAccountView]),
+    Endpoint("POST", "/v1/iam/tokens", iam.create_token,
+             "Create a token for a service account (shown once)", request=CreateTokenRequest,
+             response=NewTokenResponse, status=201),
+    Endpoint("GET", "/v1/iam/tokens", iam.list_tokens,
+             "Tokens of the organisation's service accounts (never the secrets)",
+             response=list[TokenView]),
+    Endpoint("DELETE", "/v1/iam/tokens/{token}", iam.revoke_token, "Revoke a token",
+             response=TokenView),
+    Endpoint("POST", "/v1/iam/role-bindings", iam.create_role_binding,
+             "Bind a built-in policy to a principal", request=CreateRoleBindingRequest,
+             response=RoleBindingView, status=201),
+    Endpoint("GET", "/v1/iam/role-bindings", iam.list_role_bindings,
+             "The organisation's role bindings", response=list[RoleBindingView]),
+    Endpoint("DELETE", "/v1/iam/role-bindings/{binding}", iam.delete_role_binding,
+             "Remove a role binding", response=RoleBindingView),
     Endpoint("GET", "/healthz", health.healthz, "The process is up", response=HealthResponse,
              kms=False),
     Endpoint("GET", "/readyz", health.readyz, "Database and root key are usable",

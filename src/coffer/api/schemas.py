@@ -233,6 +233,90 @@ class SummaryResponse(Response):
     regions: list[RegionSummaryView]
 
 
+# --- administration (extension) ---------------------------------------------------------------
+
+
+class OrganisationItem(Response):
+    identity: str
+    name: str
+    slug: str
+    kms_enabled: bool
+    created_at: datetime
+    object_version: int
+
+
+class CreateOrganisationRequest(Request):
+    name: str
+    slug: str | None = None
+    kms_enabled: bool = True
+
+
+class ProjectView(Response):
+    identity: str
+    name: str
+    slug: str
+    organisation_identity: str
+    created_at: datetime
+
+
+class CreateProjectRequest(Request):
+    name: str
+
+
+class ServiceAccountView(Response):
+    identity: str
+    name: str
+    organisation_identity: str | None
+    created_at: datetime
+
+
+class CreateServiceAccountRequest(Request):
+    name: str
+
+
+class TokenView(Response):
+    identity: str
+    service_account_identity: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class CreateTokenRequest(Request):
+    service_account: str
+    expires_in_seconds: int | None = None
+
+
+class NewTokenResponse(Response):
+    """The token itself appears here once; Coffer keeps only its SHA-256 digest."""
+
+    identity: str
+    token: str
+    service_account_identity: str
+    created_at: datetime
+    expires_at: datetime | None
+
+    def __repr__(self) -> str:
+        return f"NewTokenResponse(identity={self.identity!r}, token=<redacted>)"
+
+
+class RoleBindingView(Response):
+    identity: str
+    principal_identity: str
+    organisation_identity: str
+    policy: str
+    scope: str
+    project_identity: str | None
+    key_identity: str | None
+
+
+class CreateRoleBindingRequest(Request):
+    principal: str
+    policy: str
+    project: str | None = None
+    key: str | None = None
+
+
 # --- health ----------------------------------------------------------------------------------
 
 

@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from coffer.audit.events import AuditEvent
-from coffer.domain.audit import ChainRow
+from coffer.domain.audit import ChainRow, resource_type_of
 
 GENESIS = b"\x00" * 32
-RESOURCE_TYPE = "kms_key"
 
 
 def iso_utc(moment: datetime) -> str:
@@ -37,7 +36,7 @@ def record_of(event: AuditEvent, seq: int) -> dict[str, Any]:
         "organizationIdentity": event.organisation_identity,
         "projectId": event.project_identity,
         "action": event.action,
-        "resourceType": RESOURCE_TYPE,
+        "resourceType": resource_type_of(event.action),
         "resourceIdentity": event.resource_identity,
         "context": {
             "region": event.region,

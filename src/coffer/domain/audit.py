@@ -40,11 +40,32 @@ class PruneMark:
     signature: bytes
 
 
+#: Each record's ``resourceType``, by the prefix of its action: KMS requests act on keys (spec §8);
+#: administration (an extension) on the organisation's IAM objects.
+RESOURCE_TYPES = {
+    "kms_key": "kms.",
+    "organisation": "iam.organisation.",
+    "project": "iam.project.",
+    "service_account": "iam.service_account.",
+    "token": "iam.token.",
+    "role_binding": "iam.role_binding.",
+}
+
+
+def resource_type_of(action: str) -> str:
+    for resource_type, prefix in RESOURCE_TYPES.items():
+        if action.startswith(prefix):
+            return resource_type
+    return "kms_key"
+
+
 @dataclass(frozen=True, slots=True)
 class AuditFilter:
     """Query filters of ``GET /v1/audit``; every given one must match."""
 
     action: str | None = None
+    #: Only actions starting with this (how ``resourceType`` is asked for).
+    action_prefix: str | None = None
     resource_identity: str | None = None
     service_account: str | None = None
     user_identity: str | None = None

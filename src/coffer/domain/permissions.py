@@ -30,6 +30,7 @@ class Action(StrEnum):
     DELETE = "delete"
     CANCEL_DELETION = "cancel-deletion"
     AUDIT_READ = "audit-read"
+    ADMINISTER = "administer"
 
 
 _CRYPTO = frozenset(
@@ -71,7 +72,13 @@ POLICIES: Mapping[str, frozenset[Action]] = {
     "kms:VerifyHmac": _one(Action.VERIFY_HMAC),
     "kms:CryptoUser": _CRYPTO | {Action.READ},
     "audit:ReadAccess": frozenset({Action.AUDIT_READ}),
+    # Organisation administrators: projects, service accounts, tokens and role bindings of
+    # their organisation (an extension: the contract is silent on administration).
+    "iam:Admin": frozenset({Action.ADMINISTER}),
 }
+
+#: Policies that only make sense on a whole organisation.
+ORGANISATION_ONLY_POLICIES = frozenset({"audit:ReadAccess", "iam:Admin"})
 
 
 class ScopeKind(StrEnum):

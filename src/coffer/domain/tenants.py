@@ -38,3 +38,19 @@ class Principal:
     name: str
     platform_admin: bool
     created_at: datetime
+    #: A service account's organisation; ``None`` for users.
+    organisation_identity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What is known of a token: never the token itself, which is shown once at creation."""
+
+    identity: str
+    principal_identity: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)

@@ -18,6 +18,7 @@ from coffer.audit.events import AuditEvent, AuditSink
 from coffer.audit.log import AuditLog
 from coffer.domain.keys import Key
 from coffer.domain.regions import Region
+from coffer.domain.tenants import Organisation, Principal, Project
 from coffer.errors import CofferError, Conflict, Internal, KmsNotEnabled, Unavailable
 from coffer.service.access import AccessService
 from coffer.service.context import Caller, RequestMeta
@@ -53,15 +54,23 @@ class Operation:
         self._meta = meta
         self.event = event
 
-    async def authorise(self, *, require_feature: bool = True) -> Caller:
+    async def authenticate(self) -> Principal:
+        """Who is calling (spec §1.1 step 1), recorded in the audit event."""
         principal = await self._access.authenticate(self._meta.token)
         self.event.principal_identity = principal.identity
         self.event.principal_kind = principal.kind.value
+        return principal
+
+    def in_organisation(self, organisation: Organisation, project: Project | None = None) -> None:
+        self.event.organisation_identity = organisation.identity
+        self.event.project_identity = project.identity if project is not None else None
+
+    async def authorise(self, *, require_feature: bool = True) -> Caller:
+        principal = await self.authenticate()
         caller = await self._access.caller(
             principal, self._meta.organisation_ref, self._meta.project_ref
         )
-        self.event.organisation_identity = caller.organisation.identity
-        self.event.project_identity = caller.project_identity
+        self.in_organisation(caller.organisation, caller.project)
         if require_feature and not caller.organisation.kms_enabled:
             raise KmsNotEnabled()
         return caller

@@ -12,6 +12,7 @@ from coffer.errors import CofferError
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
 from coffer.service.crypto import CryptoService
+from coffer.service.iam import IamService
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
@@ -35,6 +36,7 @@ class Services:
     audit_log: AuditLog | None
     audit_store: AuditStore
     tenants: TenantService
+    iam: IamService
 
     async def ready(self) -> None:
         """Raise ``Unavailable`` unless the database and the root key can be used."""

@@ -60,6 +60,11 @@ class TenantService:
         )
         return organisation
 
+    async def create_organisation(self, name: str, slug: str, *, kms_enabled: bool) -> Organisation:
+        """A new organisation with its own KEK (``Conflict`` if the slug is taken)."""
+        async with self._store.transaction() as tx:
+            return await self._add_organisation(tx, name, slug, kms_enabled)
+
     async def bootstrap(self, organisation_name: str = "Default") -> Bootstrapped:
         """The first organisation (slug ``default``, KMS on) and a platform administrator whose
         token holds ``kms:FullAccess`` and ``audit:ReadAccess`` on it, in one transaction."""

@@ -93,6 +93,11 @@ principals = Table(
     Column("name", String(255), nullable=False),
     Column("platform_admin", Boolean, nullable=False),
     Column("created_at", Timestamp, nullable=False),
+    # A service account's organisation (users, platform administrators included, have none).
+    Column(
+        "organisation_identity", String(64), ForeignKey("organisations.identity"), nullable=True
+    ),
+    Index("ix_principals_organisation_name", "organisation_identity", "name", unique=True),
 )
 
 tokens = Table(

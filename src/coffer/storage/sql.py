@@ -28,16 +28,16 @@ def utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _utc_or_none(value: datetime | None) -> datetime | None:
+def utc_or_none(value: datetime | None) -> datetime | None:
     return None if value is None else utc(value)
 
 
-def _identity_first(rows: Sequence[Row[Any]], ref: str) -> list[Row[Any]]:
+def identity_first(rows: Sequence[Row[Any]], ref: str) -> list[Row[Any]]:
     """Rows matched by identity or slug, the identity match first (it wins over a slug)."""
     return sorted(rows, key=lambda row: row.identity != ref)
 
 
-def _organisation(row: Row[Any]) -> Organisation:
+def organisation_of(row: Row[Any]) -> Organisation:
     return Organisation(
         identity=row.identity,
         slug=row.slug,
@@ -48,13 +48,35 @@ def _organisation(row: Row[Any]) -> Organisation:
     )
 
 
-def _principal(row: Row[Any]) -> Principal:
+def project_of(row: Row[Any]) -> Project:
+    return Project(
+        identity=row.identity,
+        organisation_identity=row.organisation_identity,
+        slug=row.slug,
+        name=row.name,
+        created_at=utc(row.created_at),
+    )
+
+
+def binding_of(row: Row[Any]) -> RoleBinding:
+    return RoleBinding(
+        identity=row.identity,
+        principal_identity=row.principal_identity,
+        organisation_identity=row.organisation_identity,
+        policy=row.policy,
+        scope_kind=ScopeKind(row.scope_kind),
+        scope_identity=row.scope_identity,
+    )
+
+
+def principal_of(row: Row[Any]) -> Principal:
     return Principal(
         identity=row.identity,
         kind=PrincipalKind(row.kind),
         name=row.name,
         platform_admin=row.platform_admin,
         created_at=utc(row.created_at),
+        organisation_identity=row.organisation_identity,
     )
 
 
@@ -80,7 +102,7 @@ def _key(row: Row[Any], versions: Sequence[KeyVersion]) -> Key:
         created_at=utc(row.created_at),
         updated_at=utc(row.updated_at),
         object_version=row.object_version,
-        deletion_scheduled_at=_utc_or_none(row.deletion_scheduled_at),
+        deletion_scheduled_at=utc_or_none(row.deletion_scheduled_at),
         labels=dict(row.labels),
         annotations=dict(row.annotations),
     )
@@ -129,8 +151,8 @@ class SqlStore:
                     select(table).where(or_(table.c.identity == ref, table.c.slug == ref))
                 )
             ).all()
-        rows = _identity_first(rows, ref)
-        return _organisation(rows[0]) if rows else None
+        rows = identity_first(rows, ref)
+        return organisation_of(rows[0]) if rows else None
 
     async def wrapped_kek(self, organisation_identity: str) -> bytes | None:
         table = schema.organisation_keks
@@ -153,17 +175,8 @@ class SqlStore:
                     )
                 )
             ).all()
-        rows = _identity_first(rows, ref)
-        if not rows:
-            return None
-        row = rows[0]
-        return Project(
-            identity=row.identity,
-            organisation_identity=row.organisation_identity,
-            slug=row.slug,
-            name=row.name,
-            created_at=utc(row.created_at),
-        )
+        rows = identity_first(rows, ref)
+        return project_of(rows[0]) if rows else None
 
     async def find_token(self, digest: bytes) -> TokenRecord | None:
         tokens, principals = schema.tokens, schema.principals
@@ -183,9 +196,9 @@ class SqlStore:
             return None
         return TokenRecord(
             identity=row.token_identity,
-            principal=_principal(row),
-            expires_at=_utc_or_none(row.expires_at),
-            revoked_at=_utc_or_none(row.revoked_at),
+            principal=principal_of(row),
+            expires_at=utc_or_none(row.expires_at),
+            revoked_at=utc_or_none(row.revoked_at),
         )
 
     async def bindings(
@@ -201,17 +214,7 @@ class SqlStore:
                     )
                 )
             ).all()
-        return [
-            RoleBinding(
-                identity=row.identity,
-                principal_identity=row.principal_identity,
-                organisation_identity=row.organisation_identity,
-                policy=row.policy,
-                scope_kind=ScopeKind(row.scope_kind),
-                scope_identity=row.scope_identity,
-            )
-            for row in rows
-        ]
+        return [binding_of(row) for row in rows]
 
     async def _with_versions(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> list[Key]:
         if not rows:
@@ -243,7 +246,7 @@ class SqlStore:
         )
         async with self.reading() as conn:
             rows = (await conn.execute(query)).all()
-            found = await self._with_versions(conn, _identity_first(rows, ref)[:1])
+            found = await self._with_versions(conn, identity_first(rows, ref)[:1])
         return found[0] if found else None
 
     async def list_keys(

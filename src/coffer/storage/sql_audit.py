@@ -177,6 +177,8 @@ class SqlAuditStore:
         f = audit_filter
         if f.action is not None:
             conditions.append(table.c.action == f.action)
+        if f.action_prefix is not None:
+            conditions.append(table.c.action.startswith(f.action_prefix, autoescape=True))
         if f.resource_identity is not None:
             conditions.append(table.c.resource_identity == f.resource_identity)
         for principal in (f.service_account, f.user_identity):

@@ -86,6 +86,7 @@ class SqlTransaction:
                 name=principal.name,
                 platform_admin=principal.platform_admin,
                 created_at=principal.created_at,
+                organisation_identity=principal.organisation_identity,
             )
         )
 
@@ -119,6 +120,34 @@ class SqlTransaction:
                 created_at=created_at,
             )
         )
+
+    async def revoke_token(self, identity: str, at: datetime) -> None:
+        table = schema.tokens
+        await self._conn.execute(
+            table.update()
+            .where(table.c.identity == identity, table.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+
+    async def remove_binding(self, identity: str) -> None:
+        table = schema.role_bindings
+        await self._conn.execute(table.delete().where(table.c.identity == identity))
+
+    async def set_kms_enabled(self, organisation: Organisation) -> None:
+        """Store ``organisation``'s feature gate; ``Conflict`` if it changed since it was read."""
+        table = schema.organisations
+        result = await self._conn.execute(
+            table.update()
+            .where(
+                table.c.identity == organisation.identity,
+                table.c.object_version == organisation.object_version - 1,
+            )
+            .values(
+                kms_enabled=organisation.kms_enabled, object_version=organisation.object_version
+            )
+        )
+        if result.rowcount != 1:
+            raise Conflict("the organisation was changed by another request; retry")
 
     async def add_wrapping_key(self, region: str, wrapped: bytes, created_at: datetime) -> None:
         await self._conn.execute(

@@ -1,0 +1,349 @@
+"""``IamService``: administration of organisations, projects, service accounts, tokens and role
+bindings (spec §6, §7; the HTTP paths are an extension, the contract being silent on them).
+
+Who may do what: a platform administrator (the principal ``coffer init`` creates) creates
+organisations, switches their KMS feature gate, and administers every organisation; a principal
+bound to ``iam:Admin`` on an organisation administers that organisation. Anyone else gets 403,
+whether or not the organisation exists. Every change is audited, and every change that can narrow
+access (a revoked token, a removed binding, a feature gate switched off) empties the access
+caches, so that it holds from the next request on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from coffer.domain.identity import (
+    BINDING_PREFIX,
+    PROJECT_PREFIX,
+    SERVICE_ACCOUNT_PREFIX,
+    TOKEN_PREFIX,
+    USER_PREFIX,
+    looks_like_identity,
+    new_identity,
+)
+from coffer.domain.permissions import (
+    ORGANISATION_ONLY_POLICIES,
+    POLICIES,
+    RoleBinding,
+    ScopeKind,
+)
+from coffer.domain.slugs import slugify
+from coffer.domain.tenants import Organisation, Principal, PrincipalKind, Project, TokenInfo
+from coffer.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    OrganisationRequired,
+)
+from coffer.iam.tokens import new_token, token_digest
+from coffer.service.access import MAX_REF_LENGTH, AccessService
+from coffer.service.context import Input, RequestMeta
+from coffer.service.operations import Operation, Operations
+from coffer.service.tenants import TenantService
+from coffer.storage.repositories import IamStore, Store
+
+ADMIN_POLICY = "iam:Admin"
+MAX_NAME_LENGTH = 255
+#: Longest token lifetime (ten years): a token that must outlive that is a token to rotate.
+MAX_TOKEN_LIFETIME = timedelta(days=3650)
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationSpec:
+    name: str
+    slug: str | None = None
+    kms_enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSpec:
+    service_account: str
+    expires_in: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BindingSpec:
+    principal: str
+    policy: str
+    project: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    """A token as created: the secret is shown this once and never stored."""
+
+    info: TokenInfo
+    service_account: Principal
+    token: str = field(repr=False)
+
+
+def _check_name(name: str) -> str:
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise InvalidRequest(f"name must be 1 to {MAX_NAME_LENGTH} characters")
+    return name
+
+
+class IamService:
+    def __init__(
+        self,
+        store: Store,
+        iam: IamStore,
+        tenants: TenantService,
+        operations: Operations,
+        access: AccessService,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._iam = iam
+        self._tenants = tenants
+        self._ops = operations
+        self._access = access
+        self._clock = clock
+
+    # --- who may administer ---------------------------------------------------------------------
+
+    async def _platform_admin(self, op: Operation) -> Principal:
+        principal = await op.authenticate()
+        if not principal.platform_admin:
+            raise Forbidden("only a platform administrator may do this")
+        return principal
+
+    async def _organisation(self, op: Operation, ref: str | None) -> Organisation:
+        """The organisation ``ref`` if the caller administers it (403 otherwise, also when it
+        does not exist: never reveal which)."""
+        principal = await op.authenticate()
+        if not ref:
+            raise OrganisationRequired()
+        organisation = (
+            await self._store.find_organisation(ref) if len(ref) <= MAX_REF_LENGTH else None
+        )
+        if organisation is None:
+            raise Forbidden()
+        op.in_organisation(organisation)
+        if principal.platform_admin:
+            return organisation
+        bindings = await self._store.bindings(principal.identity, organisation.identity)
+        if not any(
+            b.policy == ADMIN_POLICY and b.scope_kind is ScopeKind.ORGANISATION for b in bindings
+        ):
+            raise Forbidden()
+        return organisation
+
+    # --- organisations --------------------------------------------------------------------------
+
+    async def create_organisation(
+        self, meta: RequestMeta, request: Input[OrganisationSpec]
+    ) -> Organisation:
+        async with self._ops.begin(meta, "iam.organisation.create") as op:
+            await self._platform_admin(op)
+            given = request()
+            slug = slugify(given.slug if given.slug is not None else _check_name(given.name))
+            if given.slug is not None and slug != given.slug:
+                raise InvalidRequest("slug must be lowercase letters, digits and single '-'")
+            try:
+                organisation = await self._tenants.create_organisation(
+                    _check_name(given.name), slug, kms_enabled=given.kms_enabled
+                )
+            except Conflict:
+                raise Conflict(f"an organisation with slug {slug!r} already exists") from None
+            op.in_organisation(organisation)
+            op.event.resource_identity = organisation.identity
+            return organisation
+
+    async def list_organisations(self, meta: RequestMeta) -> Sequence[Organisation]:
+        """Every organisation for a platform administrator; else those the caller is bound in."""
+        async with self._ops.begin(meta, None) as op:
+            principal = await op.authenticate()
+            member = None if principal.platform_admin else principal.identity
+            return await self._iam.organisations(member)
+
+    async def set_kms_enabled(self, meta: RequestMeta, ref: str, enabled: bool) -> Organisation:
+        action = "iam.organisation.enable_kms" if enabled else "iam.organisation.disable_kms"
+        async with self._ops.begin(meta, action) as op:
+            await self._platform_admin(op)
+            found = await self._store.find_organisation(ref) if len(ref) <= MAX_REF_LENGTH else None
+            if found is None:
+                raise NotFound("organisation not found")
+            op.in_organisation(found)
+            op.event.resource_identity = found.identity
+            if found.kms_enabled == enabled:
+                return found
+            changed = replace(found, kms_enabled=enabled, object_version=found.object_version + 1)
+            async with self._store.transaction() as tx:
+                await tx.set_kms_enabled(changed)
+            self._access.forget_all()
+            return changed
+
+    # --- projects and service accounts ----------------------------------------------------------
+
+    async def create_project(self, meta: RequestMeta, name: Input[str]) -> Project:
+        async with self._ops.begin(meta, "iam.project.create") as op:
+            organisation = await self._organisation(op, meta.organisation_ref)
+            given = _check_name(name())
+            project = Project(
+                new_identity(PROJECT_PREFIX), organisation.identity, slugify(given), given,
+                self._clock(),
+            )  # fmt: skip
+            op.event.resource_identity = project.identity
+            try:
+                async with self._store.transaction() as tx:
+                    await tx.add_project(project)
+            except Conflict:
+                raise Conflict(
+                    f"a project with slug {project.slug!r} already exists in this organisation"
+                ) from None
+            return project
+
+    async def list_projects(self, meta: RequestMeta) -> Sequence[Project]:
+        async with self._ops.begin(meta, None) as op:
+            organisation = await self._organisation(op, meta.organisation_ref)
+            return await self._iam.projects(organisation.identity)
+
+    async def create_service_account(self, meta: RequestMeta, name: Input[str]) -> Principal:
+        async with self._ops.begin(meta, "iam.service_account.create") as op:
+            organisation = await self._organisation(op, meta.organisation_ref)
+            account = Principal(
+                identity=new_identity(SERVICE_ACCOUNT_PREFIX),
+                kind=PrincipalKind.SERVICE_ACCOUNT,
+                name=_check_name(name()),
+                platform_admin=False,
+                created_at=self._clock(),
+                organisation_identity=organisation.identity,
+            )
+            op.event.resource_identity = account.identity
+            try:
+                async with self._store.transaction() as tx:
+                    await tx.add_principal(account)
+            except Conflict:
+                raise Conflict(
+                    f"a service account named {account.name!r} already exists in this organisation"
+                ) from None
+            return account
+
+    async def list_service_accounts(self, meta: RequestMeta) -> Sequence[Principal]:
+        async with self._ops.begin(meta, None) as op:
+            organisation = await self._organisation(op, meta.organisation_ref)
+            return await self._iam.service_accounts(organisation.identity)
+
+    # --- tokens ---------------------------------------------------------------------------------
+
+    async def create_token(self, meta: RequestMeta, request: Input[TokenSpec]) -> NewToken:
+        async with self._ops.begin(meta, "iam.token.create") as op:
+            organisation = await self._organisation(op, meta.organisation_ref)
+            given = request()
+            if given.expires_in is not None and not (
+                timedelta(seconds=1) <= given.expires_in <= MAX_TOKEN_LIFETIME
+            ):
+                raise InvalidRequest("a token must expire within 1 second to 3650 days")
+            account = await self._iam.find_service_account(
+                organisation.identity, given.service_account
+            )
+            if account is None:
+                raise InvalidRequest("no such service account in this organisation")
+            now = self._clock()
+            token = new_token()
+            info = TokenInfo(
+                identity=new_identity(TOKEN_PREFIX),
+                principal_identity=account.identity,
+                created_at=now,
+                expires_at=now + given.expires_in if given.expires_in is not None else None,
+                revoked_at=None,
+            )
+            op.event.resource_identity = info.identity
+            async with self._store.transaction() as tx:
+                await tx.add_token(
+                    info.identity, account.identity, token_digest(token), now, info.expires_at
+                )
+            return NewToken(info, account, token)
+
+    async def list_tokens(self, meta: RequestMeta) -> Sequence[TokenInfo]:
+        async with self._ops.begin(meta, None) as op:
+            organisation = await self._organisation(op, meta.organisation_ref)
+            return await self._iam.tokens(organisation.identity)
+
+    async def revoke_token(self, meta: RequestMeta, identity: str) -> TokenInfo:
+        async with self._ops.begin(meta, "iam.token.revoke") as op:
+            organisation = await self._organisation(op, meta.organisation_ref)
+            found = await self._iam.find_token(organisation.identity, identity)
+            if found is None:
+                raise NotFound("token not found")
+            op.event.resource_identity = found.identity
+            if found.revoked_at is not None:
+                return found
+            now = self._clock()
+            async with self._store.transaction() as tx:
+                await tx.revoke_token(found.identity, now)
+            self._access.forget_all()
+            return replace(found, revoked_at=now)
+
+    # --- role bindings --------------------------------------------------------------------------
+
+    async def _principal(self, organisation: Organisation, ref: str) -> Principal:
+        account = await self._iam.find_service_account(organisation.identity, ref)
+        if account is not None:
+            return account
+        if looks_like_identity(ref, USER_PREFIX):
+            user = await self._iam.find_principal(ref)
+            if user is not None and user.kind is PrincipalKind.USER:
+                return user
+        raise InvalidRequest("principal must be a service account of this organisation or a user")
+
+    async def _scope(
+        self, organisation: Organisation, given: BindingSpec
+    ) -> tuple[ScopeKind, str | None]:
+        if given.project is not None and given.key is not None:
+            raise InvalidRequest("give a project or a key, not both")
+        if given.project is None and given.key is None:
+            return ScopeKind.ORGANISATION, None
+        if given.policy in ORGANISATION_ONLY_POLICIES:
+            raise InvalidRequest(f"{given.policy} can only be bound on the whole organisation")
+        if given.project is not None:
+            project = await self._store.find_project(organisation.identity, given.project)
+            if project is None:
+                raise InvalidRequest("no such project in this organisation")
+            return ScopeKind.PROJECT, project.identity
+        assert given.key is not None
+        if await self._iam.key_scope(organisation.identity, given.key) is None:
+            raise InvalidRequest("no key with this identity in this organisation")
+        return ScopeKind.KEY, given.key
+
+    async def bind(self, meta: RequestMeta, request: Input[BindingSpec]) -> RoleBinding:
+        async with self._ops.begin(meta, "iam.role_binding.create") as op:
+            organisation = await self._organisation(op, meta.organisation_ref)
+            given = request()
+            if given.policy not in POLICIES:
+                raise InvalidRequest(f"policy must be one of {', '.join(POLICIES)}")
+            principal = await self._principal(organisation, given.principal)
+            kind, scope = await self._scope(organisation, given)
+            binding = RoleBinding(
+                new_identity(BINDING_PREFIX), principal.identity, organisation.identity,
+                given.policy, kind, scope,
+            )  # fmt: skip
+            op.event.resource_identity = binding.identity
+            async with self._store.transaction() as tx:
+                await tx.add_binding(binding, self._clock())
+            self._access.forget_all()
+            return binding
+
+    async def unbind(self, meta: RequestMeta, identity: str) -> RoleBinding:
+        async with self._ops.begin(meta, "iam.role_binding.delete") as op:
+            organisation = await self._organisation(op, meta.organisation_ref)
+            found = [b for b in await self._iam.role_bindings(organisation.identity)
+                     if b.identity == identity]  # fmt: skip
+            if not found:
+                raise NotFound("role binding not found")
+            op.event.resource_identity = identity
+            async with self._store.transaction() as tx:
+                await tx.remove_binding(identity)
+            self._access.forget_all()
+            return found[0]
+
+    async def list_bindings(self, meta: RequestMeta) -> Sequence[RoleBinding]:
+        async with self._ops.begin(meta, None) as op:
+            organisation = await self._organisation(op, meta.organisation_ref)
+            return await self._iam.role_bindings(organisation.identity)
