@@ -15,7 +15,7 @@ from tests.e2e.processes import ServeFactory, free_port, http_get, http_post, ru
 
 pytestmark = pytest.mark.slow
 
-INIT_KEYS = {"organisation", "organisationSlug", "token"}
+INIT_KEYS = {"organisation", "organisationSlug", "principal", "token"}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from coffer.bootstrap import build_services, initialise, open_data_dir
-from coffer.cli import audit
+from coffer.cli import admin, audit
 from coffer.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -64,6 +64,7 @@ def init(
                 {
                     "organisation": result.organisation.identity,
                     "organisationSlug": result.organisation.slug,
+                    "principal": result.principal.identity,
                     "token": result.token,
                 }
             )
@@ -71,6 +72,7 @@ def init(
         return
     typer.echo(f"Initialised Coffer in {data_dir}")
     typer.echo(f"  organisation: {result.organisation.identity} (slug {result.organisation.slug})")
+    typer.echo(f"  administrator: {result.principal.identity} (platform administrator)")
     typer.echo(f"  admin token:  {result.token}")
     typer.echo("The token is shown only this once: keep it somewhere safe.")
     typer.echo(f"Back up {data_dir / 'root.key'}: without it no key can ever be decrypted.")
@@ -143,6 +145,11 @@ def serve(
 
 
 app.add_typer(audit.app, name="audit")
+app.add_typer(admin.org_app, name="org")
+app.add_typer(admin.project_app, name="project")
+app.add_typer(admin.account_app, name="service-account")
+app.add_typer(admin.token_app, name="token")
+app.add_typer(admin.role_app, name="role")
 
 
 def main() -> None:
