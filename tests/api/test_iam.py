@@ -217,3 +217,34 @@ def test_administration_is_audited(kms: Kms) -> None:
     ]
     page = ok(kms.get("/v1/audit?resourceType=token"))
     assert [i["action"] for i in page["items"]] == ["iam.token.create"]
+
+
+def test_separation_of_duties(kms: Kms) -> None:
+    def headers(policy: str) -> dict[str, str]:
+        token, _ = app_token(kms, kms.org, policy)
+        return as_org(kms, kms.org, token)
+
+    administrator, user, reader = (
+        headers("kms:KeyAdministrator"), headers("kms:CryptoUser"), headers("kms:ReadAccess"),
+    )  # fmt: skip
+    # The key administrator makes and runs keys, but cannot use their material.
+    ok(kms.post(KEYS, {"name": "k", "keyType": "aes256-gcm96", "exportAllowed": True},
+                headers=administrator), 201)  # fmt: skip
+    ok(kms.post(f"{KEYS}/k/rotate", headers=administrator))
+    error(kms.post(f"{KEYS}/k/encrypt", {"plaintext": "aGVsbG8="}, headers=administrator), 403,
+          "forbidden")  # fmt: skip
+    error(kms.post(f"{KEYS}/k/export", headers=administrator), 403, "forbidden")
+    # The crypto user uses keys, but cannot change or delete them.
+    sealed = ok(kms.post(f"{KEYS}/k/encrypt", {"plaintext": "aGVsbG8="}, headers=user))
+    ok(kms.post(f"{KEYS}/k/decrypt", {"ciphertext": sealed["ciphertext"]}, headers=user))
+    error(kms.client.delete(f"{KEYS}/k", headers=user), 403, "forbidden")
+    error(kms.post(f"{KEYS}/k/rotate", headers=user), 403, "forbidden")
+    error(kms.post(KEYS, {"name": "k2", "keyType": "aes256-gcm96"}, headers=user), 403,
+          "forbidden")  # fmt: skip
+    # The reader sees metadata only.
+    assert [k["slug"] for k in ok(kms.get(KEYS, headers=reader))] == ["k"]
+    assert ok(kms.get(f"{KEYS}/k", headers=reader))["latestVersion"] == 2
+    for path, body in ((f"{KEYS}/k/encrypt", {"plaintext": "aGVsbG8="}),
+                       (f"{KEYS}/k/decrypt", {"ciphertext": sealed["ciphertext"]}),
+                       (f"{KEYS}/k/export", None), (f"{KEYS}/k/disable", None)):  # fmt: skip
+        error(kms.post(path, body, headers=reader), 403, "forbidden")
