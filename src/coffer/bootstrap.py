@@ -27,6 +27,7 @@ from coffer.crypto.root import FileRootKey, RootKeyError, RootKeyProvider
 from coffer.crypto.signing import CheckpointSigner
 from coffer.domain.regions import Region
 from coffer.errors import CofferError
+from coffer.iam.oidc import OidcVerifier
 from coffer.scheduler.jobs import Scheduler
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
@@ -107,6 +108,7 @@ def build_services(
         cache_size=settings.cache_size,
         cache_ttl=settings.cache_ttl_seconds,
         timer=timer,
+        oidc=OidcVerifier(settings.oidc) if settings.oidc is not None else None,
     )
     keyring = Keyring(store, root, cache_size=settings.cache_size, timer=timer)
     audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
@@ -155,7 +157,15 @@ def build_services(
         audit_log=audit_log,
         audit_store=audit_store,
         tenants=tenants,
-        iam=IamService(store, SqlIamStore(store), tenants, operations, access, clock),
+        iam=IamService(
+            store,
+            SqlIamStore(store),
+            tenants,
+            operations,
+            access,
+            clock,
+            oidc_issuer=settings.oidc.issuer if settings.oidc is not None else None,
+        ),
     )
 
 

@@ -29,6 +29,7 @@ FILE_SETTINGS = frozenset(
         "audit_writer",
         "audit_checkpoint_every",
         "audit_retention_days",
+        "oidc",
     }
 )
 AUDIT_WRITERS = ("process", "thread")
@@ -46,6 +47,18 @@ class RegionSettings:
     name: str
     kms_available: bool = True
     identity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OidcSettings:
+    """An OpenID Connect issuer whose JWTs are accepted as bearer tokens."""
+
+    issuer: str
+    audience: str
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    #: A claim naming the project the token acts in (when no ``X-Project-Identity`` is sent).
+    project_claim: str | None = None
 
 
 DEFAULT_REGIONS = (RegionSettings(slug="nl-01", name="Netherlands 01", kms_available=True),)
@@ -80,6 +93,8 @@ class Settings:
     audit_checkpoint_every: int = 1000
     #: Audit records older than this many days are pruned (``None``: kept for ever).
     audit_retention_days: int | None = None
+    #: OpenID Connect bearer tokens (``None``: only Coffer's own tokens).
+    oidc: OidcSettings | None = None
 
     @property
     def database_path(self) -> Path:
@@ -124,6 +139,33 @@ def _regions(raw: Any, source: str) -> tuple[RegionSettings, ...]:
     return tuple(regions)
 
 
+def _oidc(raw: Any, source: str) -> OidcSettings:
+    where = f"{source}: [oidc]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(raw) - {"issuer", "audience", "jwks_file", "jwks_url", "project_claim"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    for name in ("issuer", "audience"):
+        if not isinstance(raw.get(name), str) or not raw[name]:
+            raise ConfigError(f"{where}: '{name}' is required (a string)")
+    if ("jwks_file" in raw) == ("jwks_url" in raw):
+        raise ConfigError(f"{where}: give exactly one of 'jwks_file' and 'jwks_url'")
+    for name in ("jwks_file", "jwks_url", "project_claim"):
+        if name in raw and not isinstance(raw[name], str):
+            raise ConfigError(f"{where}: '{name}' must be a string")
+    url = raw.get("jwks_url")
+    if url is not None and not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise ConfigError(f"{where}: 'jwks_url' must be https (or http on this host)")
+    return OidcSettings(
+        issuer=raw["issuer"],
+        audience=raw["audience"],
+        jwks_file=Path(raw["jwks_file"]) if "jwks_file" in raw else None,
+        jwks_url=url,
+        project_claim=raw.get("project_claim"),
+    )
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The settings of a TOML file, checked; keys match ``Settings`` fields."""
     try:
@@ -140,6 +182,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "regions" in raw:
         values["regions"] = _regions(raw["regions"], str(path))
+    if "oidc" in raw:
+        values["oidc"] = _oidc(raw["oidc"], str(path))
     for name in ("cache_size", "max_body_bytes", "audit_checkpoint_every", "audit_retention_days"):
         if name in raw:
             if not isinstance(raw[name], int) or isinstance(raw[name], bool) or raw[name] < 1:

@@ -82,3 +82,34 @@ def test_every_file_setting_is_a_settings_field() -> None:
     from coffer.config import FILE_SETTINGS, Settings
 
     assert {f.name for f in fields(Settings)} >= FILE_SETTINGS
+
+
+def test_the_documented_oidc_section_loads(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    section = docs.read_text().split("## OpenID Connect", 1)[1]
+    config = tmp_path / "coffer.toml"
+    config.write_text(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    oidc = load_settings(tmp_path, config_file=config).oidc
+    assert oidc is not None
+    assert (oidc.issuer, oidc.audience, oidc.project_claim) == (
+        "https://login.example.com", "coffer", "coffer_project",
+    )  # fmt: skip
+    assert oidc.jwks_url == "https://login.example.com/.well-known/jwks.json"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[oidc]\naudience = "coffer"\njwks_file = "j.json"',
+        '[oidc]\nissuer = "https://i"\naudience = "coffer"',
+        '[oidc]\nissuer = "https://i"\naudience = "c"\njwks_file = "j"\njwks_url = "https://j"',
+        '[oidc]\nissuer = "https://i"\naudience = "c"\njwks_url = "http://example.com/j"',
+        '[oidc]\nissuer = "https://i"\naudience = "c"\njwks_file = "j"\nalgorithms = ["none"]',
+        'oidc = "yes"',
+    ],
+)
+def test_bad_oidc_settings_are_refused(tmp_path: Path, text: str) -> None:
+    config = tmp_path / "coffer.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=r"coffer\.toml"):
+        load_settings(tmp_path, config_file=config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import secrets
 
@@ -26,3 +27,10 @@ def new_identity(prefix: str) -> str:
 def looks_like_identity(value: str, prefix: str) -> bool:
     head, sep, suffix = value.partition("-")
     return sep == "-" and head == prefix and _SUFFIX.fullmatch(suffix) is not None
+
+
+def user_identity(issuer: str, subject: str) -> str:
+    """The stable identity of the user an OpenID Connect issuer calls ``subject``: the same on
+    every node and every login, so that role bindings can name users before they first sign in."""
+    digest = hashlib.sha256(f"{issuer}\x00{subject}".encode()).digest()
+    return f"{USER_PREFIX}-{base64.b32encode(digest).decode('ascii')[:20].lower()}"

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
+from coffer.domain.identity import user_identity
 from coffer.domain.permissions import Grants
-from coffer.domain.tenants import Principal
+from coffer.domain.tenants import Principal, PrincipalKind
 from coffer.errors import Forbidden, OrganisationRequired, Unauthenticated
+from coffer.iam.oidc import OidcVerifier, looks_like_jwt
 from coffer.iam.tokens import token_digest
 from coffer.service.caches import Cache
 from coffer.service.context import Caller
 from coffer.storage.repositories import Store, TokenRecord
 
 MAX_TOKEN_LENGTH = 512
+#: JWTs carry claims and a signature: longer than Coffer's own tokens, but bounded too.
+MAX_OIDC_TOKEN_LENGTH = 8192
 MAX_REF_LENGTH = 255
 UNKNOWN_TOKEN_TTL = 5.0
 
@@ -27,9 +32,11 @@ class AccessService:
         cache_size: int,
         cache_ttl: float,
         timer: Callable[[], float],
+        oidc: OidcVerifier | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
+        self._oidc = oidc
         self._tokens: Cache[bytes, TokenRecord] = Cache(cache_size, cache_ttl, timer)
         # Unknown tokens are remembered briefly, so that a flood of bad tokens is not a flood of
         # database reads. A new token cannot be among them: it is 256 fresh random bits.
@@ -40,7 +47,27 @@ class AccessService:
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal a bearer token belongs to; ``Unauthenticated`` for anything else."""
-        if not token or len(token) > MAX_TOKEN_LENGTH:
+        principal, _ = await self.authenticate_claims(token)
+        return principal
+
+    async def authenticate_claims(self, token: str | None) -> tuple[Principal, str | None]:
+        """The principal, and the project an OpenID Connect token names (if any)."""
+        if not token or len(token) > MAX_OIDC_TOKEN_LENGTH:
+            raise Unauthenticated()
+        if self._oidc is not None and looks_like_jwt(token):
+            claims = await asyncio.to_thread(self._oidc.verify, token)
+            user = Principal(
+                identity=user_identity(claims.issuer, claims.subject),
+                kind=PrincipalKind.USER,
+                name=claims.subject,
+                platform_admin=False,
+                created_at=self._clock(),
+            )
+            return user, claims.project
+        return await self._coffer_token(token), None
+
+    async def _coffer_token(self, token: str) -> Principal:
+        if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthenticated()
         digest = token_digest(token)
         if self._unknown.get(digest):

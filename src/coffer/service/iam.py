@@ -23,6 +23,7 @@ from coffer.domain.identity import (
     USER_PREFIX,
     looks_like_identity,
     new_identity,
+    user_identity,
 )
 from coffer.domain.permissions import (
     ORGANISATION_ONLY_POLICIES,
@@ -47,6 +48,7 @@ from coffer.service.tenants import TenantService
 from coffer.storage.repositories import IamStore, Store
 
 ADMIN_POLICY = "iam:Admin"
+OIDC_PREFIX = "oidc:"
 MAX_NAME_LENGTH = 255
 #: Longest token lifetime (ten years): a token that must outlive that is a token to rotate.
 MAX_TOKEN_LIFETIME = timedelta(days=3650)
@@ -97,7 +99,10 @@ class IamService:
         operations: Operations,
         access: AccessService,
         clock: Callable[[], datetime],
+        *,
+        oidc_issuer: str | None = None,
     ) -> None:
+        self._oidc_issuer = oidc_issuer
         self._store = store
         self._iam = iam
         self._tenants = tenants
@@ -284,6 +289,19 @@ class IamService:
     # --- role bindings --------------------------------------------------------------------------
 
     async def _principal(self, organisation: Organisation, ref: str) -> Principal:
+        """A service account of the organisation (identity or name), a user (identity), or
+        ``oidc:<subject>``: the user the configured issuer calls so, known from then on."""
+        if ref.startswith(OIDC_PREFIX) and self._oidc_issuer is not None:
+            subject = ref.removeprefix(OIDC_PREFIX)
+            if not 1 <= len(subject) <= MAX_NAME_LENGTH:
+                raise InvalidRequest("oidc:<subject> needs a subject of 1 to 255 characters")
+            identity = user_identity(self._oidc_issuer, subject)
+            user = await self._iam.find_principal(identity)
+            if user is None:
+                user = Principal(identity, PrincipalKind.USER, subject, False, self._clock())
+                async with self._store.transaction() as tx:
+                    await tx.add_principal(user)
+            return user
         account = await self._iam.find_service_account(organisation.identity, ref)
         if account is not None:
             return account
@@ -318,8 +336,8 @@ class IamService:
             given = request()
             if given.policy not in POLICIES:
                 raise InvalidRequest(f"policy must be one of {', '.join(POLICIES)}")
-            principal = await self._principal(organisation, given.principal)
             kind, scope = await self._scope(organisation, given)
+            principal = await self._principal(organisation, given.principal)
             binding = RoleBinding(
                 new_identity(BINDING_PREFIX), principal.identity, organisation.identity,
                 given.policy, kind, scope,

@@ -19,7 +19,14 @@ from coffer.audit.log import AuditLog
 from coffer.domain.keys import Key
 from coffer.domain.regions import Region
 from coffer.domain.tenants import Organisation, Principal, Project
-from coffer.errors import CofferError, Conflict, Internal, KmsNotEnabled, Unavailable
+from coffer.errors import (
+    CofferError,
+    Conflict,
+    Forbidden,
+    Internal,
+    KmsNotEnabled,
+    Unavailable,
+)
 from coffer.service.access import AccessService
 from coffer.service.context import Caller, RequestMeta
 from coffer.storage.repositories import KeyWrite
@@ -56,20 +63,28 @@ class Operation:
 
     async def authenticate(self) -> Principal:
         """Who is calling (spec §1.1 step 1), recorded in the audit event."""
-        principal = await self._access.authenticate(self._meta.token)
+        principal, _ = await self._authenticate()
+        return principal
+
+    async def _authenticate(self) -> tuple[Principal, str | None]:
+        principal, project = await self._access.authenticate_claims(self._meta.token)
         self.event.principal_identity = principal.identity
         self.event.principal_kind = principal.kind.value
-        return principal
+        return principal, project
 
     def in_organisation(self, organisation: Organisation, project: Project | None = None) -> None:
         self.event.organisation_identity = organisation.identity
         self.event.project_identity = project.identity if project is not None else None
 
     async def authorise(self, *, require_feature: bool = True) -> Caller:
-        principal = await self.authenticate()
-        caller = await self._access.caller(
-            principal, self._meta.organisation_ref, self._meta.project_ref
-        )
+        principal, claimed_project = await self._authenticate()
+        project_ref = self._meta.project_ref
+        if claimed_project is not None:
+            # An OpenID Connect token that names a project acts in that project only.
+            if project_ref is not None and project_ref != claimed_project:
+                raise Forbidden("the token is for another project")
+            project_ref = claimed_project
+        caller = await self._access.caller(principal, self._meta.organisation_ref, project_ref)
         self.in_organisation(caller.organisation, caller.project)
         if require_feature and not caller.organisation.kms_enabled:
             raise KmsNotEnabled()
