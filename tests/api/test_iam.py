@@ -248,3 +248,25 @@ def test_separation_of_duties(kms: Kms) -> None:
                        (f"{KEYS}/k/decrypt", {"ciphertext": sealed["ciphertext"]}),
                        (f"{KEYS}/k/export", None), (f"{KEYS}/k/disable", None)):  # fmt: skip
         error(kms.post(path, body, headers=reader), 403, "forbidden")
+
+
+def test_tokens_are_looked_up_by_digest_never_compared_as_strings(
+    kms: Kms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No token string is ever compared: the server hashes what it is given (SHA-256) and looks
+    the digest up in an index, so a timing difference can only ever reveal something about a
+    digest, which says nothing about any valid token."""
+    import hashlib
+
+    token, _ = app_token(kms, kms.org, "kms:ReadAccess")
+    asked: list[bytes] = []
+    real = kms.services.store.find_token
+
+    async def recording(digest: bytes) -> Any:
+        asked.append(digest)
+        return await real(digest)
+
+    monkeypatch.setattr(kms.services.store, "find_token", recording)
+    kms.services.access.forget_all()
+    ok(kms.get(KEYS, headers=as_org(kms, kms.org, token)))
+    assert asked == [hashlib.sha256(token.encode()).digest()]
