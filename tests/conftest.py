@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from coffer.iam.tokens import new_token, token_digest
 from coffer.scheduler.jobs import Scheduler
 from coffer.service.services import Services
 from coffer.service.tenants import Bootstrapped
+from tests.postgres import new_schema, private_cluster
 
 T = TypeVar("T")
 
@@ -161,12 +163,52 @@ class Kms:
         return created
 
 
+#: ``postgresql://user@host:port/db`` of a PostgreSQL cluster to run the suite on (each app gets a
+#: database of its own there); unset, every app uses SQLite in its data directory.
+TEST_DATABASE_URL = os.environ.get("COFFER_TEST_DATABASE_URL") or None
+CREATED_SCHEMAS: list[str] = []
+
+
+def fresh_database_url() -> str | None:
+    """A new, empty schema of the test cluster's database when the suite runs on PostgreSQL
+    (else ``None``): a schema per app is as isolated as a database and costs nothing to make."""
+    if TEST_DATABASE_URL is None:
+        return None
+    url = new_schema(TEST_DATABASE_URL)
+    CREATED_SCHEMAS.append(url.rsplit("%3D", 1)[1])
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[tuple[str, Path | None]]:
+    """A PostgreSQL cluster for tests of several nodes: the suite's (``COFFER_TEST_DATABASE_URL``)
+    or a private one; (URL of its ``postgres`` database, data directory if private)."""
+    if TEST_DATABASE_URL is not None:
+        yield TEST_DATABASE_URL, None
+        return
+    with private_cluster() as (url, data):
+        yield url, data
+
+
+def on_postgresql() -> bool:
+    return TEST_DATABASE_URL is not None
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for an in-process app. Its audit batches commit on a worker thread (one writer
     process per test would cost a Python start-up each); real servers in ``tests/e2e`` and
     ``tests/api/test_audit_writer.py`` use the writer process, the default."""
     overrides.setdefault("audit_writer", "thread")
+    if "database_url" not in overrides:
+        overrides["database_url"] = fresh_database_url()
     return Settings(data_dir=data_dir, regions=REGIONS, **overrides)
+
+
+def sync_engine(settings: Settings) -> Any:
+    """A plain SQLAlchemy engine on the settings' database (SQLite file or PostgreSQL)."""
+    from coffer.storage.database import create_sync_engine_for
+
+    return create_sync_engine_for(settings.url)
 
 
 def initialised(settings: Settings) -> Bootstrapped:
@@ -203,9 +245,10 @@ def no_secret_in_any_audit_record(tmp_path_factory: pytest.TempPathFactory) -> I
     """After the whole suite: every audit record of every database the tests made is searched
     for every plaintext, token and key the tests used."""
     yield
-    secrets = sorted(s for s in SUITE_SECRETS if len(s) >= MIN_SECRET_LENGTH)
+    wanted = sorted(s for s in SUITE_SECRETS if len(s) >= MIN_SECRET_LENGTH)
     scanned = 0
     found: list[str] = []
+    texts: list[tuple[str, list[str]]] = []
     for database in tmp_path_factory.getbasetemp().rglob("coffer.db"):
         connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
         try:
@@ -214,10 +257,22 @@ def no_secret_in_any_audit_record(tmp_path_factory: pytest.TempPathFactory) -> I
             continue  # a database a test corrupted on purpose, or one without the schema
         finally:
             connection.close()
-        text = "\n".join(row[0] for row in rows)
-        scanned += len(rows)
-        found += [f"{secret[:12]}… in {database}" for secret in secrets if secret in text]
-    if scanned and secrets:
+        texts.append((str(database), [row[0] for row in rows]))
+    if TEST_DATABASE_URL is not None and CREATED_SCHEMAS:
+        import psycopg
+
+        with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as connection:
+            for schema in CREATED_SCHEMAS:
+                try:
+                    rows = connection.execute(f'SELECT record FROM "{schema}".audit_events')
+                    texts.append((schema, [row[0] for row in rows.fetchall()]))
+                except psycopg.Error:
+                    continue  # a schema an app never migrated
+    for where, records in texts:
+        text = "\n".join(records)
+        scanned += len(records)
+        found += [f"{secret[:12]}… in {where}" for secret in wanted if secret in text]
+    if scanned and wanted:
         assert found == [], found
 
 

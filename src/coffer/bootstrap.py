@@ -33,6 +33,7 @@ from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
 from coffer.service.byok import WrappingKeys
 from coffer.service.caches import KeyCache
+from coffer.service.changes import Changes
 from coffer.service.crypto import CryptoService
 from coffer.service.iam import IamService
 from coffer.service.keyring import Keyring
@@ -49,6 +50,7 @@ from coffer.storage.database import (
     schema_revision,
     upgrade,
 )
+from coffer.storage.postgres import PgChangeBus, PgLease
 from coffer.storage.sql import SqlStore
 from coffer.storage.sql_audit import SqlAuditStore
 from coffer.storage.sql_iam import SqlIamStore
@@ -100,7 +102,7 @@ def build_services(
     timer: Callable[[], float] = time.monotonic,
     audit_sink: AuditSink | None = None,
 ) -> Services:
-    store = SqlStore(create_engine_for(settings.url))
+    store = SqlStore(create_engine_for(settings.url, settings.database_pool_size))
     root = root if root is not None else FileRootKey.load(settings.root_key_path)
     access = AccessService(
         store,
@@ -136,6 +138,8 @@ def build_services(
     )
     wrapping = WrappingKeys(store, root, clock, timer)
     tenants = TenantService(store, root, clock)
+    postgres = store.engine.dialect.name == "postgresql"
+    changes = Changes(scope.keys, keyring, access, PgChangeBus(settings.url) if postgres else None)
     keys = KeyService(store, operations, keyring, scope, wrapping, clock)
     lifecycle = LifecycleService(
         operations,
@@ -143,6 +147,7 @@ def build_services(
         scope,
         clock,
         retention=timedelta(days=settings.deletion_retention_days),
+        changes=changes,
     )
     return Services(
         settings=settings,
@@ -157,13 +162,15 @@ def build_services(
         audit_log=audit_log,
         audit_store=audit_store,
         tenants=tenants,
+        changes=changes,
+        lease=PgLease(settings.url) if postgres else None,
         iam=IamService(
             store,
             SqlIamStore(store),
             tenants,
             operations,
-            access,
             clock,
+            changes,
             oidc_issuer=settings.oidc.issuer if settings.oidc is not None else None,
         ),
     )
@@ -178,6 +185,8 @@ def build_scheduler(services: Services, clock: Callable[[], datetime] = utc_now)
         services.settings.scheduler_interval_seconds,
         audit_log=services.audit_log,
         audit_retention=timedelta(days=retention) if retention is not None else None,
+        lease=services.lease,
+        takeover_seconds=services.settings.scheduler_takeover_seconds,
     )
 
 
@@ -192,7 +201,10 @@ def build_app(
     the scheduler running in the background unless ``run_scheduler`` is false."""
     services = build_services(settings, clock=clock, **overrides)
     scheduler = build_scheduler(services, clock)
-    app = create_app(services, background=[scheduler.run_forever] if run_scheduler else [])
+    background = [services.changes.listen_forever]
+    if run_scheduler:
+        background.append(scheduler.run_forever)
+    app = create_app(services, background=background)
     app.state.scheduler = scheduler
     return app
 
@@ -217,6 +229,16 @@ async def initialise(settings: Settings) -> Bootstrapped:
         raise AlreadyInitialised(
             f"{data_dir} is already initialised ({existing[0].name} exists); nothing was changed"
         )
+    if settings.database_url is not None:
+        try:
+            current, _ = schema_revision(settings.url)
+        except DatabaseUnreadable as exc:
+            raise ConfigError(f"the database cannot be reached or read ({exc})") from None
+        if current is not None:
+            raise AlreadyInitialised(
+                "the database already holds a Coffer: to add a node, copy the root key of an "
+                "initialised node into this data directory instead; nothing was changed"
+            )
     created_dir = not data_dir.exists()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     made: list[Path] = []

@@ -20,10 +20,12 @@ FILE_SETTINGS = frozenset(
     {
         "regions",
         "cache_size",
+        "database_pool_size",
         "cache_ttl_seconds",
         "max_body_bytes",
         "log_level",
         "scheduler_interval_seconds",
+        "scheduler_takeover_seconds",
         "deletion_retention_days",
         "audit_sink",
         "audit_writer",
@@ -73,6 +75,8 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     database_url: str | None = None
+    #: PostgreSQL connections each server process keeps open (as many more are opened at peaks).
+    database_pool_size: int = 10
     #: Keys, tokens and memberships kept in memory, each.
     cache_size: int = 100_000
     #: Safety net: how long a cached key, token or membership is trusted without a change event.
@@ -82,6 +86,9 @@ class Settings:
     log_level: str = "info"
     #: How often the scheduler looks for keys due for rotation or purge.
     scheduler_interval_seconds: float = 3600.0
+    #: With several nodes on PostgreSQL, how often a node that does not run the background jobs
+    #: checks whether the node that does is gone (and takes over).
+    scheduler_takeover_seconds: float = 10.0
     #: How long a deleted key stays pending before it is purged (at least one day).
     deletion_retention_days: int = 30
     #: ``database`` (durable, hash-chained) or ``discard`` (only to measure what the audit costs).
@@ -106,7 +113,14 @@ class Settings:
 
     @property
     def url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.database_path}"
+        """The SQLAlchemy URL: embedded SQLite in the data directory, or the PostgreSQL of
+        ``database_url`` (``postgresql://…``, driven by psycopg)."""
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{self.database_path}"
+        for scheme in ("postgresql://", "postgres://"):
+            if self.database_url.startswith(scheme):
+                return "postgresql+psycopg://" + self.database_url.removeprefix(scheme)
+        return self.database_url
 
 
 def _regions(raw: Any, source: str) -> tuple[RegionSettings, ...]:
@@ -184,12 +198,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
         values["regions"] = _regions(raw["regions"], str(path))
     if "oidc" in raw:
         values["oidc"] = _oidc(raw["oidc"], str(path))
-    for name in ("cache_size", "max_body_bytes", "audit_checkpoint_every", "audit_retention_days"):
+    for name in (
+        "cache_size",
+        "database_pool_size",
+        "max_body_bytes",
+        "audit_checkpoint_every",
+        "audit_retention_days",
+    ):
         if name in raw:
             if not isinstance(raw[name], int) or isinstance(raw[name], bool) or raw[name] < 1:
                 raise ConfigError(f"{path}: '{name}' must be a positive integer")
             values[name] = raw[name]
-    for name in ("cache_ttl_seconds", "scheduler_interval_seconds"):
+    for name in ("cache_ttl_seconds", "scheduler_interval_seconds", "scheduler_takeover_seconds"):
         if name in raw:
             seconds = raw[name]
             if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
@@ -225,6 +245,7 @@ def load_settings(
     config_file: Path | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    database_url: str | None = None,
 ) -> Settings:
     values = read_config_file(config_file) if config_file is not None else {}
     if (tls_cert is None) != (tls_key is None):
@@ -235,5 +256,6 @@ def load_settings(
         port=port,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        database_url=database_url,
         **values,
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine, update
+from sqlalchemy import update
 
 from coffer.domain.permissions import ScopeKind
 from coffer.storage import schema
-from tests.conftest import Kms
+from tests.conftest import Kms, sync_engine
 
 KEYS = "/v1/kms/nl-01/keys"
 
@@ -75,7 +75,7 @@ def test_unknown_and_foreign_organisations_get_the_same_403(kms: Kms) -> None:
 
 def test_kms_feature_gate_blocks_everything_but_the_summary(kms: Kms) -> None:
     kms.create_key("app-encryption")
-    engine = create_engine(f"sqlite:///{kms.settings.database_path}")
+    engine = sync_engine(kms.settings)
     with engine.begin() as conn:
         conn.execute(update(schema.organisations).values(kms_enabled=False))
     engine.dispose()
@@ -156,7 +156,7 @@ def test_other_organisations_keys_are_invisible(kms: Kms) -> None:
         return boot.organisation.identity, boot.token
 
     # The bootstrap helper names its organisation "default"; give the second one its own slug.
-    engine = create_engine(f"sqlite:///{kms.settings.database_path}")
+    engine = sync_engine(kms.settings)
     with engine.begin() as conn:
         conn.execute(update(schema.organisations).values(slug="first"))
     engine.dispose()

@@ -6,18 +6,18 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from coffer.audit.verify import verify_chain
 from tests.api.test_access import error
-from tests.conftest import Kms
+from tests.conftest import Kms, on_postgresql, sync_engine
 
 KEYS = "/v1/kms/nl-01/keys"
 
 
 def records(kms: Kms) -> list[dict[str, Any]]:
     """Every stored record, oldest first, read straight from the database."""
-    engine = create_engine(f"sqlite:///{kms.settings.database_path}")
+    engine = sync_engine(kms.settings)
     try:
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT record FROM audit_events ORDER BY seq")).scalars()
@@ -27,13 +27,38 @@ def records(kms: Kms) -> list[dict[str, Any]]:
 
 
 def execute(kms: Kms, *statements: str) -> None:
-    engine = create_engine(f"sqlite:///{kms.settings.database_path}")
+    engine = sync_engine(kms.settings)
     try:
         with engine.begin() as conn:
             for statement in statements:
                 conn.execute(text(statement))
     finally:
         engine.dispose()
+
+
+def refuse_audit_inserts(kms: Kms) -> None:
+    """Make the audit table refuse every insert, as a full or read-only disk would."""
+    if on_postgresql():
+        execute(
+            kms,
+            "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'audit storage is read-only'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_events "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+        )
+    else:
+        execute(
+            kms,
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_events "
+            "BEGIN SELECT RAISE(ABORT, 'audit storage is read-only'); END",
+        )
+
+
+def allow_audit_inserts(kms: Kms) -> None:
+    if on_postgresql():
+        execute(kms, "DROP TRIGGER refuse ON audit_events", "DROP FUNCTION refuse_audit()")
+    else:
+        execute(kms, "DROP TRIGGER refuse")
 
 
 def verification(kms: Kms):  # type: ignore[no-untyped-def]
@@ -224,16 +249,12 @@ def test_reading_the_audit_needs_audit_read_access(kms: Kms) -> None:
 
 def test_the_log_fails_closed_when_it_cannot_be_written(kms: Kms) -> None:
     kms.create_key("k")
-    execute(
-        kms,
-        "CREATE TRIGGER refuse BEFORE INSERT ON audit_events "
-        "BEGIN SELECT RAISE(ABORT, 'audit storage is read-only'); END",
-    )
+    refuse_audit_inserts(kms)
     response = kms.post(f"{KEYS}/k/encrypt", {"plaintext": "c2VjcmV0"})
     error(response, 503, "unavailable")
     assert "ciphertext" not in response.text
     error(kms.post(f"{KEYS}/k/rotate"), 503, "unavailable")
-    execute(kms, "DROP TRIGGER refuse")
+    allow_audit_inserts(kms)
     assert kms.post(f"{KEYS}/k/encrypt", {"plaintext": "c2VjcmV0"}).status_code == 200
     assert verification(kms).ok
 
@@ -286,7 +307,7 @@ TAMPERING: dict[str, tuple[list[str], str]] = {
     "delete the oldest records up to a checkpoint": (
         ["DELETE FROM audit_events WHERE seq <= 5"], "records before 6 are missing"),
     "forge a checkpoint": (
-        ["UPDATE audit_checkpoints SET signature = zeroblob(64) WHERE seq = 5"],
+        ["UPDATE audit_checkpoints SET signature = hash WHERE seq = 5"],
         "checkpoint at record 5 has an invalid signature"),
 }  # fmt: skip
 
@@ -304,7 +325,7 @@ def test_a_rebuilt_chain_does_not_match_its_signed_checkpoints(chained: Kms) -> 
     """Someone who edits a record and recomputes every later hash is caught by a checkpoint."""
     from coffer.audit.chain import GENESIS, link
 
-    engine = create_engine(f"sqlite:///{chained.settings.database_path}")
+    engine = sync_engine(chained.settings)
     with engine.begin() as conn:
         rows = conn.execute(text("SELECT seq, record FROM audit_events ORDER BY seq")).all()
         prev = GENESIS
@@ -379,11 +400,7 @@ def test_a_lifecycle_change_is_never_stored_without_its_record(kms: Kms) -> None
     kms.create_key("gone")
     kms.client.delete(f"{KEYS}/gone", headers=kms.headers)
     before = {name: kms.get(f"{KEYS}/{name}").json() for name in ("k", "gone")}
-    execute(
-        kms,
-        "CREATE TRIGGER refuse BEFORE INSERT ON audit_events "
-        "BEGIN SELECT RAISE(ABORT, 'audit storage is read-only'); END",
-    )
+    refuse_audit_inserts(kms)
     error(kms.client.post(f"{KEYS}/k/disable", headers=kms.headers), 503, "unavailable")
     error(kms.client.post(f"{KEYS}/k/rotate", headers=kms.headers), 503, "unavailable")
     error(
@@ -397,7 +414,7 @@ def test_a_lifecycle_change_is_never_stored_without_its_record(kms: Kms) -> None
     kms.clock.advance(days=31)
     report = kms.run(kms.scheduler.run_once)
     assert report.purged == []
-    execute(kms, "DROP TRIGGER refuse")
+    allow_audit_inserts(kms)
     for name in ("k", "gone"):
         kms.services.lifecycle._scope.keys.invalidate(before[name]["identity"])
         assert kms.get(f"{KEYS}/{name}").json() == before[name]  # stored as it was

@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from coffer.domain.permissions import ScopeKind
 from coffer.errors import Unavailable
 from coffer.storage import schema, sql_writes
 from tests.api.test_access import error
-from tests.conftest import Kms
+from tests.conftest import Kms, sync_engine
 
 KEYS = "/v1/kms/nl-01/keys"
 
@@ -49,7 +49,7 @@ def parse_time(text: str) -> datetime:
 
 
 def stored_version_rows(kms: Kms, identity: str) -> int:
-    engine = create_engine(f"sqlite:///{kms.settings.database_path}")
+    engine = sync_engine(kms.settings)
     try:
         with engine.connect() as conn:
             count = conn.scalar(

@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
 from coffer.storage import schema
-from tests.conftest import Kms
+from tests.conftest import Kms, sync_engine
 
 KEYS = "/v1/kms/nl-01/keys"
 KEEP_CIPHERTEXTS = 6
@@ -151,7 +151,7 @@ class KeyLife(RuleBasedStateMachine):
 
     @invariant()
     def database_agrees_with_the_api(self) -> None:
-        engine = create_engine(f"sqlite:///{self.kms.settings.database_path}")
+        engine = sync_engine(self.kms.settings)
         try:
             with engine.connect() as conn:
                 row = conn.execute(

@@ -7,13 +7,13 @@ import stat
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import select, update
 
 from coffer.crypto.root import FileRootKey, RootKeyError
 from coffer.crypto.wrapping import Wrapper, kek_aad, key_version_aad
 from coffer.errors import KeyIntegrityError
 from coffer.storage import schema
-from tests.conftest import Kms
+from tests.conftest import Kms, sync_engine
 
 ROW = ("org-a", "kms-a", 1, "aes256-gcm96")
 
@@ -90,7 +90,7 @@ def test_swapping_wrapped_material_between_stored_keys_fails_closed(kms: Kms) ->
         "ciphertext"
     ]
 
-    engine = create_engine(f"sqlite:///{kms.settings.database_path}")
+    engine = sync_engine(kms.settings)
     versions = schema.key_versions
     with engine.begin() as conn:
         blob_of_second = conn.scalar(

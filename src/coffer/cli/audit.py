@@ -45,10 +45,15 @@ def _fail(message: str) -> typer.Exit:
 @app.command("verify")
 def verify(
     data_dir: Annotated[Path, typer.Option("--data-dir", envvar="COFFER_DATA_DIR")],
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False),
+    ] = None,
 ) -> None:
     """Walk the audit chain and its signed checkpoints; report the first broken link."""
     try:
-        result = asyncio.run(verify_audit(Settings(data_dir=data_dir)))
+        settings = Settings(data_dir=data_dir, database_url=database_url)
+        result = asyncio.run(verify_audit(settings))
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if not result.ok:

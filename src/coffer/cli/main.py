@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from coffer.bootstrap import build_services, initialise, open_data_dir
+from coffer.bootstrap import build_app, initialise, open_data_dir
 from coffer.cli import admin, audit
 from coffer.config import ConfigError, Settings, load_settings
 
@@ -34,6 +34,15 @@ class OutputFormat(StrEnum):
     JSON = "json"
 
 
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="COFFER_DATABASE_URL",
+        help="postgresql://user:password@host:port/db (default: SQLite in the data directory).",
+        show_default=False,
+    ),
+]
 DataDir = Annotated[
     Path,
     typer.Option("--data-dir", envvar="COFFER_DATA_DIR", help="Data directory of this Coffer."),
@@ -48,6 +57,7 @@ def _fail(message: str) -> typer.Exit:
 @app.command()
 def init(
     data_dir: DataDir,
+    database_url: DatabaseUrl = None,
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help="text, or json for scripts")
     ] = OutputFormat.TEXT,
@@ -55,7 +65,7 @@ def init(
     """Create a data directory: database, root key, organisation `default` and an admin token."""
     os.umask(0o077)  # the database and its journals are for the server's user alone
     try:
-        result = asyncio.run(initialise(Settings(data_dir=data_dir)))
+        result = asyncio.run(initialise(Settings(data_dir=data_dir, database_url=database_url)))
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if output is OutputFormat.JSON:
@@ -102,15 +112,20 @@ def serve(
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
     access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = False,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Serve the KMS API."""
     import uvicorn
 
-    from coffer.api.app import create_app
-
     try:
         settings = load_settings(
-            data_dir, host=host, port=port, config_file=config, tls_cert=tls_cert, tls_key=tls_key
+            data_dir,
+            host=host,
+            port=port,
+            config_file=config,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            database_url=database_url,
         )
         root = open_data_dir(settings)
     except ConfigError as exc:
@@ -126,7 +141,8 @@ def serve(
             "use --tls-cert and --tls-key, or a TLS-terminating proxy on the same host",
             host,
         )
-    app = create_app(build_services(settings, root=root))
+    # The app with its background jobs: automatic rotation, purge, audit checkpoints and pruning.
+    app = build_app(settings, root=root)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

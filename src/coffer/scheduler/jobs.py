@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from coffer.audit.log import AuditLog
 from coffer.errors import Conflict
 from coffer.service.lifecycle import LifecycleService
+from coffer.service.services import Lease
 from coffer.storage.repositories import Store
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ class Scheduler:
         *,
         audit_log: AuditLog | None = None,
         audit_retention: timedelta | None = None,
+        lease: Lease | None = None,
+        takeover_seconds: float = 10.0,
     ) -> None:
+        self._lease = lease
+        self._takeover = takeover_seconds
         self._store = store
         self._lifecycle = lifecycle
         self._clock = clock
@@ -95,17 +100,32 @@ class Scheduler:
         return report
 
     async def run_forever(self) -> None:
-        """Run a pass every interval until cancelled; a failed pass is logged and retried."""
+        """Run a pass every interval until cancelled; a failed pass is logged and retried.
+
+        With several nodes, only the node holding the lease runs passes; the others ask for it
+        every ``takeover_seconds``, so when the holder dies another node takes over within
+        that time and runs a pass at once."""
+        next_pass = 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                report = await self.run_once()
-                if report.rotated or report.purged:
-                    log.info(
-                        "scheduler: rotated %d, purged %d key(s)",
-                        len(report.rotated),
-                        len(report.purged),
-                    )
-            except Exception:
-                # The next pass retries; a database that is briefly away must not end the job.
-                log.exception("scheduler pass failed")
-            await asyncio.sleep(self._interval)
+            leader = self._lease is None or await self._lease.held()
+            if not leader:
+                next_pass = 0.0  # when the lease comes, run at once: the jobs may be late
+            elif loop.time() >= next_pass:
+                await self._pass()
+                next_pass = loop.time() + self._interval
+            wait = self._interval if self._lease is None else min(self._interval, self._takeover)
+            await asyncio.sleep(wait)
+
+    async def _pass(self) -> None:
+        try:
+            report = await self.run_once()
+            if report.rotated or report.purged:
+                log.info(
+                    "scheduler: rotated %d, purged %d key(s)",
+                    len(report.rotated),
+                    len(report.purged),
+                )
+        except Exception:
+            # The next pass retries; a database that is briefly away must not end the job.
+            log.exception("scheduler pass failed")

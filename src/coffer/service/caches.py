@@ -130,6 +130,10 @@ class KeyCache:
 
         return await self._keys.get_or_load(ref, load_and_register)
 
+    def clear(self) -> None:
+        self._keys.clear()
+        self._refs.clear()
+
     def invalidate(self, key_identity: str) -> None:
         for ref in self._refs.pop(key_identity, ()):
             self._keys.pop(ref)

@@ -41,7 +41,8 @@ from coffer.errors import (
     OrganisationRequired,
 )
 from coffer.iam.tokens import new_token, token_digest
-from coffer.service.access import MAX_REF_LENGTH, AccessService
+from coffer.service.access import MAX_REF_LENGTH
+from coffer.service.changes import Changes
 from coffer.service.context import Input, RequestMeta
 from coffer.service.operations import Operation, Operations
 from coffer.service.tenants import TenantService
@@ -97,17 +98,17 @@ class IamService:
         iam: IamStore,
         tenants: TenantService,
         operations: Operations,
-        access: AccessService,
         clock: Callable[[], datetime],
+        changes: Changes,
         *,
         oidc_issuer: str | None = None,
     ) -> None:
+        self._changes = changes
         self._oidc_issuer = oidc_issuer
         self._store = store
         self._iam = iam
         self._tenants = tenants
         self._ops = operations
-        self._access = access
         self._clock = clock
 
     # --- who may administer ---------------------------------------------------------------------
@@ -181,7 +182,7 @@ class IamService:
             changed = replace(found, kms_enabled=enabled, object_version=found.object_version + 1)
             async with self._store.transaction() as tx:
                 await tx.set_kms_enabled(changed)
-            self._access.forget_all()
+            await self._changes.access_changed()
             return changed
 
     # --- projects and service accounts ----------------------------------------------------------
@@ -283,7 +284,7 @@ class IamService:
             now = self._clock()
             async with self._store.transaction() as tx:
                 await tx.revoke_token(found.identity, now)
-            self._access.forget_all()
+            await self._changes.access_changed()
             return replace(found, revoked_at=now)
 
     # --- role bindings --------------------------------------------------------------------------
@@ -345,7 +346,7 @@ class IamService:
             op.event.resource_identity = binding.identity
             async with self._store.transaction() as tx:
                 await tx.add_binding(binding, self._clock())
-            self._access.forget_all()
+            await self._changes.access_changed()
             return binding
 
     async def unbind(self, meta: RequestMeta, identity: str) -> RoleBinding:
@@ -358,7 +359,7 @@ class IamService:
             op.event.resource_identity = identity
             async with self._store.transaction() as tx:
                 await tx.remove_binding(identity)
-            self._access.forget_all()
+            await self._changes.access_changed()
             return found[0]
 
     async def list_bindings(self, meta: RequestMeta) -> Sequence[RoleBinding]:

@@ -52,10 +52,10 @@ class Keyring:
     def remember(self, key: Key, version: int, handle: KeyHandle) -> None:
         self._handles.put((key.identity, version), handle)
 
-    def forget(self, key: Key) -> None:
+    def forget(self, key_identity: str, latest_version: int) -> None:
         """Drop every cached handle of a destroyed key."""
-        for version in range(1, key.latest_version + 1):
-            self._handles.pop((key.identity, version))
+        for version in range(1, latest_version + 1):
+            self._handles.pop((key_identity, version))
 
     async def material(self, key: Key, version: int) -> bytes:
         """One version's material, read from storage and unwrapped (never cached as bytes)."""

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from coffer.crypto.algorithms import algorithm_for
 from coffer.domain.keys import Key
 from coffer.domain.permissions import Action
+from coffer.service.changes import Changes
 from coffer.service.context import Input, RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.keys import Scoped
@@ -42,7 +43,9 @@ class LifecycleService:
         scope: KeyScope,
         clock: Callable[[], datetime],
         retention: timedelta,
+        changes: Changes,
     ) -> None:
+        self._changes = changes
         self._ops = operations
         self._keyring = keyring
         self._scope = scope
@@ -65,8 +68,8 @@ class LifecycleService:
         await op.commit(
             KeyWrite(update=rotated, new_version=(version, wrapped), quiet_if_refused=quiet)
         )
-        self._scope.keys.invalidate(rotated.identity)
         self._keyring.remember(rotated, version, handle)
+        await self._changes.key_changed(rotated)
         return rotated
 
     async def _change(
@@ -84,7 +87,7 @@ class LifecycleService:
             key = await self._scope.authorised_key(op, caller, region, key_ref, action)
             changed = change(key, self._clock())
             await op.commit(KeyWrite(update=changed))
-            self._scope.keys.invalidate(changed.identity)
+            await self._changes.key_changed(changed)
             return Scoped(changed, caller)
 
     # --- operations -----------------------------------------------------------------------------
@@ -161,5 +164,4 @@ class LifecycleService:
         async with self._ops.begin_system("kms.key.purge") as op:
             op.touch(key)
             await op.commit(KeyWrite(delete=key, quiet_if_refused=True))
-            self._scope.keys.invalidate(key.identity)
-            self._keyring.forget(key)
+            await self._changes.key_destroyed(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from coffer.audit.log import AuditLog
 from coffer.config import Settings
@@ -11,6 +12,7 @@ from coffer.crypto.root import RootKeyProvider
 from coffer.errors import CofferError
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
+from coffer.service.changes import Changes
 from coffer.service.crypto import CryptoService
 from coffer.service.iam import IamService
 from coffer.service.keyring import Keyring
@@ -20,6 +22,14 @@ from coffer.service.tenants import TenantService
 from coffer.storage.repositories import AuditStore, Store
 
 log = logging.getLogger(__name__)
+
+
+class Lease(Protocol):
+    async def held(self) -> bool:
+        """Whether this node holds the lease now (taking it if it is free)."""
+        ...
+
+    async def release(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +46,9 @@ class Services:
     audit_log: AuditLog | None
     audit_store: AuditStore
     tenants: TenantService
+    changes: Changes
+    #: The background jobs' lease among nodes (``None``: a single node, always the one).
+    lease: Lease | None
     iam: IamService
 
     async def ready(self) -> None:
@@ -50,5 +63,8 @@ class Services:
         except CofferError as exc:
             log.warning("the closing audit checkpoint could not be written: %s", exc.code)
         finally:
+            await self.changes.close()
+            if self.lease is not None:
+                await self.lease.release()
             await self.audit_store.close()
             await self.store.close()

@@ -36,9 +36,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine_for(url: str) -> AsyncEngine:
+#: How long connecting to PostgreSQL may take before the request answers 503.
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+def _pool_options(url: str, pool_size: int) -> dict[str, Any]:
+    if make_url(url).get_backend_name() != "postgresql":
+        return {}
+    # A connection the database dropped (a restart, a fail-over) is found out before use and
+    # replaced, so requests succeed again by themselves once the database is back.
+    return {
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_pre_ping": True,
+        "pool_timeout": CONNECT_TIMEOUT_SECONDS,
+        "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    }
+
+
+def create_engine_for(url: str, pool_size: int = 10) -> AsyncEngine:
     # Parameters stay out of logs and error texts: they include token digests and wrapped keys.
-    engine = create_async_engine(url, hide_parameters=True)
+    engine = create_async_engine(url, hide_parameters=True, **_pool_options(url, pool_size))
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
@@ -51,7 +69,7 @@ def create_sync_engine_for(url: str) -> Engine:
     so a writer never has to upgrade a read snapshot) and SQLAlchemy, not the driver, emits them,
     which savepoints need (the driver's own implicit transactions break them).
     """
-    engine = create_engine(_sync_url(url), hide_parameters=True)
+    engine = create_engine(_sync_url(url), hide_parameters=True, **_pool_options(url, 2))
     if engine.dialect.name == "sqlite":
 
         def connect(dbapi_connection: Any, record: Any) -> None:

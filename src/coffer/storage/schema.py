@@ -60,6 +60,15 @@ organisation_keks = Table(
     Column("created_at", Timestamp, nullable=False),
 )
 
+#: Cache invalidations between server processes on one SQLite file (PostgreSQL uses NOTIFY).
+change_events = Table(
+    "change_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("payload", String(200), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
 #: BYOK (spec §5.11): a region's RSA-4096 import key, private part wrapped by the root key.
 wrapping_keys = Table(
     "wrapping_keys",

@@ -1,0 +1,39 @@
+"""``coffer serve`` runs its background jobs: a scheduler pass signs an audit checkpoint of the
+chain as it stands, without waiting for the next thousand records."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.processes import ServeFactory, free_port, http_post, run_coffer
+
+pytestmark = pytest.mark.slow
+
+
+def checkpoints(data_dir: Path) -> list[int]:
+    connection = sqlite3.connect(f"file:{data_dir / 'coffer.db'}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in connection.execute("SELECT seq FROM audit_checkpoints")]
+    finally:
+        connection.close()
+
+
+def test_the_server_runs_the_scheduler(tmp_path: Path, serve: ServeFactory) -> None:
+    data_dir = tmp_path / "data"
+    boot = json.loads(run_coffer("init", "--data-dir", data_dir, "--output", "json").stdout)
+    config = tmp_path / "coffer.toml"
+    config.write_text("scheduler_interval_seconds = 0.5\n")
+    port = free_port()
+    serve("--data-dir", data_dir, "--port", str(port), "--config", config, port=port)
+    headers = {"Authorization": f"Bearer {boot['token']}", "X-Organisation-Identity": "default"}
+    status, _ = http_post(port, "/v1/kms/nl-01/keys", {"name": "k", "keyType": "hmac"}, headers)
+    assert status == 201
+    deadline = time.monotonic() + 10
+    while 1 not in checkpoints(data_dir):
+        assert time.monotonic() < deadline, "no scheduler pass signed a checkpoint"
+        time.sleep(0.2)
