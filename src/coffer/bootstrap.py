@@ -33,7 +33,7 @@ from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
 from coffer.service.byok import WrappingKeys
 from coffer.service.caches import KeyCache
-from coffer.service.changes import Changes
+from coffer.service.changes import ChangeBus, Changes
 from coffer.service.crypto import CryptoService
 from coffer.service.iam import IamService
 from coffer.service.keyring import Keyring
@@ -41,7 +41,7 @@ from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
 from coffer.service.operations import Operations
 from coffer.service.scope import KeyScope
-from coffer.service.services import Services
+from coffer.service.services import Lease, Services
 from coffer.service.tenants import Bootstrapped, TenantService
 from coffer.storage.database import (
     DatabaseUnreadable,
@@ -54,7 +54,10 @@ from coffer.storage.postgres import PgChangeBus, PgLease
 from coffer.storage.sql import SqlStore
 from coffer.storage.sql_audit import SqlAuditStore
 from coffer.storage.sql_iam import SqlIamStore
+from coffer.storage.sqlite_changes import FileLease, SqliteChangeBus
 
+#: The lock file whose holder runs the background jobs when several workers share SQLite.
+JOBS_LOCK_FILE = "jobs.lock"
 SQLITE_FILES = ("", "-wal", "-shm", "-journal")
 
 
@@ -92,6 +95,17 @@ def regions_of(settings: Settings) -> list[Region]:
         )
         for r in settings.regions
     ]
+
+
+def _coordination(settings: Settings, store: SqlStore) -> tuple[ChangeBus | None, Lease | None]:
+    """How this process keeps its caches coherent with, and shares the background jobs among,
+    the other processes on its database: PostgreSQL's NOTIFY and advisory lock; on SQLite with
+    several workers, a polled table and a file lock; alone on SQLite, nothing to share."""
+    if store.engine.dialect.name == "postgresql":
+        return PgChangeBus(settings.url), PgLease(settings.url)
+    if settings.workers > 1:
+        return SqliteChangeBus(store.engine), FileLease(settings.data_dir / JOBS_LOCK_FILE)
+    return None, None
 
 
 def build_services(
@@ -138,8 +152,8 @@ def build_services(
     )
     wrapping = WrappingKeys(store, root, clock, timer)
     tenants = TenantService(store, root, clock)
-    postgres = store.engine.dialect.name == "postgresql"
-    changes = Changes(scope.keys, keyring, access, PgChangeBus(settings.url) if postgres else None)
+    bus, lease = _coordination(settings, store)
+    changes = Changes(scope.keys, keyring, access, bus)
     keys = KeyService(store, operations, keyring, scope, wrapping, clock)
     lifecycle = LifecycleService(
         operations,
@@ -163,7 +177,7 @@ def build_services(
         audit_store=audit_store,
         tenants=tenants,
         changes=changes,
-        lease=PgLease(settings.url) if postgres else None,
+        lease=lease,
         iam=IamService(
             store,
             SqlIamStore(store),

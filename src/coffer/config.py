@@ -75,6 +75,8 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     database_url: str | None = None
+    #: Server processes behind the one port (``coffer serve --workers``).
+    workers: int = 1
     #: PostgreSQL connections each server process keeps open (as many more are opened at peaks).
     database_pool_size: int = 10
     #: Keys, tokens and memberships kept in memory, each.
@@ -246,8 +248,11 @@ def load_settings(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     database_url: str | None = None,
+    workers: int = 1,
 ) -> Settings:
     values = read_config_file(config_file) if config_file is not None else {}
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("--tls-cert and --tls-key must be given together")
     return Settings(
@@ -257,5 +262,6 @@ def load_settings(
         tls_cert=tls_cert,
         tls_key=tls_key,
         database_url=database_url,
+        workers=workers,
         **values,
     )

@@ -12,7 +12,7 @@ import logging
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -113,6 +113,9 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
     access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = False,
     database_url: DatabaseUrl = None,
+    workers: Annotated[
+        int, typer.Option(envvar="COFFER_WORKERS", help="Server processes behind the port.")
+    ] = 1,
 ) -> None:
     """Serve the KMS API."""
     import uvicorn
@@ -126,6 +129,7 @@ def serve(
             tls_cert=tls_cert,
             tls_key=tls_key,
             database_url=database_url,
+            workers=workers,
         )
         root = open_data_dir(settings)
     except ConfigError as exc:
@@ -141,23 +145,32 @@ def serve(
             "use --tls-cert and --tls-key, or a TLS-terminating proxy on the same host",
             host,
         )
-    # The app with its background jobs: automatic rotation, purge, audit checkpoints and pruning.
-    app = build_app(settings, root=root)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-            log_level=settings.log_level.lower(),
-            access_log=access_log,
-            server_header=False,
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "ssl_certfile": str(settings.tls_cert) if settings.tls_cert else None,
+        "ssl_keyfile": str(settings.tls_key) if settings.tls_key else None,
+        "log_level": settings.log_level.lower(),
+        "access_log": access_log,
+        "server_header": False,
+    }
+    if settings.workers > 1:
+        # Each worker builds its own app (coffer.asgi) from these settings; the schema is
+        # already current (open_data_dir above), so no two workers migrate at once.
+        os.environ.update(
+            COFFER_DATA_DIR=str(data_dir.resolve()),
+            COFFER_WORKERS=str(settings.workers),
+            COFFER_CONFIG=str(config.resolve()) if config else "",
+            COFFER_DATABASE_URL=database_url or "",
         )
-    )
-    server.run()
+        uvicorn.run(
+            "coffer.asgi:from_environment", factory=True, workers=settings.workers, **options
+        )
+        return
+    # The app with its background jobs: automatic rotation, purge, audit checkpoints and pruning.
+    uvicorn.Server(uvicorn.Config(build_app(settings, root=root), **options)).run()
 
 
 app.add_typer(audit.app, name="audit")
