@@ -27,7 +27,7 @@ from coffer.storage.sql_audit import SqlAuditStore
 
 
 async def _run(settings: Settings, requests: IO[bytes], replies: IO[bytes]) -> None:
-    store = SqlStore(create_engine_for(settings.url))
+    store = SqlStore(create_engine_for(settings.url, pool_size=1))
     audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
     try:
         committer = BatchCommitter(

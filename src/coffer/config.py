@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DATABASE_FILE = "coffer.db"
 ROOT_KEY_FILE = "root.key"
@@ -171,8 +172,11 @@ def _oidc(raw: Any, source: str) -> OidcSettings:
         if name in raw and not isinstance(raw[name], str):
             raise ConfigError(f"{where}: '{name}' must be a string")
     url = raw.get("jwks_url")
-    if url is not None and not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-        raise ConfigError(f"{where}: 'jwks_url' must be https (or http on this host)")
+    if url is not None:
+        parsed = urlsplit(url)
+        local = parsed.scheme == "http" and parsed.hostname in ("127.0.0.1", "localhost", "::1")
+        if not (parsed.scheme == "https" or local) or parsed.username or not parsed.hostname:
+            raise ConfigError(f"{where}: 'jwks_url' must be https (or http on this host)")
     return OidcSettings(
         issuer=raw["issuer"],
         audience=raw["audience"],

@@ -32,7 +32,7 @@ def new_org(kms: Kms, name: str = "Acme Corp") -> dict[str, Any]:
 def app_token(kms: Kms, org: str, policy: str, **scope: str) -> tuple[str, dict[str, Any]]:
     """A service account with ``policy`` (on ``scope``) in ``org``, and a token for it."""
     headers = as_org(kms, org)
-    account = ok(kms.post("/v1/iam/service-accounts", {"name": f"app-{policy}-{len(scope)}"},
+    account = ok(kms.post("/v1/iam/service-accounts", {"name": f"app-{policy.replace(':', '-')}-{len(scope)}"},
                           headers=headers), 201)  # fmt: skip
     ok(kms.post("/v1/iam/role-bindings",
                 {"principal": account["identity"], "policy": policy, **scope},
@@ -164,6 +164,8 @@ def test_expired_tokens_are_refused(kms: Kms) -> None:
      ("/v1/iam/role-bindings", {"principal": "app", "policy": "kms:ReadAccess", "project": "web", "key": "k"}, "invalid_request"),
      ("/v1/iam/tokens", {"serviceAccount": "nobody"}, "invalid_request"),
      ("/v1/iam/tokens", {"serviceAccount": "app", "expiresInSeconds": 0}, "invalid_request"),
+     ("/v1/iam/tokens", {"serviceAccount": "app", "expiresInSeconds": 10**15}, "invalid_request"),
+     ("/v1/iam/service-accounts", {"name": "oidc:alice"}, "invalid_request"),
      ("/v1/iam/service-accounts", {"name": "app"}, "conflict"),
      ("/v1/iam/service-accounts", {"name": ""}, "invalid_request"),
      ("/v1/projects", {"name": "Web"}, "conflict"),

@@ -187,3 +187,13 @@ def test_the_jwks_can_be_served_over_http(tmp_path: Path) -> None:
 def test_without_an_issuer_configured_a_jwt_is_just_an_unknown_token(settings: Any) -> None:
     for kms in open_kms(settings, initialised(settings)):
         error(kms.get(KEYS, headers=as_user(kms, mint("alice"))), 401, "unauthenticated")
+
+
+def test_a_token_limited_to_a_project_cannot_administer_the_organisation(kms: Kms) -> None:
+    kms.add_project("web")
+    bind(kms, "oidc:erin", "iam:Admin")
+    assert kms.get("/v1/projects", headers=as_user(kms, mint("erin"))).status_code == 200
+    limited = as_user(kms, mint("erin", coffer_project="web"))
+    error(kms.get("/v1/projects", headers=limited), 403, "forbidden")
+    error(kms.post("/v1/iam/role-bindings", {"principal": "oidc:erin", "policy": "kms:FullAccess"},
+                   headers=limited), 403, "forbidden")  # fmt: skip

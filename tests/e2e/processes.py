@@ -26,6 +26,33 @@ ServeFactory = Callable[..., None]
 """The ``serve`` fixture: ``serve(*args, port=..., env=None)`` starts ``coffer serve <args>``."""
 
 
+#: On a PostgreSQL run (``COFFER_TEST_DATABASE_URL``), each data directory's schema.
+_DATABASES: dict[Path, str] = {}
+
+
+def database_env(args: tuple[str | Path, ...], env: dict[str, str] | None = None) -> dict[str, str]:
+    """On a PostgreSQL run, ``COFFER_DATABASE_URL`` of the data directory the arguments (or
+    ``COFFER_DATA_DIR``) name: ``init`` and ``serve`` of one directory share one database, as an
+    operator's would."""
+    from tests.conftest import CREATED_SCHEMAS, TEST_DATABASE_URL
+    from tests.postgres import new_schema
+
+    argv = [str(arg) for arg in args]
+    if TEST_DATABASE_URL is None:
+        return {}
+    if "--data-dir" in argv[:-1]:
+        named = argv[argv.index("--data-dir") + 1]
+    elif env is not None and env.get("COFFER_DATA_DIR"):
+        named = env["COFFER_DATA_DIR"]
+    else:
+        return {}
+    data_dir = Path(named).resolve()
+    if data_dir not in _DATABASES:
+        _DATABASES[data_dir] = new_schema(TEST_DATABASE_URL)
+        CREATED_SCHEMAS.append(_DATABASES[data_dir].rsplit("%3D", 1)[1])
+    return {"COFFER_DATABASE_URL": _DATABASES[data_dir]}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The test's environment without proxies (curl would route 127.0.0.1 through one) and
     without ``COFFER_*`` settings a developer may have exported."""
@@ -52,11 +79,14 @@ def run_coffer(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``coffer`` to completion (a ``serve`` that should fail but starts is killed by the
     timeout rather than hanging the suite)."""
+    env = env if env is not None else clean_env()
+    if "COFFER_DATABASE_URL" not in env:
+        env = {**env, **database_env(args, env)}
     return subprocess.run(
         [str(COFFER), *map(str, args)],
         capture_output=True,
         text=True,
-        env=env if env is not None else clean_env(),
+        env=env,
         stdin=subprocess.DEVNULL,
         timeout=timeout,
         check=False,
@@ -99,7 +129,7 @@ def start_serve(
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env=clean_env(**(env or {})),
+            env=clean_env(**{**database_env(args, env), **(env or {})}),
         )
 
 
@@ -138,3 +168,13 @@ def wait_until_healthy(process: subprocess.Popen[bytes], port: int, log: Path) -
         f"coffer serve did not answer /healthz within {STARTUP_DEADLINE_SECONDS:.0f} s "
         f"(last attempt: {last_error}); its output:\n{log.read_text(errors='replace')}"
     )
+
+
+def open_database(data_dir: Path) -> Any:
+    """A SQLAlchemy engine on the database of ``data_dir``: its SQLite file, or on a PostgreSQL
+    run the schema its ``init`` used."""
+    from coffer.config import Settings
+    from coffer.storage.database import create_sync_engine_for
+
+    url = _DATABASES.get(data_dir.resolve())
+    return create_sync_engine_for(Settings(data_dir=data_dir, database_url=url).url)

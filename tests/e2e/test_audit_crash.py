@@ -8,7 +8,6 @@ import base64
 import http.client
 import json
 import signal
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -17,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.e2e.processes import (
     ServeFactory,
     free_port,
     http_post,
+    open_database,
     run_coffer,
     start_serve,
     stop,
@@ -65,11 +66,12 @@ def create_key(port: int, coffer: Initialised) -> None:
 
 def audit_records(data_dir: Path) -> list[dict[str, Any]]:
     """Every audit record, in chain order, read straight from the database (server stopped)."""
-    connection = sqlite3.connect(data_dir / "coffer.db")
+    engine = open_database(data_dir)
     try:
-        rows = connection.execute("SELECT record FROM audit_events ORDER BY seq").fetchall()
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT record FROM audit_events ORDER BY seq")).all()
     finally:
-        connection.close()
+        engine.dispose()
     return [json.loads(record) for (record,) in rows]
 
 
@@ -251,19 +253,22 @@ def test_audit_verify_reports_an_intact_chain_then_the_changed_record(
     assert out.startswith("audit chain intact: 4 record(s) up to 4"), out
     assert err == ""
 
-    database = coffer.data_dir / "coffer.db"
-    connection = sqlite3.connect(database)
+    engine = open_database(coffer.data_dir)
     try:
-        (record,) = connection.execute("SELECT record FROM audit_events WHERE seq = 2").fetchone()
-        assert json.loads(record)["action"] == "kms.encrypt"
-        with connection:
+        with engine.begin() as connection:
+            (record,) = connection.execute(
+                text("SELECT record FROM audit_events WHERE seq = 2")
+            ).one()
+            assert json.loads(record)["action"] == "kms.encrypt"
             changed = connection.execute(
-                "UPDATE audit_events SET record = replace(record, 'kms.encrypt', 'kms.decrypt') "
-                "WHERE seq = 2"
+                text(
+                    "UPDATE audit_events SET record = replace(record, 'kms.encrypt', "
+                    "'kms.decrypt') WHERE seq = 2"
+                )
             )
             assert changed.rowcount == 1
     finally:
-        connection.close()
+        engine.dispose()
 
     code, out, err = verify(coffer.data_dir)
     assert code == 1, (out, err)

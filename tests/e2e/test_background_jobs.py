@@ -4,23 +4,24 @@ chain as it stands, without waiting for the next thousand records."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from tests.e2e.processes import ServeFactory, free_port, http_post, run_coffer
+from tests.e2e.processes import ServeFactory, free_port, http_post, open_database, run_coffer
 
 pytestmark = pytest.mark.slow
 
 
 def checkpoints(data_dir: Path) -> list[int]:
-    connection = sqlite3.connect(f"file:{data_dir / 'coffer.db'}?mode=ro", uri=True)
+    engine = open_database(data_dir)
     try:
-        return [row[0] for row in connection.execute("SELECT seq FROM audit_checkpoints")]
+        with engine.connect() as connection:
+            return [row[0] for row in connection.execute(text("SELECT seq FROM audit_checkpoints"))]
     finally:
-        connection.close()
+        engine.dispose()
 
 
 def test_the_server_runs_the_scheduler(tmp_path: Path, serve: ServeFactory) -> None:

@@ -85,6 +85,7 @@ def test_init_creates_a_32_byte_root_key_readable_only_by_its_owner(shared: Init
     assert stat.S_IMODE(shared.data_dir.stat().st_mode) == 0o700
 
 
+@pytest.mark.sqlite_only
 def test_init_refuses_an_initialised_directory_and_changes_nothing(fresh: Initialised) -> None:
     before = snapshot(fresh.data_dir)
     assert {"coffer.db", "root.key"} <= set(before)
@@ -125,6 +126,7 @@ def test_serve_refuses_to_start_without_the_root_key_file(fresh: Initialised) ->
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.sqlite_only
 def test_serve_refuses_a_database_file_that_is_not_a_database(fresh: Initialised) -> None:
     database = fresh.data_dir / "coffer.db"
     database.write_bytes(random.Random(0).randbytes(5000))
@@ -136,6 +138,7 @@ def test_serve_refuses_a_database_file_that_is_not_a_database(fresh: Initialised
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.sqlite_only
 def test_serve_refuses_an_empty_database_file_without_writing_to_it(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -13,6 +13,7 @@ import base64
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from starlette.testclient import TestClient
 
@@ -90,6 +91,7 @@ def unwrapped_material(
     return secrets
 
 
+@pytest.mark.sqlite_only
 def test_data_directory_never_holds_unwrapped_key_material(settings: Settings) -> None:
     boot = initialised(settings)
     with TestClient(build_app(settings), raise_server_exceptions=False) as client:

@@ -199,3 +199,18 @@ def test_one_node_runs_the_jobs_and_another_takes_over(cluster: dict[str, Any]) 
     finally:
         for node in nodes:
             stop(node.process)
+
+
+def test_a_second_init_on_the_same_database_refuses_and_changes_nothing(
+    cluster: dict[str, Any],
+) -> None:
+    again = run_coffer("init", "--data-dir", cluster["tmp"] / "node-c",
+                       env=clean_env(COFFER_DATABASE_URL=cluster["url"]))  # fmt: skip
+    assert again.returncode == 1
+    assert "already holds a Coffer" in again.stderr
+    assert not (cluster["tmp"] / "node-c").exists()
+    with psycopg.connect(cluster["url"]) as connection:
+        (organisations,) = connection.execute("SELECT count(*) FROM organisations").fetchone() or (
+            0,
+        )
+    assert organisations == 1

@@ -104,6 +104,8 @@ def test_the_documented_oidc_section_loads(tmp_path: Path) -> None:
         '[oidc]\nissuer = "https://i"\naudience = "coffer"',
         '[oidc]\nissuer = "https://i"\naudience = "c"\njwks_file = "j"\njwks_url = "https://j"',
         '[oidc]\nissuer = "https://i"\naudience = "c"\njwks_url = "http://example.com/j"',
+        '[oidc]\nissuer = "https://i"\naudience = "c"\njwks_url = "http://localhost.evil.test/j"',
+        '[oidc]\nissuer = "https://i"\naudience = "c"\njwks_url = "http://127.0.0.1@evil.test/j"',
         '[oidc]\nissuer = "https://i"\naudience = "c"\njwks_file = "j"\nalgorithms = ["none"]',
         'oidc = "yes"',
     ],

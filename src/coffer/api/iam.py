@@ -24,7 +24,14 @@ from coffer.api.schemas import (
 )
 from coffer.domain.permissions import RoleBinding, ScopeKind
 from coffer.domain.tenants import Organisation, Principal, Project, TokenInfo
-from coffer.service.iam import BindingSpec, IamService, OrganisationSpec, TokenSpec
+from coffer.errors import InvalidRequest
+from coffer.service.iam import (
+    MAX_TOKEN_LIFETIME,
+    BindingSpec,
+    IamService,
+    OrganisationSpec,
+    TokenSpec,
+)
 
 
 def _iam(request: Request) -> IamService:
@@ -159,9 +166,11 @@ async def create_token(request: Request) -> Response:
     def given() -> TokenSpec:
         parsed = body.decode(CreateTokenRequest)
         seconds = parsed.expires_in_seconds
-        return TokenSpec(
-            parsed.service_account, timedelta(seconds=seconds) if seconds is not None else None
-        )
+        if seconds is None:
+            return TokenSpec(parsed.service_account)
+        if not 1 <= seconds <= MAX_TOKEN_LIFETIME.total_seconds():
+            raise InvalidRequest("expiresInSeconds must be between 1 and 315360000 (3650 days)")
+        return TokenSpec(parsed.service_account, timedelta(seconds=seconds))
 
     created = await _iam(request).create_token(meta, given)
     return http.json(

@@ -1,9 +1,8 @@
 """``BatchCommitter``: turns a batch of audit events (and the key changes that go with them) into
 hash-chained rows and commits them in one transaction.
 
-It keeps the chain's head between batches, so a batch costs one transaction and no read. When
-another writer extended the chain meanwhile, the compare-and-swap on the head fails, and the
-batch is relinked on the head as it now stands.
+Each batch's transaction locks the chain's head first and links the batch onto it, so writers
+on several processes or nodes take turns without retries, in one lock order (no deadlocks).
 """
 
 from __future__ import annotations
@@ -15,10 +14,8 @@ from typing import Protocol
 from coffer.audit.chain import checkpoint_message, row_of
 from coffer.audit.events import AuditEvent
 from coffer.domain.audit import ChainRow, Checkpoint
-from coffer.errors import CofferError, Unavailable
+from coffer.errors import CofferError
 from coffer.storage.repositories import AuditStore, KeyWrite
-
-_HEAD_RETRIES = 5
 
 #: One entry of a batch: the event, and the key change committed with it (if any).
 Entry = tuple[AuditEvent, KeyWrite | None]
@@ -65,50 +62,39 @@ class BatchCommitter:
         self._clock = clock
         self._status_of = status_of
         self._every = checkpoint_every
-        self._head: tuple[int, bytes] | None = None
 
     def reset(self) -> None:
-        self._head = None
+        return None  # nothing is remembered between batches: each reads the head it locks
 
     async def close(self) -> None:
         return None
 
     async def commit(self, batch: Sequence[Entry]) -> Sequence[CofferError | None]:
-        for _ in range(_HEAD_RETRIES):
-            if self._head is None:
-                self._head = await self._store.audit_head()
-            start = self._head
-            made: list[tuple[int, bytes, Sequence[CofferError | None]]] = []
+        made: list[Sequence[CofferError | None]] = []
 
-            def build(
-                outcomes: Sequence[CofferError | None],
-                start: tuple[int, bytes] = start,
-                made: list[tuple[int, bytes, Sequence[CofferError | None]]] = made,
-            ) -> tuple[Sequence[ChainRow], Checkpoint | None]:
-                # Runs inside the transaction, once the changes' outcomes are known.
-                seq, prev = start
-                rows: list[ChainRow] = []
-                for (event, change), refused in zip(batch, outcomes, strict=True):
-                    if refused is not None and change is not None and change.quiet_if_refused:
-                        continue  # a race another node won: nothing happened here
-                    if change is not None:  # decided now (again, on a retry)
-                        event.outcome = "success" if refused is None else "failure"
-                        event.error_code = None if refused is None else refused.code
-                        event.status = self._status_of(event.action, refused)
-                    seq += 1
-                    row = row_of(event, seq, prev)
-                    rows.append(row)
-                    prev = row.hash
-                checkpoint = None
-                if rows and seq // self._every > start[0] // self._every:
-                    checkpoint = checkpoint_of(self._signer, seq, prev, self._clock())
-                made.append((seq, prev, outcomes))
-                return rows, checkpoint
+        def build(
+            outcomes: Sequence[CofferError | None], start: tuple[int, bytes]
+        ) -> tuple[Sequence[ChainRow], Checkpoint | None]:
+            # Runs inside the transaction, once the changes' outcomes are known and the head is
+            # locked.
+            seq, prev = start
+            rows: list[ChainRow] = []
+            for (event, change), refused in zip(batch, outcomes, strict=True):
+                if refused is not None and change is not None and change.quiet_if_refused:
+                    continue  # a race another node won: nothing happened here
+                if change is not None:
+                    event.outcome = "success" if refused is None else "failure"
+                    event.error_code = None if refused is None else refused.code
+                    event.status = self._status_of(event.action, refused)
+                seq += 1
+                row = row_of(event, seq, prev)
+                rows.append(row)
+                prev = row.hash
+            checkpoint = None
+            if rows and seq // self._every > start[0] // self._every:
+                checkpoint = checkpoint_of(self._signer, seq, prev, self._clock())
+            made.append(outcomes)
+            return rows, checkpoint
 
-            changes = [change for _, change in batch]
-            if await self._store.append_audit(start[0], changes, build):
-                seq, prev, outcomes = made[-1]
-                self._head = (seq, prev)
-                return outcomes
-            self._head = None  # another writer extended the chain: read its head and relink
-        raise Unavailable("the audit chain head keeps moving")
+        await self._store.append_audit([change for _, change in batch], build)
+        return made[-1]

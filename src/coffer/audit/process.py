@@ -25,6 +25,9 @@ from coffer.errors import CofferError, Unavailable
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
+#: How long a batch may take (a stuck disk or database) before the writer is replaced and the
+#: batch's requests answer 503.
+ANSWER_TIMEOUT_SECONDS = 30.0
 #: How long a writer may take to finish its batch and exit when the server stops.
 _CLOSE_TIMEOUT = 10.0
 
@@ -73,14 +76,17 @@ class ProcessCommitter:
             assert process.stdin is not None
             assert process.stdout is not None
             try:
-                process.stdin.write(frame(list(batch)))
-                await process.stdin.drain()
-                (size,) = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))
-                answer = await process.stdout.readexactly(size)
+                async with asyncio.timeout(ANSWER_TIMEOUT_SECONDS):
+                    process.stdin.write(frame(list(batch)))
+                    await process.stdin.drain()
+                    (size,) = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))
+                    answer = await process.stdout.readexactly(size)
                 kind, value = pickle.loads(answer)  # noqa: S301 - our own child's private pipe
-            except (ConnectionError, asyncio.IncompleteReadError) as exc:
-                log.error("the audit writer process stopped; it is started again on next use")
-                await self._stop(process)
+            except (ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                log.error("the audit writer process stopped or hangs; a new one starts on next use")
+                process.kill()
+                await process.wait()
+                self._process = None
                 raise Unavailable("the audit log cannot be written") from exc
         if kind != "ok":
             raise Unavailable(f"the audit log cannot be written ({value})")

@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 
 from coffer.config import OidcSettings
-from coffer.errors import Unauthenticated
+from coffer.errors import Unauthenticated, Unavailable
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
               "EdDSA"]  # fmt: skip
@@ -62,9 +62,15 @@ class OidcVerifier:
     def verify(self, token: str) -> OidcClaims:
         """The token's claims, or ``Unauthenticated`` (blocking: a JWKS URL may be fetched)."""
         try:
+            key = self._signing_key(token)
+        except jwt.PyJWKClientConnectionError:
+            raise Unavailable("the identity provider's signing keys cannot be fetched") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise Unauthenticated() from None
+        try:
             claims = jwt.decode(
                 token,
-                self._signing_key(token),
+                key,
                 algorithms=ALGORITHMS,
                 audience=self._settings.audience,
                 issuer=self._settings.issuer,

@@ -108,7 +108,11 @@ class Scheduler:
         next_pass = 0.0
         loop = asyncio.get_running_loop()
         while True:
-            leader = self._lease is None or await self._lease.held()
+            try:
+                leader = self._lease is None or await self._lease.held()
+            except Exception:
+                log.exception("the background jobs' lease could not be checked")
+                leader = False
             if not leader:
                 next_pass = 0.0  # when the lease comes, run at once: the jobs may be late
             elif loop.time() >= next_pass:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from coffer.domain.identity import user_identity
@@ -37,6 +38,9 @@ class AccessService:
         self._store = store
         self._clock = clock
         self._oidc = oidc
+        self._oidc_threads = (
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="coffer-oidc") if oidc else None
+        )
         self._tokens: Cache[bytes, TokenRecord] = Cache(cache_size, cache_ttl, timer)
         # Unknown tokens are remembered briefly, so that a flood of bad tokens is not a flood of
         # database reads. A new token cannot be among them: it is 256 fresh random bits.
@@ -55,7 +59,18 @@ class AccessService:
         if not token or len(token) > MAX_OIDC_TOKEN_LENGTH:
             raise Unauthenticated()
         if self._oidc is not None and looks_like_jwt(token):
-            claims = await asyncio.to_thread(self._oidc.verify, token)
+            digest = token_digest(token)
+            if self._unknown.get(digest):
+                raise Unauthenticated()
+            try:
+                # Its own few threads: a slow identity provider must not hold up the threads
+                # that RSA, key generation and the audit log use.
+                claims = await asyncio.get_running_loop().run_in_executor(
+                    self._oidc_threads, self._oidc.verify, token
+                )
+            except Unauthenticated:
+                self._unknown.put(digest, True)
+                raise
             user = Principal(
                 identity=user_identity(claims.issuer, claims.subject),
                 kind=PrincipalKind.USER,

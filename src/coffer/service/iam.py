@@ -122,7 +122,9 @@ class IamService:
     async def _organisation(self, op: Operation, ref: str | None) -> Organisation:
         """The organisation ``ref`` if the caller administers it (403 otherwise, also when it
         does not exist: never reveal which)."""
-        principal = await op.authenticate()
+        principal, project = await op.authenticate_claims()
+        if project is not None:
+            raise Forbidden("a token for one project cannot administer the organisation")
         if not ref:
             raise OrganisationRequired()
         organisation = (
@@ -213,10 +215,14 @@ class IamService:
     async def create_service_account(self, meta: RequestMeta, name: Input[str]) -> Principal:
         async with self._ops.begin(meta, "iam.service_account.create") as op:
             organisation = await self._organisation(op, meta.organisation_ref)
+            given = _check_name(name())
+            if ":" in given:
+                # ``oidc:<subject>`` names a user in bindings; no account may look like one.
+                raise InvalidRequest("a service account name must not contain ':'")
             account = Principal(
                 identity=new_identity(SERVICE_ACCOUNT_PREFIX),
                 kind=PrincipalKind.SERVICE_ACCOUNT,
-                name=_check_name(name()),
+                name=given,
                 platform_admin=False,
                 created_at=self._clock(),
                 organisation_identity=organisation.identity,

@@ -65,11 +65,15 @@ class LifecycleService:
         # One transaction, with the audit record: the key row moves to version N+1 only together
         # with the new version's row; the (key, version) primary key makes a concurrent rotation
         # to N+1 fail as a whole.
-        await op.commit(
-            KeyWrite(update=rotated, new_version=(version, wrapped), quiet_if_refused=quiet)
-        )
+        try:
+            await op.commit(
+                KeyWrite(update=rotated, new_version=(version, wrapped), quiet_if_refused=quiet)
+            )
+        finally:
+            # Also when the commit's outcome is unknown (it may have landed): an extra
+            # invalidation costs one read, a missing one leaves every node stale.
+            await self._changes.key_changed(rotated)
         self._keyring.remember(rotated, version, handle)
-        await self._changes.key_changed(rotated)
         return rotated
 
     async def _change(
@@ -86,8 +90,10 @@ class LifecycleService:
             region = self._scope.region(op, region_ref)
             key = await self._scope.authorised_key(op, caller, region, key_ref, action)
             changed = change(key, self._clock())
-            await op.commit(KeyWrite(update=changed))
-            await self._changes.key_changed(changed)
+            try:
+                await op.commit(KeyWrite(update=changed))
+            finally:
+                await self._changes.key_changed(changed)
             return Scoped(changed, caller)
 
     # --- operations -----------------------------------------------------------------------------
@@ -163,5 +169,7 @@ class LifecycleService:
         ``Conflict`` (and no audit record) if it changed since it was read."""
         async with self._ops.begin_system("kms.key.purge") as op:
             op.touch(key)
-            await op.commit(KeyWrite(delete=key, quiet_if_refused=True))
-            await self._changes.key_destroyed(key)
+            try:
+                await op.commit(KeyWrite(delete=key, quiet_if_refused=True))
+            finally:
+                await self._changes.key_destroyed(key)

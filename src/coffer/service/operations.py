@@ -66,6 +66,10 @@ class Operation:
         principal, _ = await self._authenticate()
         return principal
 
+    async def authenticate_claims(self) -> tuple[Principal, str | None]:
+        """Who is calling, and the project an OpenID Connect token limits them to (if any)."""
+        return await self._authenticate()
+
     async def _authenticate(self) -> tuple[Principal, str | None]:
         principal, project = await self._access.authenticate_claims(self._meta.token)
         self.event.principal_identity = principal.identity

@@ -50,7 +50,15 @@ def _pool_options(url: str, pool_size: int) -> dict[str, Any]:
         "max_overflow": pool_size,
         "pool_pre_ping": True,
         "pool_timeout": CONNECT_TIMEOUT_SECONDS,
-        "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        # Keepalives find a half-open connection (a database host that vanished) in about a
+        # minute instead of the system's two hours.
+        "connect_args": {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
     }
 
 

@@ -75,7 +75,10 @@ class PgChangeBus:
                     await connection.execute(f"LISTEN {CHANNEL}")
                     on_reset()
                     async for notification in connection.notifies():
-                        on_change(notification.payload)
+                        try:
+                            on_change(notification.payload)
+                        except Exception:  # one bad notification must not end listening
+                            log.exception("change notification could not be applied")
             except (psycopg.Error, OSError) as exc:
                 log.warning(
                     "change notifications interrupted (%s); reconnecting", type(exc).__name__

@@ -142,7 +142,12 @@ class Store(Protocol):
 
 #: Given the outcome of each key write (``None``: applied), the chain rows to append and an
 #: optional checkpoint. Runs inside the transaction, so it must not block.
-BuildRows = Callable[[Sequence[CofferError | None]], tuple[Sequence[ChainRow], Checkpoint | None]]
+#: Given each change's refusal (``None``: applied) and the chain head (seq, hash) as locked by the
+#: transaction, the rows to append and the checkpoint to sign, if one is due.
+BuildRows = Callable[
+    [Sequence[CofferError | None], tuple[int, bytes]],
+    tuple[Sequence[ChainRow], Checkpoint | None],
+]
 
 
 class AuditStore(Protocol):
@@ -152,13 +157,10 @@ class AuditStore(Protocol):
         """(sequence number, hash) of the newest record: (0, 32 zero bytes) when empty."""
         ...
 
-    async def append_audit(
-        self, expected_seq: int, writes: Sequence[KeyWrite | None], build: BuildRows
-    ) -> bool:
-        """One durable transaction: apply each key write (each on its own, so one that fails with
-        ``Conflict`` leaves the others), then append the rows ``build`` makes knowing which failed,
-        and move the chain head from ``expected_seq``. ``False`` (nothing written) if another
-        writer moved the head first."""
+    async def append_audit(self, writes: Sequence[KeyWrite | None], build: BuildRows) -> None:
+        """One durable transaction: lock the chain head, apply each key write (each on its own,
+        so one that fails with ``Conflict`` leaves the others), then append the rows ``build``
+        makes knowing which failed and where the chain stands, and move the head."""
         ...
 
     async def apply_key_write(self, write: KeyWrite) -> None:

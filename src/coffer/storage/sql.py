@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coffer.domain.keys import Key, KeyFilter, KeyStatus, KeyVersion
@@ -125,7 +126,7 @@ class SqlStore:
                 yield SqlTransaction(connection)
         except IntegrityError:
             raise Conflict() from None
-        except DBAPIError as exc:
+        except (DBAPIError, PoolTimeout) as exc:
             raise Unavailable() from exc
 
     @asynccontextmanager
@@ -133,7 +134,7 @@ class SqlStore:
         try:
             async with self._engine.connect() as connection:
                 yield connection
-        except DBAPIError as exc:
+        except (DBAPIError, PoolTimeout) as exc:
             raise Unavailable() from exc
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.expression import Executable
 
 from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
@@ -19,10 +20,6 @@ from coffer.storage.sql import SqlStore, utc
 from coffer.storage.sql_writes import apply_key_write
 
 _HEAD_ID = 1
-
-
-class _HeadMoved(Exception):
-    """Another writer extended the chain since its head was read."""
 
 
 def _checkpoint_insert(checkpoint: Checkpoint) -> Executable:
@@ -66,39 +63,39 @@ class SqlAuditStore:
             row = (await conn.execute(select(head.c.seq, head.c.hash))).one()
         return int(row.seq), bytes(row.hash)
 
-    async def append_audit(
-        self, expected_seq: int, writes: Sequence[KeyWrite | None], build: BuildRows
-    ) -> bool:
+    async def append_audit(self, writes: Sequence[KeyWrite | None], build: BuildRows) -> None:
         # The whole batch goes to the database in one hop to a worker thread, on a plain
         # (synchronous) connection: through the async driver every statement was a round trip
         # through the busy event loop. The loop itself never waits on the disk or on a lock.
         try:
-            await asyncio.to_thread(self._append_sync, expected_seq, writes, build)
-        except _HeadMoved:
-            return False
+            await asyncio.to_thread(self._append_sync, writes, build)
         except IntegrityError:
             raise Conflict() from None
-        except DBAPIError as exc:
+        except (DBAPIError, PoolTimeout) as exc:
             raise Unavailable() from exc
-        return True
 
     async def apply_key_write(self, write: KeyWrite) -> None:
         try:
             await asyncio.to_thread(self._apply_alone, write)
         except IntegrityError:
             raise Conflict() from None
-        except DBAPIError as exc:
+        except (DBAPIError, PoolTimeout) as exc:
             raise Unavailable() from exc
 
     def _apply_alone(self, write: KeyWrite) -> None:
         with self._writer.begin() as conn:
             apply_key_write(conn, write)
 
-    def _append_sync(
-        self, expected_seq: int, writes: Sequence[KeyWrite | None], build: BuildRows
-    ) -> None:
+    def _append_sync(self, writes: Sequence[KeyWrite | None], build: BuildRows) -> None:
         head = schema.audit_chain_head
         with self._writer.begin() as conn:
+            # The head is locked first, by every writer (SQLite's BEGIN IMMEDIATE has already
+            # locked the whole database; PostgreSQL locks the row): writers take their turns in
+            # one lock order, and each builds its records on the head as it really is.
+            locked = conn.execute(
+                select(head.c.seq, head.c.hash).where(head.c.id == _HEAD_ID).with_for_update()
+            ).one()
+            start = (int(locked.seq), bytes(locked.hash))
             outcomes: list[CofferError | None] = []
             for write in writes:
                 if write is None:
@@ -116,18 +113,14 @@ class SqlAuditStore:
                 else:
                     savepoint.commit()
                     outcomes.append(None)
-            rows, checkpoint = build(outcomes)
+            rows, checkpoint = build(outcomes, start)
             if not rows:
                 return  # only refused changes that leave no record
-            # The head moves compare-and-swap: a second writer waits for the lock, then finds
-            # the head moved and starts over (its key writes rolled back with it).
-            moved = conn.execute(
+            conn.execute(
                 head.update()
-                .where(head.c.id == _HEAD_ID, head.c.seq == expected_seq)
+                .where(head.c.id == _HEAD_ID)
                 .values(seq=rows[-1].seq, hash=rows[-1].hash)
             )
-            if moved.rowcount != 1:
-                raise _HeadMoved()  # rolls the transaction back: nothing written
             conn.execute(
                 schema.audit_events.insert(),
                 [

@@ -62,7 +62,10 @@ class SqliteChangeBus:
                         )
                     ).all()
                 for row in rows:
-                    on_change(row.payload)
+                    try:
+                        on_change(row.payload)
+                    except Exception:  # one bad notification must not end listening
+                        log.exception("change notification could not be applied")
                     last = row.id
             except DBAPIError:
                 log.warning("change notifications interrupted; reading them again")
