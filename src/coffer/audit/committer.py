@@ -36,10 +36,6 @@ class Committer(Protocol):
         Raises if nothing could be committed."""
         ...
 
-    def reset(self) -> None:
-        """Forget what is known of the chain (after a failure)."""
-        ...
-
     async def close(self) -> None: ...
 
 
@@ -62,9 +58,6 @@ class BatchCommitter:
         self._clock = clock
         self._status_of = status_of
         self._every = checkpoint_every
-
-    def reset(self) -> None:
-        return None  # nothing is remembered between batches: each reads the head it locks
 
     async def close(self) -> None:
         return None

@@ -104,7 +104,6 @@ class AuditLog:
                     log.error(
                         "audit log: %d record(s) could not be written", len(batch), exc_info=exc
                     )
-                    self._committer.reset()
                     for _, _, done in batch:
                         if not done.done():
                             done.set_exception(Unavailable("the audit log cannot be written"))

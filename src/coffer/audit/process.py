@@ -93,9 +93,6 @@ class ProcessCommitter:
         outcomes: Sequence[CofferError | None] = value
         return outcomes
 
-    def reset(self) -> None:
-        """Nothing to forget here: the writer resets its own view after a failure."""
-
     async def close(self) -> None:
         async with self._lock:
             if self._process is not None:
@@ -121,7 +118,6 @@ async def serve(committer: Committer, requests: IO[bytes], replies: IO[bytes]) -
             reply: tuple[str, object] = ("ok", list(await committer.commit(batch)))
         except Exception as exc:
             log.error("audit writer: %d record(s) could not be written", len(batch), exc_info=exc)
-            committer.reset()
             reply = ("error", type(exc).__name__)
         replies.write(frame(reply))
         replies.flush()

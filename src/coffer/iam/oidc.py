@@ -45,10 +45,6 @@ class OidcVerifier:
             assert settings.jwks_url is not None
             self._client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, timeout=5)
 
-    @property
-    def issuer(self) -> str:
-        return self._settings.issuer
-
     def _signing_key(self, token: str) -> Any:
         if self._client is not None:
             return self._client.get_signing_key_from_jwt(token).key

@@ -333,7 +333,7 @@ class IamService:
                 raise InvalidRequest("no such project in this organisation")
             return ScopeKind.PROJECT, project.identity
         assert given.key is not None
-        if await self._iam.key_scope(organisation.identity, given.key) is None:
+        if not await self._iam.has_key(organisation.identity, given.key):
             raise InvalidRequest("no key with this identity in this organisation")
         return ScopeKind.KEY, given.key
 

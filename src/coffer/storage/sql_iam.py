@@ -22,7 +22,6 @@ from coffer.storage.sql import (
     utc,
     utc_or_none,
 )
-from coffer.storage.sql_writes import ORG_SCOPE
 
 
 def _token(row: Row[Any]) -> TokenInfo:
@@ -121,16 +120,11 @@ class SqlIamStore:
         )
         return [binding_of(row) for row in await self._rows(query)]
 
-    async def key_scope(self, organisation_identity: str, key_identity: str) -> str | None:
-        """The project of the organisation's key ``key_identity`` (``""``: organisation scope);
-        ``None`` if the organisation has no such key."""
+    async def has_key(self, organisation_identity: str, key_identity: str) -> bool:
+        """Whether the organisation has a key with identity ``key_identity``."""
         table = schema.keys
-        query = select(table.c.project_identity).where(
+        query = select(table.c.identity).where(
             table.c.organisation_identity == organisation_identity,
             table.c.identity == key_identity,
         )
-        rows = await self._rows(query)
-        if not rows:
-            return None
-        project: str = rows[0].project_identity or ORG_SCOPE
-        return project
+        return bool(await self._rows(query))
