@@ -75,6 +75,34 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, 
     return rps, p50, p99
 
 
+def start_server(
+    tmp: Path, port: int, *serve_args: str | Path
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """``coffer init`` a data directory in ``tmp``, serve it on ``port`` and wait until it
+    answers; the server and the administrator's request headers."""
+    init = subprocess.run(
+        [COFFER, "init", "--data-dir", tmp / "data", "--output", "json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    boot = json.loads(init.stdout)
+    server = subprocess.Popen(
+        [COFFER, "serve", "--data-dir", tmp / "data", "--port", str(port), *serve_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        try:
+            request(f"http://127.0.0.1:{port}/healthz", {})
+            break
+        except OSError:
+            time.sleep(0.1)
+    headers = {
+        "Authorization": f"Bearer {boot['token']}",
+        "X-Organisation-Identity": boot["organisation"],
+    }
+    return server, headers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -88,26 +116,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     server = None
     try:
-        init = subprocess.run(
-            [COFFER, "init", "--data-dir", tmp / "data", "--output", "json"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        boot = json.loads(init.stdout)
-        server = subprocess.Popen(
-            [COFFER, "serve", "--data-dir", tmp / "data", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        headers = {
-            "Authorization": f"Bearer {boot['token']}",
-            "X-Organisation-Identity": boot["organisation"],
-        }
-        for _ in range(100):
-            try:
-                request(f"{base}/healthz", {})
-                break
-            except OSError:
-                time.sleep(0.1)
+        server, headers = start_server(tmp, port)
         request(f"{base}/v1/kms/nl-01/keys", headers, {"name": "bench", "keyType": "aes256-gcm96"})
         plaintext = base64.b64encode(os.urandom(64)).decode()
         keyurl = f"{base}/v1/kms/nl-01/keys/bench"

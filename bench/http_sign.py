@@ -23,7 +23,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from http_encrypt import COFFER, free_port, lua, request, wrk
+from http_encrypt import free_port, lua, request, start_server, wrk
 
 INPUT = os.urandom(64)
 
@@ -86,28 +85,9 @@ def main() -> None:
     keys = f"{base}/v1/kms/nl-01/keys"
     server = None
     try:
-        init = subprocess.run(
-            [COFFER, "init", "--data-dir", tmp / "data", "--output", "json"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        boot = json.loads(init.stdout)
         config = tmp / "coffer.toml"
         config.write_text(f'audit_sink = "{args.audit}"\n')
-        server = subprocess.Popen(
-            [COFFER, "serve", "--data-dir", tmp / "data", "--port", str(port), "--config", config],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        headers = {
-            "Authorization": f"Bearer {boot['token']}",
-            "X-Organisation-Identity": boot["organisation"],
-        }
-        for _ in range(100):
-            try:
-                request(f"{base}/healthz", {})
-                break
-            except OSError:
-                time.sleep(0.1)
+        server, headers = start_server(tmp, port, "--config", config)
         for key_type in ("ecdsa-p256", "ed25519", "rsa-2048", "hmac", "aes256-gcm96"):
             request(keys, headers, {"name": key_type, "keyType": key_type})
 
