@@ -13,6 +13,7 @@ pipes of a child process: nothing else can write to them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pickle
 import struct
@@ -84,8 +85,7 @@ class ProcessCommitter:
                 kind, value = pickle.loads(answer)  # noqa: S301 - our own child's private pipe
             except (ConnectionError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 log.error("the audit writer process stopped or hangs; a new one starts on next use")
-                process.kill()
-                await process.wait()
+                await _kill(process)
                 self._process = None
                 raise Unavailable("the audit log cannot be written") from exc
         if kind != "ok":
@@ -106,8 +106,15 @@ class ProcessCommitter:
         try:
             await asyncio.wait_for(process.wait(), _CLOSE_TIMEOUT)
         except TimeoutError:
+            await _kill(process)
+
+
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    """Kill ``process`` unless it has already exited (then killing it would raise)."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # exited between the check and the kill
             process.kill()
-            await process.wait()
+    await process.wait()
 
 
 async def serve(committer: Committer, requests: IO[bytes], replies: IO[bytes]) -> None:
