@@ -48,8 +48,10 @@ class CofferError(Exception):
     code: ClassVar[str] = "internal"
     default_message: ClassVar[str] = "internal error"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, request_id: str | None = None) -> None:
         self.message = message if message is not None else self.default_message
+        #: The server's request id, on errors a client received (see ``coffer.client``).
+        self.request_id = request_id
         super().__init__(self.message)
 
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import http
-from coffer.api.schemas import AuditItem, AuditPageResponse
+from coffer.schemas import AuditItem, AuditPageResponse
 from coffer.domain.audit import RESOURCE_TYPES, AuditFilter
 from coffer.errors import InvalidRequest
 from coffer.service.audit import AuditQuery

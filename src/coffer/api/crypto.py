@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import http
-from coffer.api.schemas import (
+from coffer.schemas import (
     DecryptRequest,
     DecryptResponse,
     EncryptRequest,

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer import errors
-from coffer.api.schemas import ErrorBody
+from coffer.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import http
-from coffer.api.schemas import HealthResponse
+from coffer.schemas import HealthResponse
 
 
 async def healthz(request: Request) -> Response:

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from coffer.api import http
 from coffer.api.keys import key_view
-from coffer.api.schemas import UpdateRotationRequest, UpdateVersionsRequest
+from coffer.schemas import UpdateRotationRequest, UpdateVersionsRequest
 from coffer.service.keys import Scoped
 from coffer.service.lifecycle import RotationSettings
 

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from coffer.api.routes import Endpoint
-from coffer.api.schemas import ErrorBody
+from coffer.schemas import ErrorBody
 
 _REF = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"{(\w+)}")

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import audit, crypto, health, iam, keys, lifecycle, summary
-from coffer.api.schemas import (
+from coffer.schemas import (
     AuditPageResponse,
     CreateKeyRequest,
     CreateOrganisationRequest,

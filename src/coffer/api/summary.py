@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import http
-from coffer.api.schemas import RegionSummaryView, SummaryResponse
+from coffer.schemas import RegionSummaryView, SummaryResponse
 from coffer.domain.keys import KeyStatus
 
 

@@ -11,8 +11,11 @@ from datetime import datetime
 import msgspec
 
 
-class Request(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
-    pass
+class Request(
+    msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
+    """A request body. The server decodes these; ``coffer.client`` encodes them (leaving out
+    fields at their defaults)."""
 
 
 class Response(msgspec.Struct, rename="camel", kw_only=True):

@@ -1,0 +1,353 @@
+"""Envelope encryption of data of any size, streaming, in Tink's streaming AEAD format.
+
+A message is a small Coffer header followed by a Tink AES-GCM-HKDF streaming ciphertext::
+
+    "CFEV"  version (1 byte, 1)  header length (4 bytes, big-endian)  header (JSON)
+    Tink streaming ciphertext: its own header (salt, nonce prefix), then segments of 1 MiB
+
+The JSON header names the region and the key and carries the data key: a fresh Tink keyset
+(``AES256_GCM_HKDF_1MB``) in Tink's encrypted-keyset format, wrapped by that Coffer key's
+``encrypt``. All the bytes before the Tink ciphertext are its associated data, so a changed
+header fails like a changed segment. Tink derives each message's segment key from a random salt
+and numbers the segments in their nonces with a flag on the last one: truncation, reordering,
+dropping or flipping a bit fail authentication. The decision and the byte layout are in
+docs/envelope.md.
+
+Memory stays constant: data goes through in chunks, the segment size bounds what Tink holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+import tink
+from tink import aead, streaming_aead
+from tink.proto import common_pb2
+
+from coffer.client.clients import Client
+from coffer.errors import InvalidCiphertext
+
+__all__ = [
+    "MAGIC",
+    "SEGMENT_SIZE",
+    "DataKeyCache",
+    "Envelope",
+    "EnvelopeError",
+    "Header",
+    "atomic_output",
+    "read_header",
+]
+
+MAGIC = b"CFEV"
+FORMAT_VERSION = 1
+SEGMENT_SIZE = 1 << 20
+#: Tink's streaming header for a 32-byte key: length byte, salt, 7-byte nonce prefix.
+TINK_HEADER_SIZE = 1 + 32 + 7
+TAG_SIZE = 16
+_PREFIX = struct.Struct(">4sBI")
+_MAX_HEADER = 64 * 1024
+_CHUNK = 256 * 1024
+
+streaming_aead.register()
+aead.register()
+
+
+class EnvelopeError(InvalidCiphertext):
+    """The input is not an intact Coffer envelope (damaged, truncated, reordered, not one at
+    all), or its data key cannot be unwrapped by the key its header names."""
+
+    code = "invalid_envelope"
+    default_message = "not an intact Coffer envelope"
+
+
+class _HeaderBody(msgspec.Struct, forbid_unknown_fields=True):
+    region: str
+    key: str
+    keyset: bytes  # Tink encrypted keyset, base64 in the JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    region: str
+    key: str
+    keyset: bytes
+
+    def encode(self) -> bytes:
+        body = msgspec.json.encode(_HeaderBody(self.region, self.key, self.keyset))
+        return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)) + body
+
+
+def read_header(source: BinaryIO) -> tuple[Header, bytes]:
+    """The header of the message ``source`` starts with, and its bytes."""
+    prefix = _read_exactly(source, _PREFIX.size)
+    magic, format_version, length = _PREFIX.unpack(prefix)
+    if magic != MAGIC:
+        raise EnvelopeError("not a Coffer envelope (no CFEV header)")
+    if format_version != FORMAT_VERSION:
+        raise EnvelopeError(f"envelope format version {format_version} is not supported")
+    if length > _MAX_HEADER:
+        raise EnvelopeError("the envelope header is too long")
+    body = _read_exactly(source, length)
+    try:
+        parsed = msgspec.json.decode(body, type=_HeaderBody)
+    except msgspec.DecodeError:
+        raise EnvelopeError("the envelope header is damaged") from None
+    return Header(parsed.region, parsed.key, parsed.keyset), prefix + body
+
+
+def _read_exactly(source: BinaryIO, size: int) -> bytes:
+    data = source.read(size)
+    while data is not None and len(data) < size:
+        more = source.read(size - len(data))
+        if not more:
+            break
+        data += more
+    if data is None or len(data) < size:
+        raise EnvelopeError("the envelope is truncated in its header")
+    return data
+
+
+class _Unclosed(io.RawIOBase):
+    """A view of a stream that Tink may close without closing the stream (stdout, say)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._stream.write(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.flush()
+
+
+class _KeyAead(aead.Aead):
+    """Coffer encrypt/decrypt of one key as the Aead that wraps Tink keysets. Coffer's own
+    errors pass through (Tink's keyset code does not catch them)."""
+
+    def __init__(self, client: Client, region: str, key: str) -> None:
+        self._client, self._region, self._key = client, region, key
+
+    def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        return self._client.encrypt(self._key, plaintext, region=self._region).ciphertext.encode()
+
+    def decrypt(self, ciphertext: bytes, associated_data: bytes) -> bytes:
+        try:
+            text = ciphertext.decode("ascii")
+        except UnicodeDecodeError:
+            raise EnvelopeError("the envelope's data key is damaged") from None
+        return self._client.decrypt(self._key, text, region=self._region).plaintext
+
+
+@dataclass(slots=True)
+class _Cached:
+    primitive: streaming_aead.StreamingAead
+    keyset: bytes
+    expires: float
+    uses_left: int
+
+
+class DataKeyCache:
+    """Reuse of data keys, to save Coffer calls for many small messages: a data key serves at
+    most ``max_messages`` messages and ``max_age`` seconds; at most ``max_entries`` are kept.
+
+    Reuse is safe with this format: each message's segment key is derived from a fresh random
+    salt, so no key and nonce pair repeats. What it trades is the blast radius of one leaked data
+    key (the messages it served) and timeliness (a revoked permission or disabled key is noticed
+    only when the entry expires)."""
+
+    def __init__(
+        self, *, max_age: float = 300.0, max_messages: int = 1000, max_entries: int = 100
+    ) -> None:
+        if max_age <= 0 or max_messages < 1 or max_entries < 1:
+            raise ValueError("max_age, max_messages and max_entries must be positive")
+        self.max_age = max_age
+        self.max_messages = max_messages
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, ...], _Cached] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, name: tuple[str, ...]) -> _Cached | None:
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                return None
+            if entry.expires <= time.monotonic() or entry.uses_left <= 0:
+                del self._entries[name]
+                return None
+            entry.uses_left -= 1
+            self._entries.move_to_end(name)
+            return entry
+
+    def put(self, name: tuple[str, ...], primitive: streaming_aead.StreamingAead,
+            keyset: bytes) -> None:  # fmt: skip
+        entry = _Cached(primitive, keyset, time.monotonic() + self.max_age, self.max_messages - 1)
+        with self._lock:
+            self._entries[name] = entry
+            self._entries.move_to_end(name)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+Progress = Callable[[int], None]
+
+
+class Envelope:
+    """Envelope encryption with the keys of ``client``. ``cache``: reuse data keys (see
+    ``DataKeyCache``); without one, every message gets a fresh data key and one Coffer call."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        cache: DataKeyCache | None = None,
+        segment_size: int = SEGMENT_SIZE,
+    ) -> None:
+        self._client = client
+        self._cache = cache
+        self._template = (
+            streaming_aead.streaming_aead_key_templates.create_aes_gcm_hkdf_streaming_key_template(
+                aes_key_size=32,
+                hash_type=common_pb2.SHA256,
+                derived_key_size=32,
+                ciphertext_segment_size=segment_size,
+            )
+        )
+
+    # --- encryption -----------------------------------------------------------------------
+
+    def encrypt_stream(
+        self,
+        source: BinaryIO,
+        destination: BinaryIO,
+        *,
+        key: str,
+        region: str | None = None,
+        progress: Progress | None = None,
+    ) -> Header:
+        """Encrypt everything ``source`` yields into ``destination``."""
+        region = region or self._client.connection.region
+        primitive, keyset = self._data_key(region, key)
+        header = Header(region, key, keyset)
+        prefix = header.encode()
+        destination.write(prefix)
+        with primitive.new_encrypting_stream(_Unclosed(destination), prefix) as stream:
+            while chunk := source.read(_CHUNK):
+                stream.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        return header
+
+    def encrypt(self, plaintext: bytes, *, key: str, region: str | None = None) -> bytes:
+        out = io.BytesIO()
+        self.encrypt_stream(io.BytesIO(plaintext), out, key=key, region=region)
+        return out.getvalue()
+
+    def _data_key(self, region: str, key: str) -> tuple[streaming_aead.StreamingAead, bytes]:
+        name = ("encrypt", region, key)
+        if self._cache is not None and (entry := self._cache.take(name)) is not None:
+            return entry.primitive, entry.keyset
+        handle = tink.new_keyset_handle(self._template)
+        keyset = tink.proto_keyset_format.serialize_encrypted(
+            handle, _KeyAead(self._client, region, key), b""
+        )
+        primitive = handle.primitive(streaming_aead.StreamingAead)
+        if self._cache is not None:
+            self._cache.put(name, primitive, keyset)
+        return primitive, keyset
+
+    # --- decryption -----------------------------------------------------------------------
+
+    def decrypt_stream(
+        self, source: BinaryIO, destination: BinaryIO, *, progress: Progress | None = None
+    ) -> Header:
+        """Decrypt the message ``source`` yields into ``destination``.
+
+        Tink releases a segment only after authenticating it, but a message cut at a segment
+        boundary is known to be truncated only at its end: on an error, ``destination`` may
+        have received authentic leading segments. ``atomic_output`` keeps a file out of
+        place until the whole message is authentic."""
+        header, prefix = read_header(source)
+        primitive = self._unwrap(header)
+        try:
+            with primitive.new_decrypting_stream(_Unclosed(source), prefix) as stream:
+                while chunk := stream.read(_CHUNK):
+                    destination.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+        except tink.TinkError:
+            raise EnvelopeError(
+                "the envelope is damaged, truncated or reordered, or its header was changed"
+            ) from None
+        return header
+
+    def decrypt(self, message: bytes) -> bytes:
+        out = io.BytesIO()
+        self.decrypt_stream(io.BytesIO(message), out)
+        return out.getvalue()
+
+    def _unwrap(self, header: Header) -> streaming_aead.StreamingAead:
+        name = ("decrypt", header.region, header.key, header.keyset.hex())
+        if self._cache is not None and (entry := self._cache.take(name)) is not None:
+            return entry.primitive
+        remote = _KeyAead(self._client, header.region, header.key)
+        try:
+            handle = tink.proto_keyset_format.parse_encrypted(header.keyset, remote, b"")
+            primitive = handle.primitive(streaming_aead.StreamingAead)
+        except InvalidCiphertext as exc:
+            raise EnvelopeError(
+                f"the data key cannot be unwrapped with key {header.key!r} in region "
+                f"{header.region!r}: {exc.message}"
+            ) from None
+        except tink.TinkError:
+            raise EnvelopeError("the envelope's data key is damaged") from None
+        if self._cache is not None:
+            self._cache.put(name, primitive, header.keyset)
+        return primitive
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[BinaryIO]:
+    """A file that appears at ``path`` (durably, replacing what was there) only if the block
+    completes; on an error nothing is left behind and ``path`` is untouched."""
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
