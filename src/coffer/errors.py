@@ -218,9 +218,9 @@ def _all_subclasses(cls: type[CofferError]) -> list[type[CofferError]]:
 
 
 def error_class_for_code(code: str) -> type[CofferError]:
-    """The most general class that carries ``code`` (clients map error bodies with this)."""
-    classes: list[type[CofferError]] = [CofferError, *_all_subclasses(CofferError)]
-    for cls in classes:
+    """The most general class below ``CofferError`` that carries ``code`` (clients map error
+    bodies with this); ``CofferError`` itself for a code no class carries."""
+    for cls in _all_subclasses(CofferError):
         if cls.code == code:
             return cls
     return CofferError

@@ -77,4 +77,5 @@ def test_every_error_class_gets_a_status_from_the_table() -> None:
 def test_clients_map_codes_back_to_the_most_general_class() -> None:
     assert errors.error_class_for_code("key_not_found") is errors.KeyNotFound
     assert errors.error_class_for_code("invalid_ciphertext") is errors.InvalidCiphertext
+    assert errors.error_class_for_code("internal") is errors.Internal
     assert errors.error_class_for_code("something_new") is errors.CofferError

@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import http
-from coffer.schemas import AuditItem, AuditPageResponse
 from coffer.domain.audit import RESOURCE_TYPES, AuditFilter
 from coffer.errors import InvalidRequest
+from coffer.schemas import AuditItem, AuditPageResponse
 from coffer.service.audit import AuditQuery
 
 MAX_LIMIT = 1000

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import http
+from coffer.errors import InvalidRequest
 from coffer.schemas import (
     DecryptRequest,
     DecryptResponse,
@@ -24,7 +25,6 @@ from coffer.schemas import (
     VerifyRequest,
     VerifyResponse,
 )
-from coffer.errors import InvalidRequest
 from coffer.service.crypto import CryptoService, EncryptInput, MacInput, SignInput
 
 

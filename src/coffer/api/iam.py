@@ -9,6 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import http
+from coffer.domain.permissions import RoleBinding, ScopeKind
+from coffer.domain.tenants import Organisation, Principal, Project, TokenInfo
+from coffer.errors import InvalidRequest
 from coffer.schemas import (
     CreateOrganisationRequest,
     CreateProjectRequest,
@@ -22,9 +25,6 @@ from coffer.schemas import (
     ServiceAccountView,
     TokenView,
 )
-from coffer.domain.permissions import RoleBinding, ScopeKind
-from coffer.domain.tenants import Organisation, Principal, Project, TokenInfo
-from coffer.errors import InvalidRequest
 from coffer.service.iam import (
     MAX_TOKEN_LIFETIME,
     BindingSpec,

@@ -6,6 +6,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import http
+from coffer.domain.keys import Key, KeyFilter, KeySpec, KeyStatus
+from coffer.domain.keytypes import KeyType
+from coffer.domain.signing import BYOK_ALGORITHM, ImportHash
+from coffer.domain.tenants import Organisation
+from coffer.errors import InvalidRequest
 from coffer.schemas import (
     CreateKeyRequest,
     KeyVersionView,
@@ -13,11 +18,6 @@ from coffer.schemas import (
     OrganisationView,
     WrappingKeyResponse,
 )
-from coffer.domain.keys import Key, KeyFilter, KeySpec, KeyStatus
-from coffer.domain.keytypes import KeyType
-from coffer.domain.signing import BYOK_ALGORITHM, ImportHash
-from coffer.domain.tenants import Organisation
-from coffer.errors import InvalidRequest
 from coffer.service.keys import CreateInput
 
 

@@ -6,8 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import http
-from coffer.schemas import RegionSummaryView, SummaryResponse
 from coffer.domain.keys import KeyStatus
+from coffer.schemas import RegionSummaryView, SummaryResponse
 
 
 async def summary(request: Request) -> Response:

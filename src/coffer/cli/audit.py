@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from coffer.bootstrap import verify_audit
 from coffer.config import ConfigError, Settings
 
 app = typer.Typer(help="The audit log.", no_args_is_help=True)
@@ -51,6 +50,8 @@ def verify(
     ] = None,
 ) -> None:
     """Walk the audit chain and its signed checkpoints; report the first broken link."""
+    from coffer.bootstrap import verify_audit  # the server's modules, for this command only
+
     try:
         settings = Settings(data_dir=data_dir, database_url=database_url)
         result = asyncio.run(verify_audit(settings))

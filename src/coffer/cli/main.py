@@ -16,8 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from coffer.bootstrap import build_app, initialise, open_data_dir
-from coffer.cli import admin, audit
+from coffer.cli import admin, audit, envelope, kms
 from coffer.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -63,6 +62,8 @@ def init(
     ] = OutputFormat.TEXT,
 ) -> None:
     """Create a data directory: database, root key, organisation `default` and an admin token."""
+    from coffer.bootstrap import initialise  # the server's modules: only for init and serve
+
     os.umask(0o077)  # the database and its journals are for the server's user alone
     try:
         result = asyncio.run(initialise(Settings(data_dir=data_dir, database_url=database_url)))
@@ -120,6 +121,8 @@ def serve(
     """Serve the KMS API."""
     import uvicorn
 
+    from coffer.bootstrap import build_app, open_data_dir
+
     try:
         settings = load_settings(
             data_dir,
@@ -174,6 +177,8 @@ def serve(
 
 
 app.add_typer(audit.app, name="audit")
+kms.register(app)
+app.add_typer(envelope.app, name="envelope")
 app.add_typer(admin.org_app, name="org")
 app.add_typer(admin.project_app, name="project")
 app.add_typer(admin.account_app, name="service-account")
