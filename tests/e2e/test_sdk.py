@@ -266,6 +266,6 @@ def test_each_error_code_raises_its_class(
 
 
 def test_an_unreachable_server_is_unavailable_after_the_retries() -> None:
-    with Client("http://127.0.0.1:9", "t", organisation="o", retries=1, backoff=0.01) as c:
-        with pytest.raises(errors.Unavailable, match="cannot reach"):
-            c.summary()
+    client = Client("http://127.0.0.1:9", "t", organisation="o", retries=1, backoff=0.01)
+    with client, pytest.raises(errors.Unavailable, match="cannot reach"):
+        client.summary()
