@@ -9,16 +9,13 @@ exit 1.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Sequence
-from enum import StrEnum
 from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from coffer.cli.connect import Output, OutputFormat, fail, show
 
 Url = Annotated[
     str, typer.Option("--url", envvar="COFFER_URL", help="Server address.", show_default=True)
@@ -29,19 +26,6 @@ Token = Annotated[
 Org = Annotated[str, typer.Option("--org", help="Organisation identity or slug.")]
 DEFAULT_URL = "http://127.0.0.1:8200"
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
-
-
-class OutputFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
-
-
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"coffer: {message}", err=True)
-    return typer.Exit(1)
 
 
 def _call(
@@ -61,7 +45,7 @@ def _call(
             method, f"{url.rstrip('/')}{path}", headers=headers, json=body, timeout=30
         )
     except httpx.HTTPError as exc:
-        raise _fail(f"cannot reach {url}: {exc}") from None
+        raise fail(f"cannot reach {url}: {exc}") from None
     try:
         answer = response.json()
     except ValueError:
@@ -69,20 +53,8 @@ def _call(
     if response.status_code >= 400:
         detail = answer.get("message") if isinstance(answer, dict) else response.text
         code = answer.get("code") if isinstance(answer, dict) else None
-        raise _fail(f"{detail} ({response.status_code} {code or 'error'})")
+        raise fail(f"{detail} ({response.status_code} {code or 'error'})")
     return answer
-
-
-def _show(value: Any, output: OutputFormat, columns: Sequence[str]) -> None:
-    """One JSON object, or a table for people."""
-    if output is OutputFormat.JSON:
-        typer.echo(json.dumps({"items": value} if isinstance(value, list) else value))
-        return
-    rows = value if isinstance(value, list) else [value]
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console().print(table)
 
 
 def parse_duration(text: str) -> int:
@@ -108,13 +80,13 @@ def org_create(
 ) -> None:
     """Create an organisation (KMS on), with its own key-encryption key."""
     created = _call("POST", url, token, "/v1/organisations", body={"name": name})
-    _show(created, output, _ORG_COLUMNS)
+    show(created, output, _ORG_COLUMNS)
 
 
 @org_app.command("list")
 def org_list(token: Token, url: Url = DEFAULT_URL, output: Output = OutputFormat.TEXT) -> None:
     """Organisations you belong to (all of them, for a platform administrator)."""
-    _show(_call("GET", url, token, "/v1/organisations"), output, _ORG_COLUMNS)
+    show(_call("GET", url, token, "/v1/organisations"), output, _ORG_COLUMNS)
 
 
 @org_app.command("enable-kms")
@@ -122,7 +94,7 @@ def org_enable_kms(
     org: str, token: Token, url: Url = DEFAULT_URL, output: Output = OutputFormat.TEXT
 ) -> None:
     """Switch the KMS feature on for ORG."""
-    _show(_call("POST", url, token, f"/v1/organisations/{org}/enable-kms"), output, _ORG_COLUMNS)
+    show(_call("POST", url, token, f"/v1/organisations/{org}/enable-kms"), output, _ORG_COLUMNS)
 
 
 @org_app.command("disable-kms")
@@ -130,7 +102,7 @@ def org_disable_kms(
     org: str, token: Token, url: Url = DEFAULT_URL, output: Output = OutputFormat.TEXT
 ) -> None:
     """Switch the KMS feature off for ORG: its KMS calls answer 403 kms_not_enabled."""
-    _show(_call("POST", url, token, f"/v1/organisations/{org}/disable-kms"), output, _ORG_COLUMNS)
+    show(_call("POST", url, token, f"/v1/organisations/{org}/disable-kms"), output, _ORG_COLUMNS)
 
 
 # --- projects -------------------------------------------------------------------------------------
@@ -145,7 +117,7 @@ def project_create(
 ) -> None:
     """Create a project in ORG."""
     created = _call("POST", url, token, "/v1/projects", org=org, body={"name": name})
-    _show(created, output, _PROJECT_COLUMNS)
+    show(created, output, _PROJECT_COLUMNS)
 
 
 @project_app.command("list")
@@ -153,7 +125,7 @@ def project_list(
     org: Org, token: Token, url: Url = DEFAULT_URL, output: Output = OutputFormat.TEXT
 ) -> None:
     """The projects of ORG."""
-    _show(_call("GET", url, token, "/v1/projects", org=org), output, _PROJECT_COLUMNS)
+    show(_call("GET", url, token, "/v1/projects", org=org), output, _PROJECT_COLUMNS)
 
 
 # --- service accounts -----------------------------------------------------------------------------
@@ -169,7 +141,7 @@ def account_create(
 ) -> None:
     """Create a service account in ORG (names are unique in an organisation)."""
     created = _call("POST", url, token, "/v1/iam/service-accounts", org=org, body={"name": name})
-    _show(created, output, _ACCOUNT_COLUMNS)
+    show(created, output, _ACCOUNT_COLUMNS)
 
 
 @account_app.command("list")
@@ -177,7 +149,7 @@ def account_list(
     org: Org, token: Token, url: Url = DEFAULT_URL, output: Output = OutputFormat.TEXT
 ) -> None:
     """The service accounts of ORG."""
-    _show(_call("GET", url, token, "/v1/iam/service-accounts", org=org), output, _ACCOUNT_COLUMNS)
+    show(_call("GET", url, token, "/v1/iam/service-accounts", org=org), output, _ACCOUNT_COLUMNS)
 
 
 # --- tokens ---------------------------------------------------------------------------------------
@@ -204,7 +176,7 @@ def token_create(
     if expires_in is not None:
         body["expiresInSeconds"] = parse_duration(expires_in)
     created = _call("POST", url, token, "/v1/iam/tokens", org=org, body=body)
-    _show(created, output, ("identity", "token", "serviceAccountIdentity", "expiresAt"))
+    show(created, output, ("identity", "token", "serviceAccountIdentity", "expiresAt"))
 
 
 @token_app.command("revoke")
@@ -217,7 +189,7 @@ def token_revoke(
 ) -> None:
     """Revoke a token: refused from the next request on."""
     revoked = _call("DELETE", url, token, f"/v1/iam/tokens/{token_identity}", org=org)
-    _show(revoked, output, _TOKEN_COLUMNS)
+    show(revoked, output, _TOKEN_COLUMNS)
 
 
 @token_app.command("list")
@@ -225,7 +197,7 @@ def token_list(
     org: Org, token: Token, url: Url = DEFAULT_URL, output: Output = OutputFormat.TEXT
 ) -> None:
     """The tokens of ORG's service accounts (never the tokens themselves)."""
-    _show(_call("GET", url, token, "/v1/iam/tokens", org=org), output, _TOKEN_COLUMNS)
+    show(_call("GET", url, token, "/v1/iam/tokens", org=org), output, _TOKEN_COLUMNS)
 
 
 # --- role bindings --------------------------------------------------------------------------------
@@ -255,7 +227,7 @@ def role_bind(
     body = {"principal": principal, "policy": policy, "project": project, "key": key}
     created = _call("POST", url, token, "/v1/iam/role-bindings", org=org,
                     body={k: v for k, v in body.items() if v is not None})  # fmt: skip
-    _show(created, output, _ROLE_COLUMNS)
+    show(created, output, _ROLE_COLUMNS)
 
 
 @role_app.command("unbind")
@@ -268,7 +240,7 @@ def role_unbind(
 ) -> None:
     """Remove a role binding: its permissions end from the next request on."""
     removed = _call("DELETE", url, token, f"/v1/iam/role-bindings/{binding_identity}", org=org)
-    _show(removed, output, _ROLE_COLUMNS)
+    show(removed, output, _ROLE_COLUMNS)
 
 
 @role_app.command("list")
@@ -276,4 +248,4 @@ def role_list(
     org: Org, token: Token, url: Url = DEFAULT_URL, output: Output = OutputFormat.TEXT
 ) -> None:
     """The role bindings of ORG."""
-    _show(_call("GET", url, token, "/v1/iam/role-bindings", org=org), output, _ROLE_COLUMNS)
+    show(_call("GET", url, token, "/v1/iam/role-bindings", org=org), output, _ROLE_COLUMNS)

@@ -105,10 +105,15 @@ def show(value: Any, output: OutputFormat, columns: Sequence[str]) -> None:
         typer.echo(json.dumps({"items": data} if isinstance(data, list) else data))
         return
     rows = data if isinstance(data, list) else [data]
-    table = Table(*columns)
+    table = Table()
+    for column in columns:
+        table.add_column(column, overflow="fold")  # identities whole, also in a narrow terminal
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a log: room for whole identities on one line
+        console = Console(width=200)
+    console.print(table)
 
 
 def read_input(data: str | None, source: Path | None) -> bytes:

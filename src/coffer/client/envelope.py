@@ -5,12 +5,13 @@ A message is a small Coffer header followed by a Tink AES-GCM-HKDF streaming cip
     "CFEV"  version (1 byte, 1)  header length (4 bytes, big-endian)  header (JSON)
     Tink streaming ciphertext: its own header (salt, nonce prefix), then segments of 1 MiB
 
-The JSON header names the region and the key and carries the data key: a fresh Tink keyset
-(``AES256_GCM_HKDF_1MB``) in Tink's encrypted-keyset format, wrapped by that Coffer key's
-``encrypt``. All the bytes before the Tink ciphertext are its associated data, so a changed
-header fails like a changed segment. Tink derives each message's segment key from a random salt
-and numbers the segments in their nonces with a flag on the last one: truncation, reordering,
-dropping or flipping a bit fail authentication. The decision and the byte layout are in
+The JSON header (``{"region", "key", "dataKey"}``) names the region and the key and carries the
+data key: a fresh Tink keyset (``AES256_GCM_HKDF_1MB``, Tink's binary keyset format) encrypted by
+that Coffer key, the ``thalassa:vN:...`` string ``encrypt`` returned. All the bytes before the
+Tink ciphertext are its associated data, so a changed header fails like a changed segment.
+Tink derives each message's segment key from a random salt and numbers the segments in their
+nonces with a flag on the last one: truncation, reordering, dropping or flipping a bit fail
+authentication. The decision and the byte layout are in
 docs/envelope.md.
 
 Memory stays constant: data goes through in chunks, the segment size bounds what Tink holds.
@@ -33,8 +34,7 @@ from typing import BinaryIO
 
 import msgspec
 import tink
-from tink import aead, streaming_aead
-from tink.proto import common_pb2
+from tink import secret_key_access, streaming_aead
 
 from coffer.client.clients import Client
 from coffer.errors import InvalidCiphertext
@@ -61,7 +61,8 @@ _MAX_HEADER = 64 * 1024
 _CHUNK = 256 * 1024
 
 streaming_aead.register()
-aead.register()
+#: AES-256 keys, HKDF-SHA256 to 32-byte segment keys, 1 MiB ciphertext segments.
+_TEMPLATE = streaming_aead.streaming_aead_key_templates.AES256_GCM_HKDF_1MB
 
 
 class EnvelopeError(InvalidCiphertext):
@@ -72,20 +73,20 @@ class EnvelopeError(InvalidCiphertext):
     default_message = "not an intact Coffer envelope"
 
 
-class _HeaderBody(msgspec.Struct, forbid_unknown_fields=True):
+class _HeaderBody(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     region: str
     key: str
-    keyset: bytes  # Tink encrypted keyset, base64 in the JSON
+    data_key: str  # the Tink keyset, encrypted by the key: "thalassa:vN:..."
 
 
 @dataclass(frozen=True, slots=True)
 class Header:
     region: str
     key: str
-    keyset: bytes
+    data_key: str
 
     def encode(self) -> bytes:
-        body = msgspec.json.encode(_HeaderBody(self.region, self.key, self.keyset))
+        body = msgspec.json.encode(_HeaderBody(self.region, self.key, self.data_key))
         return _PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)) + body
 
 
@@ -104,7 +105,7 @@ def read_header(source: BinaryIO) -> tuple[Header, bytes]:
         parsed = msgspec.json.decode(body, type=_HeaderBody)
     except msgspec.DecodeError:
         raise EnvelopeError("the envelope header is damaged") from None
-    return Header(parsed.region, parsed.key, parsed.keyset), prefix + body
+    return Header(parsed.region, parsed.key, parsed.data_key), prefix + body
 
 
 def _read_exactly(source: BinaryIO, size: int) -> bytes:
@@ -144,28 +145,10 @@ class _Unclosed(io.RawIOBase):
         self._stream.flush()
 
 
-class _KeyAead(aead.Aead):
-    """Coffer encrypt/decrypt of one key as the Aead that wraps Tink keysets. Coffer's own
-    errors pass through (Tink's keyset code does not catch them)."""
-
-    def __init__(self, client: Client, region: str, key: str) -> None:
-        self._client, self._region, self._key = client, region, key
-
-    def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
-        return self._client.encrypt(self._key, plaintext, region=self._region).ciphertext.encode()
-
-    def decrypt(self, ciphertext: bytes, associated_data: bytes) -> bytes:
-        try:
-            text = ciphertext.decode("ascii")
-        except UnicodeDecodeError:
-            raise EnvelopeError("the envelope's data key is damaged") from None
-        return self._client.decrypt(self._key, text, region=self._region).plaintext
-
-
 @dataclass(slots=True)
 class _Cached:
     primitive: streaming_aead.StreamingAead
-    keyset: bytes
+    data_key: str
     expires: float
     uses_left: int
 
@@ -203,8 +186,8 @@ class DataKeyCache:
             return entry
 
     def put(self, name: tuple[str, ...], primitive: streaming_aead.StreamingAead,
-            keyset: bytes) -> None:  # fmt: skip
-        entry = _Cached(primitive, keyset, time.monotonic() + self.max_age, self.max_messages - 1)
+            data_key: str) -> None:  # fmt: skip
+        entry = _Cached(primitive, data_key, time.monotonic() + self.max_age, self.max_messages - 1)
         with self._lock:
             self._entries[name] = entry
             self._entries.move_to_end(name)
@@ -223,23 +206,9 @@ class Envelope:
     """Envelope encryption with the keys of ``client``. ``cache``: reuse data keys (see
     ``DataKeyCache``); without one, every message gets a fresh data key and one Coffer call."""
 
-    def __init__(
-        self,
-        client: Client,
-        *,
-        cache: DataKeyCache | None = None,
-        segment_size: int = SEGMENT_SIZE,
-    ) -> None:
+    def __init__(self, client: Client, *, cache: DataKeyCache | None = None) -> None:
         self._client = client
         self._cache = cache
-        self._template = (
-            streaming_aead.streaming_aead_key_templates.create_aes_gcm_hkdf_streaming_key_template(
-                aes_key_size=32,
-                hash_type=common_pb2.SHA256,
-                derived_key_size=32,
-                ciphertext_segment_size=segment_size,
-            )
-        )
 
     # --- encryption -----------------------------------------------------------------------
 
@@ -254,8 +223,8 @@ class Envelope:
     ) -> Header:
         """Encrypt everything ``source`` yields into ``destination``."""
         region = region or self._client.connection.region
-        primitive, keyset = self._data_key(region, key)
-        header = Header(region, key, keyset)
+        primitive, data_key = self._data_key(region, key)
+        header = Header(region, key, data_key)
         prefix = header.encode()
         destination.write(prefix)
         with primitive.new_encrypting_stream(_Unclosed(destination), prefix) as stream:
@@ -270,18 +239,17 @@ class Envelope:
         self.encrypt_stream(io.BytesIO(plaintext), out, key=key, region=region)
         return out.getvalue()
 
-    def _data_key(self, region: str, key: str) -> tuple[streaming_aead.StreamingAead, bytes]:
+    def _data_key(self, region: str, key: str) -> tuple[streaming_aead.StreamingAead, str]:
         name = ("encrypt", region, key)
         if self._cache is not None and (entry := self._cache.take(name)) is not None:
-            return entry.primitive, entry.keyset
-        handle = tink.new_keyset_handle(self._template)
-        keyset = tink.proto_keyset_format.serialize_encrypted(
-            handle, _KeyAead(self._client, region, key), b""
-        )
+            return entry.primitive, entry.data_key
+        handle = tink.new_keyset_handle(_TEMPLATE)
+        keyset = tink.proto_keyset_format.serialize(handle, secret_key_access.TOKEN)
+        data_key = self._client.encrypt(key, keyset, region=region).ciphertext
         primitive = handle.primitive(streaming_aead.StreamingAead)
         if self._cache is not None:
-            self._cache.put(name, primitive, keyset)
-        return primitive, keyset
+            self._cache.put(name, primitive, data_key)
+        return primitive, data_key
 
     # --- decryption -----------------------------------------------------------------------
 
@@ -314,22 +282,23 @@ class Envelope:
         return out.getvalue()
 
     def _unwrap(self, header: Header) -> streaming_aead.StreamingAead:
-        name = ("decrypt", header.region, header.key, header.keyset.hex())
+        name = ("decrypt", header.region, header.key, header.data_key)
         if self._cache is not None and (entry := self._cache.take(name)) is not None:
             return entry.primitive
-        remote = _KeyAead(self._client, header.region, header.key)
         try:
-            handle = tink.proto_keyset_format.parse_encrypted(header.keyset, remote, b"")
-            primitive = handle.primitive(streaming_aead.StreamingAead)
+            keyset = self._client.decrypt(header.key, header.data_key, region=header.region)
         except InvalidCiphertext as exc:
             raise EnvelopeError(
                 f"the data key cannot be unwrapped with key {header.key!r} in region "
                 f"{header.region!r}: {exc.message}"
             ) from None
+        try:
+            handle = tink.proto_keyset_format.parse(keyset.plaintext, secret_key_access.TOKEN)
+            primitive = handle.primitive(streaming_aead.StreamingAead)
         except tink.TinkError:
-            raise EnvelopeError("the envelope's data key is damaged") from None
+            raise EnvelopeError("the envelope's data key is not a streaming AEAD keyset") from None
         if self._cache is not None:
-            self._cache.put(name, primitive, header.keyset)
+            self._cache.put(name, primitive, header.data_key)
         return primitive
 
 
