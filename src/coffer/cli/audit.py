@@ -9,27 +9,20 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
+from coffer.cli.connect import Org, Output, OutputFormat, Token, Url, client, plain
+from coffer.client import Client
 from coffer.config import ConfigError, Settings
 
 app = typer.Typer(help="The audit log.", no_args_is_help=True)
 
 PAGE = 1000
 
-Url = Annotated[str, typer.Option(envvar="COFFER_URL", help="Server address.")]
-Token = Annotated[str, typer.Option(envvar="COFFER_TOKEN", help="API token.", show_default=False)]
-Org = Annotated[str, typer.Option(envvar="COFFER_ORG", help="Organisation identity or slug.")]
 Action = Annotated[str | None, typer.Option(help="Only this action, e.g. kms.encrypt.")]
 Resource = Annotated[str | None, typer.Option(help="Only records of this key identity.")]
 Since = Annotated[str | None, typer.Option(help="From this RFC 3339 time on.")]
 Until = Annotated[str | None, typer.Option(help="Before this RFC 3339 time.")]
-
-
-class OutputFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
 
 
 class ExportFormat(StrEnum):
@@ -68,49 +61,36 @@ def verify(
     )
 
 
-def _get(url: str, token: str, org: str, params: dict[str, Any]) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}", "X-Organisation-Identity": org}
-    query = {k: v for k, v in params.items() if v is not None}
-    try:
-        response = httpx.get(f"{url}/v1/audit", params=query, headers=headers, timeout=30)
-    except httpx.HTTPError as exc:
-        raise _fail(f"cannot reach {url}: {exc}") from None
-    if response.status_code != 200:
-        raise _fail(f"the server answered {response.status_code}: {response.text}")
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def _pages(
-    url: str, token: str, org: str, params: dict[str, Any], limit: int
-) -> Iterator[dict[str, Any]]:
-    """Up to ``limit`` records from ``GET /v1/audit``, page after page."""
+def _pages(coffer: Client, filters: dict[str, Any], limit: int) -> Iterator[dict[str, Any]]:
+    """Up to ``limit`` records from ``GET /v1/audit``, newest first, page after page."""
     sent = 0
     page = 1
     while True:
-        body = _get(url, token, org, {**params, "page": page, "limit": min(PAGE, limit - sent)})
-        yield from body["items"]
-        sent += len(body["items"])
-        if page >= body["totalPages"] or sent >= limit:
+        answer = coffer.audit.list(**filters, page=page, limit=min(PAGE, limit - sent))
+        yield from plain(answer.items)
+        sent += len(answer.items)
+        if page >= answer.total_pages or sent >= limit:
             return
         page += 1
 
 
 @app.command("list")
 def list_records(
-    token: Token,
-    url: Url = "http://127.0.0.1:8200",
-    org: Org = "default",
+    token: Token = None,
+    url: Url = None,
+    org: Org = None,
     action: Action = None,
     resource: Resource = None,
     since: Since = None,
     until: Until = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.TEXT,
+    output: Output = OutputFormat.TEXT,
 ) -> None:
     """The newest records of the organisation."""
-    params = {"action": action, "resourceIdentity": resource, "since": since, "until": until}
-    records = list(_pages(url, token, org, params, limit))
+    filters: dict[str, Any] = {"action": action, "resource_identity": resource, "since": since,
+                               "until": until}  # fmt: skip
+    with client(url, token, org, None) as coffer:
+        records = list(_pages(coffer, filters, limit))
     if output is OutputFormat.JSON:
         typer.echo(json.dumps(records))
         return
@@ -125,9 +105,9 @@ def list_records(
 
 @app.command("export")
 def export(
-    token: Token,
-    url: Url = "http://127.0.0.1:8200",
-    org: Org = "default",
+    token: Token = None,
+    url: Url = None,
+    org: Org = None,
     output_format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.JSONL,
     action: Action = None,
     resource: Resource = None,
@@ -135,21 +115,15 @@ def export(
     until: Until = None,
 ) -> None:
     """Every matching record, oldest first, one JSON object per line (for a SIEM)."""
-    params: dict[str, Any] = {
-        "action": action,
-        "resourceIdentity": resource,
-        "since": since,
-        "until": until,
-        "order": "asc",
-        "limit": PAGE,
-        "page": 1,
-    }
+    filters: dict[str, Any] = {"action": action, "resource_identity": resource, "since": since,
+                               "until": until}  # fmt: skip
     # Paged by sequence number, not by offset: records pruned or added meanwhile shift no page.
     after = 0
-    while True:
-        records = _get(url, token, org, {**params, "afterSeq": after})["items"]
-        for record in records:
-            typer.echo(json.dumps(record, separators=(",", ":")))
-        if len(records) < PAGE:
-            return
-        after = records[-1]["seq"]
+    with client(url, token, org, None) as coffer:
+        while True:
+            page = coffer.audit.list(**filters, order="asc", limit=PAGE, page=1, after_seq=after)
+            for record in plain(page.items):
+                typer.echo(json.dumps(record, separators=(",", ":")))
+            if len(page.items) < PAGE:
+                return
+            after = page.items[-1].seq
