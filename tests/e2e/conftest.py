@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from coffer.client import Client
 from tests.conftest import SUITE_SECRETS
 from tests.e2e.processes import (
     ServeFactory,
@@ -68,3 +69,11 @@ def coffer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningC
                             boot["principal"], data_dir)  # fmt: skip
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="module")
+def coffer_client(coffer_server: RunningCoffer) -> Iterator[Client]:
+    """An SDK client of the module's server, as its platform administrator."""
+    with Client(coffer_server.url, coffer_server.token,
+                organisation=coffer_server.organisation) as client:  # fmt: skip
+        yield client

@@ -12,7 +12,6 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,10 +37,8 @@ SEGMENT = SEGMENT_SIZE - TAG_SIZE  # plaintext bytes in each later segment
 
 
 @pytest.fixture(scope="module")
-def client(coffer_server: RunningCoffer) -> Iterator[Client]:
-    with Client(coffer_server.url, coffer_server.token,
-                organisation=coffer_server.organisation) as c:  # fmt: skip
-        yield c
+def client(coffer_client: Client) -> Client:
+    return coffer_client
 
 
 @pytest.fixture(scope="module")

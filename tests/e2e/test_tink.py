@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 
 import pytest
 import tink
@@ -12,7 +11,6 @@ from tink import aead
 
 from coffer.client import Client
 from coffer.client.tink_kms import CofferKmsClient, key_uri, parse_key_uri
-from tests.e2e.conftest import RunningCoffer
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +18,8 @@ aead.register()
 
 
 @pytest.fixture(scope="module")
-def client(coffer_server: RunningCoffer) -> Iterator[Client]:
-    with Client(coffer_server.url, coffer_server.token,
-                organisation=coffer_server.organisation) as c:  # fmt: skip
-        yield c
+def client(coffer_client: Client) -> Client:
+    return coffer_client
 
 
 @pytest.fixture(scope="module")
