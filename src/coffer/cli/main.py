@@ -19,6 +19,7 @@ import typer
 from coffer.bootstrap import build_app, initialise, open_data_dir
 from coffer.cli import admin, audit
 from coffer.config import ConfigError, Settings, load_settings
+from coffer.metrics import multiprocess_dir, remove_multiprocess_dir
 
 app = typer.Typer(
     help="Coffer: a self-hosted Key Management Service.",
@@ -165,9 +166,16 @@ def serve(
             COFFER_CONFIG=str(config.resolve()) if config else "",
             COFFER_DATABASE_URL=database_url or "",
         )
-        uvicorn.run(
-            "coffer.asgi:from_environment", factory=True, workers=settings.workers, **options
-        )
+        # Metrics of all workers are summed from files in a directory of this run's own (a
+        # previous run's files would count again), removed when the server stops.
+        metrics_dir = multiprocess_dir() if settings.metrics else None
+        try:
+            uvicorn.run(
+                "coffer.asgi:from_environment", factory=True, workers=settings.workers, **options
+            )
+        finally:
+            if metrics_dir is not None:
+                remove_multiprocess_dir(metrics_dir)
         return
     # The app with its background jobs: automatic rotation, purge, audit checkpoints and pruning.
     uvicorn.Server(uvicorn.Config(build_app(settings, root=root), **options)).run()
