@@ -98,6 +98,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def uvicorn_options(settings: Settings, *, access_log: bool = False) -> dict[str, Any]:
+    """The ASGI server settings of ``coffer serve`` (the benchmark's floor server uses these
+    same settings, so that it measures the same server)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "ssl_certfile": str(settings.tls_cert) if settings.tls_cert else None,
+        "ssl_keyfile": str(settings.tls_key) if settings.tls_key else None,
+        "log_level": settings.log_level.lower(),
+        "access_log": access_log,
+        "server_header": False,
+    }
+
+
 @app.command()
 def serve(
     data_dir: DataDir,
@@ -146,17 +162,7 @@ def serve(
             "use --tls-cert and --tls-key, or a TLS-terminating proxy on the same host",
             host,
         )
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "ssl_certfile": str(settings.tls_cert) if settings.tls_cert else None,
-        "ssl_keyfile": str(settings.tls_key) if settings.tls_key else None,
-        "log_level": settings.log_level.lower(),
-        "access_log": access_log,
-        "server_header": False,
-    }
+    options = uvicorn_options(settings, access_log=access_log)
     if settings.workers > 1:
         # Each worker builds its own app (coffer.asgi) from these settings; the schema is
         # already current (open_data_dir above), so no two workers migrate at once.
