@@ -1,4 +1,4 @@
-# The two commands of the README: `make run` and `make test`.
+# The two commands of the README: `make run` and `make test`; `make bench` measures.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ DATA_DIR ?= ./data
 HOST ?= 127.0.0.1
 PORT ?= 8200
 
-.PHONY: run test check fmt lock clean
+.PHONY: run test check fmt lock clean bench
 
 $(BIN)/coffer: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ run: $(BIN)/coffer
 
 test: $(BIN)/coffer
 	$(BIN)/pytest
+
+# Coffer with 1 and 2 workers, the floor server and moto in one run (< 10 minutes; needs wrk);
+# prints the table and writes it into docs/benchmarks.md.
+bench: $(BIN)/coffer
+	@command -v wrk >/dev/null || { echo "make bench needs wrk (apt-get install wrk)" >&2; exit 1; }
+	cd bench && ../$(BIN)/python run.py --write-docs
 
 check: $(BIN)/coffer
 	$(BIN)/ruff format --check src tests bench

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from http_encrypt import COFFER, free_port, lua, request, wrk
+from harness import COFFER, free_port, lua, request, wrk
 
 
 def serve(cmd: list, port: int, log: Path) -> subprocess.Popen | None:

@@ -28,6 +28,7 @@ from coffer.crypto.signing import CheckpointSigner
 from coffer.domain.regions import Region
 from coffer.errors import CofferError
 from coffer.iam.oidc import OidcVerifier
+from coffer.metrics import CacheMeter, observe_audit_batch
 from coffer.scheduler.jobs import Scheduler
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
@@ -125,8 +126,11 @@ def build_services(
         cache_ttl=settings.cache_ttl_seconds,
         timer=timer,
         oidc=OidcVerifier(settings.oidc) if settings.oidc is not None else None,
+        metered=settings.metrics,
     )
-    keyring = Keyring(store, root, cache_size=settings.cache_size, timer=timer)
+    keyring = Keyring(
+        store, root, cache_size=settings.cache_size, timer=timer, metered=settings.metrics
+    )
     audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
     audit_log = None
     if settings.audit_sink == "database":
@@ -142,12 +146,23 @@ def build_services(
                 checkpoint_every=settings.audit_checkpoint_every,
             )
         )
-        audit_log = AuditLog(audit_store, signer, clock, committer)
+        audit_log = AuditLog(
+            audit_store,
+            signer,
+            clock,
+            committer,
+            batch_meter=observe_audit_batch if settings.metrics else None,
+        )
     sink: AuditSink = audit_sink or audit_log or DiscardingSink()
     operations = Operations(access, sink, clock, audit_status, audit_store.apply_key_write)
     scope = KeyScope(
         store,
-        KeyCache(settings.cache_size, settings.cache_ttl_seconds, timer),
+        KeyCache(
+            settings.cache_size,
+            settings.cache_ttl_seconds,
+            timer,
+            CacheMeter("key") if settings.metrics else None,
+        ),
         regions_of(settings),
     )
     wrapping = WrappingKeys(store, root, clock, timer)

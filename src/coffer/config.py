@@ -33,6 +33,7 @@ FILE_SETTINGS = frozenset(
         "audit_checkpoint_every",
         "audit_retention_days",
         "oidc",
+        "metrics",
     }
 )
 AUDIT_WRITERS = ("process", "thread")
@@ -105,6 +106,8 @@ class Settings:
     audit_retention_days: int | None = None
     #: OpenID Connect bearer tokens (``None``: only Coffer's own tokens).
     oidc: OidcSettings | None = None
+    #: ``GET /metrics`` (Prometheus text format) and the counting behind it.
+    metrics: bool = True
 
     @property
     def database_path(self) -> Path:
@@ -236,6 +239,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if raw["audit_writer"] not in AUDIT_WRITERS:
             raise ConfigError(f"{path}: 'audit_writer' must be one of {', '.join(AUDIT_WRITERS)}")
         values["audit_writer"] = raw["audit_writer"]
+    if "metrics" in raw:
+        if not isinstance(raw["metrics"], bool):
+            raise ConfigError(f"{path}: 'metrics' must be true or false")
+        values["metrics"] = raw["metrics"]
     if "log_level" in raw:
         if raw["log_level"] not in LOG_LEVELS:
             raise ConfigError(f"{path}: 'log_level' must be one of {', '.join(LOG_LEVELS)}")

@@ -42,6 +42,7 @@ def test_regions_come_from_the_toml_file(tmp_path: Path) -> None:
         "cache_size = 0",
         "cache_size = true",
         'log_level = "loud"',
+        'metrics = "yes"',
         "this is not toml",
     ],
 )
@@ -73,6 +74,7 @@ def test_the_documented_example_config_loads_with_every_setting(tmp_path: Path) 
     assert settings.audit_retention_days == 365
     assert settings.scheduler_interval_seconds == 3600.0
     assert settings.deletion_retention_days == 30
+    assert settings.metrics is True
     assert [(r.slug, r.identity) for r in settings.regions] == [("nl-01", "nl-01")]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -17,8 +18,10 @@ from starlette.routing import Route
 
 from coffer.api.errors import HANDLERS
 from coffer.api.http import RequestIdMiddleware
+from coffer.api.metrics import metrics
 from coffer.api.openapi import build_openapi
 from coffer.api.routes import ENDPOINTS
+from coffer.metrics import RequestMeter, process_exited
 from coffer.service.services import Services
 
 
@@ -48,12 +51,23 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.close()
+            process_exited(os.getpid())
 
-    routes = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
+    metered = services.settings.metrics
+    endpoints = [e for e in ENDPOINTS if metered or e.handler is not metrics]
+    routes = [Route(e.path, e.handler, methods=[e.method]) for e in endpoints]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    operations: dict[Callable[..., Any], str] = {e.handler: e.operation for e in endpoints}
+    operations[openapi] = "openapi"
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(
+                RequestIdMiddleware,
+                meter=RequestMeter() if metered else None,
+                operations=operations,
+            )
+        ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )

@@ -56,11 +56,11 @@ def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]
         ]
         operation: dict[str, Any] = {
             "summary": endpoint.summary,
-            "operationId": endpoint.handler.__name__,
+            "operationId": endpoint.operation,
             "responses": {
                 str(endpoint.status): {
                     "description": endpoint.summary,
-                    "content": {"application/json": {"schema": schema_of[id(endpoint.response)]}},
+                    "content": {endpoint.media_type: {"schema": schema_of[id(endpoint.response)]}},
                 },
                 "default": _error_response("Error"),
             },

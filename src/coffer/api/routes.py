@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coffer.api import audit, crypto, health, iam, keys, lifecycle, summary
+from coffer.api import audit, crypto, health, iam, keys, lifecycle, metrics, summary
 from coffer.schemas import (
     AuditPageResponse,
     CreateKeyRequest,
@@ -48,6 +48,7 @@ from coffer.schemas import (
 )
 
 Handler = Callable[[Request], Awaitable[Response]]
+METRICS_CONTENT_TYPE = metrics.CONTENT_TYPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,12 @@ class Endpoint:
     kms: bool = True  # needs a token and X-Organisation-Identity
     token_only: bool = False  # needs a token, no organisation header
     query: tuple[str, ...] = ()
+    media_type: str = "application/json"
+
+    @property
+    def operation(self) -> str:
+        """The operation's name: its OpenAPI operation id and its metrics label."""
+        return self.handler.__name__
 
 
 KEY = "/v1/kms/{region}/keys/{key}"
@@ -152,4 +159,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              kms=False),
     Endpoint("GET", "/readyz", health.readyz, "Database and root key are usable",
              response=HealthResponse, kms=False),
+    Endpoint("GET", "/metrics", metrics.metrics,
+             "Prometheus metrics (no token; absent with metrics = false)", response=str,
+             kms=False, media_type=METRICS_CONTENT_TYPE),
 )  # fmt: skip

@@ -36,11 +36,14 @@ class AuditLog:
         signer: Signer,
         clock: Callable[[], datetime],
         committer: Committer,
+        *,
+        batch_meter: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
         self._clock = clock
         self._committer = committer
+        self._batch_meter = batch_meter
         self._queue: list[_Entry] = []
         self._flusher: asyncio.Task[None] | None = None
         #: Sizes of the latest batches committed (the group-commit figure for metrics).
@@ -109,6 +112,8 @@ class AuditLog:
                             done.set_exception(Unavailable("the audit log cannot be written"))
                     continue
                 self.batches.append(len(batch))
+                if self._batch_meter is not None:
+                    self._batch_meter(len(batch))
                 for (_, _, done), refused in zip(batch, outcomes, strict=True):
                     if done.done():
                         continue

@@ -18,6 +18,7 @@ import typer
 
 from coffer.cli import admin, audit, envelope, kms
 from coffer.config import ConfigError, Settings, load_settings
+from coffer.metrics import multiprocess_dir, remove_multiprocess_dir
 
 app = typer.Typer(
     help="Coffer: a self-hosted Key Management Service.",
@@ -98,6 +99,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def uvicorn_options(settings: Settings, *, access_log: bool = False) -> dict[str, Any]:
+    """The ASGI server settings of ``coffer serve`` (the benchmark's floor server uses these
+    same settings, so that it measures the same server)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "ssl_certfile": str(settings.tls_cert) if settings.tls_cert else None,
+        "ssl_keyfile": str(settings.tls_key) if settings.tls_key else None,
+        "log_level": settings.log_level.lower(),
+        "access_log": access_log,
+        "server_header": False,
+    }
+
+
 @app.command()
 def serve(
     data_dir: DataDir,
@@ -148,17 +165,7 @@ def serve(
             "use --tls-cert and --tls-key, or a TLS-terminating proxy on the same host",
             host,
         )
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "ssl_certfile": str(settings.tls_cert) if settings.tls_cert else None,
-        "ssl_keyfile": str(settings.tls_key) if settings.tls_key else None,
-        "log_level": settings.log_level.lower(),
-        "access_log": access_log,
-        "server_header": False,
-    }
+    options = uvicorn_options(settings, access_log=access_log)
     if settings.workers > 1:
         # Each worker builds its own app (coffer.asgi) from these settings; the schema is
         # already current (open_data_dir above), so no two workers migrate at once.
@@ -168,9 +175,16 @@ def serve(
             COFFER_CONFIG=str(config.resolve()) if config else "",
             COFFER_DATABASE_URL=database_url or "",
         )
-        uvicorn.run(
-            "coffer.asgi:from_environment", factory=True, workers=settings.workers, **options
-        )
+        # Metrics of all workers are summed from files in a directory of this run's own (a
+        # previous run's files would count again), removed when the server stops.
+        metrics_dir = multiprocess_dir() if settings.metrics else None
+        try:
+            uvicorn.run(
+                "coffer.asgi:from_environment", factory=True, workers=settings.workers, **options
+            )
+        finally:
+            if metrics_dir is not None:
+                remove_multiprocess_dir(metrics_dir)
         return
     # The app with its background jobs: automatic rotation, purge, audit checkpoints and pruning.
     uvicorn.Server(uvicorn.Config(build_app(settings, root=root), **options)).run()

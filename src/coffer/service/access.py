@@ -13,6 +13,7 @@ from coffer.domain.tenants import Principal, PrincipalKind
 from coffer.errors import Forbidden, OrganisationRequired, Unauthenticated
 from coffer.iam.oidc import OidcVerifier, looks_like_jwt
 from coffer.iam.tokens import token_digest
+from coffer.metrics import CacheMeter
 from coffer.service.caches import Cache
 from coffer.service.context import Caller
 from coffer.storage.repositories import Store, TokenRecord
@@ -34,6 +35,7 @@ class AccessService:
         cache_ttl: float,
         timer: Callable[[], float],
         oidc: OidcVerifier | None = None,
+        metered: bool = False,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -41,12 +43,14 @@ class AccessService:
         self._oidc_threads = (
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="coffer-oidc") if oidc else None
         )
-        self._tokens: Cache[bytes, TokenRecord] = Cache(cache_size, cache_ttl, timer)
+        self._tokens: Cache[bytes, TokenRecord] = Cache(
+            cache_size, cache_ttl, timer, CacheMeter("token") if metered else None
+        )
         # Unknown tokens are remembered briefly, so that a flood of bad tokens is not a flood of
         # database reads. A new token cannot be among them: it is 256 fresh random bits.
         self._unknown: Cache[bytes, bool] = Cache(cache_size, UNKNOWN_TOKEN_TTL, timer)
         self._callers: Cache[tuple[str, str, str | None], Caller] = Cache(
-            cache_size, cache_ttl, timer
+            cache_size, cache_ttl, timer, CacheMeter("caller") if metered else None
         )
 
     async def authenticate(self, token: str | None) -> Principal:

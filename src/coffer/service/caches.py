@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from coffer.domain.keys import Key
+from coffer.metrics import CacheMeter
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -21,26 +22,50 @@ class Cache(Generic[K, V]):
     """A bounded mapping whose entries expire ``ttl`` seconds after they were put.
 
     When full, the oldest entry goes first. Written for the hot path: a hit is one dict lookup
-    and one clock read (``cachetools.TTLCache`` measured four times slower per hit here).
+    and one clock read (``cachetools.TTLCache`` measured four times slower per hit here), and,
+    with a ``meter``, one counter increment.
     """
 
-    __slots__ = ("_data", "_loading", "_maxsize", "_timer", "_ttl")
+    __slots__ = ("_data", "_loading", "_maxsize", "_meter", "_timer", "_ttl")
 
-    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        ttl: float,
+        timer: Callable[[], float],
+        meter: CacheMeter | None = None,
+    ) -> None:
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self._loading: dict[K, asyncio.Future[V | None]] = {}
         self._maxsize = maxsize
         self._ttl = ttl
         self._timer = timer
+        self._meter = meter
 
     def get(self, key: K) -> V | None:
         entry = self._data.get(key)
         if entry is None:
+            if self._meter is not None:
+                self._meter.miss()
             return None
         if entry[0] <= self._timer():
             self._data.pop(key, None)
+            if self._meter is not None:
+                self._meter.miss()
             return None
+        if self._meter is not None:
+            self._meter.hit()
         return entry[1]
+
+    def contains(self, key: K) -> bool:
+        """Whether ``key`` has a live entry (not counted as a hit or a miss)."""
+        entry = self._data.get(key)
+        if entry is None:
+            return False
+        if entry[0] <= self._timer():
+            self._data.pop(key, None)
+            return False
+        return True
 
     async def get_or_load(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
         """The cached value, or ``load()``'s (cached unless ``None``).
@@ -97,9 +122,15 @@ KeyRef = tuple[str, str, str | None, str]  # (organisation, region, project, ide
 class KeyCache:
     """Keys by every reference they were looked up with; invalidated by key identity."""
 
-    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        ttl: float,
+        timer: Callable[[], float],
+        meter: CacheMeter | None = None,
+    ) -> None:
         self._maxsize = maxsize
-        self._keys: Cache[KeyRef, Key] = Cache(maxsize, ttl, timer)
+        self._keys: Cache[KeyRef, Key] = Cache(maxsize, ttl, timer, meter)
         self._refs: dict[str, set[KeyRef]] = {}
 
     def get(self, ref: KeyRef) -> Key | None:
@@ -114,7 +145,7 @@ class KeyCache:
             self._refs = {
                 identity: alive
                 for identity, refs_of in self._refs.items()
-                if (alive := {r for r in refs_of if self._keys.get(r) is not None})
+                if (alive := {r for r in refs_of if self._keys.contains(r)})
             }
 
     async def get_or_load(

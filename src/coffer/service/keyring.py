@@ -13,6 +13,7 @@ from coffer.crypto.root import RootKeyProvider
 from coffer.crypto.wrapping import Wrapper, kek_aad, key_version_aad
 from coffer.domain.keys import Key
 from coffer.errors import KeyIntegrityError
+from coffer.metrics import CacheMeter
 from coffer.service.caches import Cache
 from coffer.storage.repositories import Store
 
@@ -25,12 +26,17 @@ class Keyring:
         *,
         cache_size: int,
         timer: Callable[[], float],
+        metered: bool = False,
     ) -> None:
         self._store = store
         self._root = root
         # Material does not expire; the TTL only bounds how long an unused handle stays.
-        self._handles: Cache[tuple[str, int], KeyHandle] = Cache(cache_size, 3600.0, timer)
-        self._keks: Cache[str, Wrapper] = Cache(cache_size, 3600.0, timer)
+        self._handles: Cache[tuple[str, int], KeyHandle] = Cache(
+            cache_size, 3600.0, timer, CacheMeter("key_handle") if metered else None
+        )
+        self._keks: Cache[str, Wrapper] = Cache(
+            cache_size, 3600.0, timer, CacheMeter("kek") if metered else None
+        )
 
     async def _kek(self, organisation_identity: str) -> Wrapper:
         async def load() -> Wrapper:
