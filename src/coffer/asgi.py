@@ -12,7 +12,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
-from coffer.bootstrap import build_app, open_data_dir
+from coffer.bootstrap import build_app, open_data_dir, settle_garbage_collector
 from coffer.config import load_settings
 
 
@@ -24,4 +24,6 @@ def from_environment() -> Starlette:
         database_url=os.environ.get("COFFER_DATABASE_URL") or None,
         workers=int(os.environ.get("COFFER_WORKERS", "1")),
     )
-    return build_app(settings, root=open_data_dir(settings))
+    app = build_app(settings, root=open_data_dir(settings))
+    settle_garbage_collector()
+    return app

@@ -17,7 +17,7 @@ from typing import IO
 
 from coffer.audit.committer import BatchCommitter
 from coffer.audit.process import read_frame, serve
-from coffer.bootstrap import audit_status, utc_now
+from coffer.bootstrap import audit_status, settle_garbage_collector, utc_now
 from coffer.config import Settings
 from coffer.crypto.root import FileRootKey
 from coffer.crypto.signing import CheckpointSigner
@@ -56,6 +56,7 @@ def main() -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    settle_garbage_collector()
     asyncio.run(_run(settings, sys.stdin.buffer, replies))
 
 

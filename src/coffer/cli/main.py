@@ -138,7 +138,7 @@ def serve(
     """Serve the KMS API."""
     import uvicorn
 
-    from coffer.bootstrap import build_app, open_data_dir
+    from coffer.bootstrap import build_app, open_data_dir, settle_garbage_collector
 
     try:
         settings = load_settings(
@@ -187,7 +187,9 @@ def serve(
                 remove_multiprocess_dir(metrics_dir)
         return
     # The app with its background jobs: automatic rotation, purge, audit checkpoints and pruning.
-    uvicorn.Server(uvicorn.Config(build_app(settings, root=root), **options)).run()
+    app = build_app(settings, root=root)
+    settle_garbage_collector()
+    uvicorn.Server(uvicorn.Config(app, **options)).run()
 
 
 app.add_typer(audit.app, name="audit")
