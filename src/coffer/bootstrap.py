@@ -48,6 +48,7 @@ from coffer.service.tenants import Bootstrapped, TenantService
 from coffer.storage.database import (
     DatabaseUnreadable,
     create_engine_for,
+    create_read_engine_for,
     create_sync_engine_for,
     schema_revision,
     upgrade,
@@ -137,7 +138,10 @@ def build_services(
     timer: Callable[[], float] = time.monotonic,
     audit_sink: AuditSink | None = None,
 ) -> Services:
-    store = SqlStore(create_engine_for(settings.url, settings.database_pool_size))
+    store = SqlStore(
+        create_engine_for(settings.url, settings.database_pool_size),
+        create_read_engine_for(settings.url),
+    )
     root = root if root is not None else FileRootKey.load(settings.root_key_path)
     access = AccessService(
         store,

@@ -92,6 +92,22 @@ def create_sync_engine_for(url: str) -> Engine:
     return engine
 
 
+def create_read_engine_for(url: str) -> Engine | None:
+    """On SQLite, a synchronous engine for reads done in a worker thread (``SqlStore``); on
+    PostgreSQL ``None``: its async driver needs no thread. The driver issues no transaction
+    statements of its own: readers say ``BEGIN`` (a deferred, read-only snapshot in WAL mode)."""
+    if make_url(url).get_backend_name() != "sqlite":
+        return None
+    engine = create_engine(_sync_url(url), hide_parameters=True, pool_size=4, max_overflow=4)
+
+    def connect(dbapi_connection: Any, record: Any) -> None:
+        _sqlite_pragmas(dbapi_connection, record)
+        dbapi_connection.isolation_level = None
+
+    event.listen(engine, "connect", connect)
+    return engine
+
+
 def _sync_engine(url: str) -> Engine:
     engine = create_engine(_sync_url(url), poolclass=NullPool, hide_parameters=True)
     if engine.dialect.name == "sqlite":
