@@ -55,13 +55,13 @@ from coffer.storage.database import (
 )
 from coffer.storage.postgres import PgChangeBus, PgLease
 from coffer.storage.sql import SqlStore
-from coffer.storage.sql_audit import SqlAuditStore
+from coffer.storage.sql_audit import AUDIT_LOCK_SUFFIX, SqlAuditStore
 from coffer.storage.sql_iam import SqlIamStore
 from coffer.storage.sqlite_changes import FileLease, SqliteChangeBus
 
 #: The lock file whose holder runs the background jobs when several workers share SQLite.
 JOBS_LOCK_FILE = "jobs.lock"
-SQLITE_FILES = ("", "-wal", "-shm", "-journal")
+SQLITE_FILES = ("", "-wal", "-shm", "-journal", AUDIT_LOCK_SUFFIX)
 
 
 def utc_now() -> datetime:

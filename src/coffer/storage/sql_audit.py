@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -47,12 +49,22 @@ def _chain_row(row: Row[Any]) -> ChainRow:
     )
 
 
+#: Beside a SQLite database: the file lock its audit writers take turns on.
+AUDIT_LOCK_SUFFIX = ".audit-lock"
+
+
 class SqlAuditStore:
     """The audit tables, on the same engine (and database) as the keys."""
 
     def __init__(self, store: SqlStore, writer: Engine) -> None:
         self._store = store
         self._writer = writer
+        # SQLite has one writer at a time, and a writer that finds the database locked sleeps in
+        # steps of 1, 2, 5, 10… ms before it tries again. The audit writers of several server
+        # processes queue on a file lock instead, and the next one starts the moment the last
+        # one committed.
+        database = writer.url.database if writer.dialect.name == "sqlite" else None
+        self._turns = Path(database + AUDIT_LOCK_SUFFIX) if database else None
 
     async def close(self) -> None:
         await asyncio.to_thread(self._writer.dispose)
@@ -87,6 +99,17 @@ class SqlAuditStore:
             apply_key_write(conn, write)
 
     def _append_sync(self, writes: Sequence[KeyWrite | None], build: BuildRows) -> None:
+        if self._turns is None:
+            self._append_locked(writes, build)
+            return
+        with self._turns.open("a") as turn:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            try:
+                self._append_locked(writes, build)
+            finally:
+                fcntl.flock(turn, fcntl.LOCK_UN)
+
+    def _append_locked(self, writes: Sequence[KeyWrite | None], build: BuildRows) -> None:
         head = schema.audit_chain_head
         with self._writer.begin() as conn:
             # The head is locked first, by every writer (SQLite's BEGIN IMMEDIATE has already
