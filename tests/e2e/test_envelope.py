@@ -98,6 +98,35 @@ def test_the_data_key_cache_bounds_messages_and_age(client: Client) -> None:
     assert read_header(io.BytesIO(young.encrypt(b"c", key=key)))[0].data_key != first
 
 
+class FailingSource(io.RawIOBase):
+    """Yields ``good`` bytes, then fails like a disk or a pipe's writer that died."""
+
+    def __init__(self, good: bytes) -> None:
+        self._data = io.BytesIO(good)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._data.readinto(buffer)
+        if n == 0:
+            raise OSError("input went away")
+        return n
+
+
+def test_an_encryption_that_fails_midway_leaves_a_message_that_fails_as_truncated(
+    client: Client, key: str
+) -> None:
+    """Closing Tink's stream writes the last segment: on a failed read it must not, or the
+    output would be an authentic message of part of the data."""
+    out = io.BytesIO()
+    with pytest.raises(OSError, match="input went away"):
+        Envelope(client).encrypt_stream(FailingSource(os.urandom(3 * SEGMENT)), out, key=key)
+    assert len(out.getvalue()) > SEGMENT_SIZE  # the segments Tink had finished are there
+    with pytest.raises(EnvelopeError, match="truncated"):
+        Envelope(client).decrypt(out.getvalue())
+
+
 # --- damage ---------------------------------------------------------------------------------
 
 
@@ -231,3 +260,25 @@ def test_a_200_mb_file_through_envelope_encrypt_and_decrypt_in_constant_memory(
     }
     print("envelope 200 MB:", json.dumps(report))
     assert all(kib < PEAK_RSS_LIMIT_KIB for kib in peaks.values()), report
+
+
+def test_the_progress_bar_goes_to_a_terminal_on_stderr_never_into_the_data(
+    client: Client, key: str, coffer_server: RunningCoffer, tmp_path: Path
+) -> None:
+    import pty
+
+    plaintext = os.urandom(3 * SEGMENT_SIZE)
+    source, sealed = tmp_path / "in.bin", tmp_path / "out.cfev"
+    source.write_bytes(plaintext)
+    controller, terminal = pty.openpty()
+    try:
+        with sealed.open("wb") as stdout:
+            done = subprocess.run(
+                [COFFER, "envelope", "encrypt", "--key", key, source, "-o", "-"],
+                stdout=stdout, stderr=terminal, env=coffer_server.env(), timeout=60, check=False,
+            )  # fmt: skip
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert done.returncode == 0
+    assert Envelope(client).decrypt(sealed.read_bytes()) == plaintext  # no stray byte in it

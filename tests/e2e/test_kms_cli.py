@@ -77,6 +77,8 @@ def test_key_life_cycle_commands(coffer_server: RunningCoffer, tmp_path: Path) -
     assert as_json(env, "keys", "cancel-deletion", name)["status"] == "active"
 
     material = tmp_path / "key.bin"
+    material.write_bytes(b"an older, world-readable file")
+    material.chmod(0o644)
     ok(env, "keys", "export", name, "--key-version", "1", "--out", material)
     assert len(material.read_bytes()) == 32
     assert material.stat().st_mode & 0o777 == 0o600
@@ -140,6 +142,10 @@ def test_errors_are_one_line_and_usage_errors_exit_2(coffer_server: RunningCoffe
     assert coffer(env, "encrypt", "k", "data", "--in", "f").returncode == 2  # both given
     assert coffer(env, "keys", "create", "k").returncode == 2  # --type missing
     assert coffer(env, "keys", "create", "k", "--type", "x", "--label", "novalue").returncode == 2
+    missing_file = coffer(env, "encrypt", "k", "--in", "/nonexistent/data")
+    assert missing_file.returncode == 1
+    assert missing_file.stderr.decode().count("\n") == 1  # one line, no traceback
+    assert b"No such file" in missing_file.stderr
     unreachable = coffer(env | {"COFFER_URL": "http://127.0.0.1:9"}, "summary")
     assert unreachable.returncode == 1
     assert unreachable.stderr.decode().startswith("coffer: cannot reach Coffer at")

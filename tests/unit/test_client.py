@@ -255,3 +255,26 @@ def test_a_bad_profile_file_is_refused_with_a_reason(
     env = {"COFFER_PROFILE_FILE": str(write_profiles(tmp_path, text, mode))}
     with pytest.raises(ProfileError, match=message):
         Connection.resolve(environ=env)
+
+
+def test_a_profiles_token_goes_only_to_the_profiles_server(tmp_path: Path) -> None:
+    path = write_profiles(tmp_path, '[default]\nurl = "https://prod.example"\ntoken = "prod"\n')
+    env = {"COFFER_PROFILE_FILE": str(path)}
+    assert Connection.resolve(environ=env).token == "prod"
+    assert Connection.resolve(environ={**env, "COFFER_URL": "http://dev:8200"}).token is None
+    assert Connection.resolve(url="http://dev:8200", environ=env).token is None
+    # A token given alongside the other URL is the caller's choice.
+    assert Connection.resolve(url="http://dev:8200", token="dev", environ=env).token == "dev"
+
+
+def test_an_answer_that_is_not_coffers_is_unavailable_not_a_traceback() -> None:
+    script = Script(httpx.Response(200, text="<html>captive portal</html>"))
+    with client_for(script) as client, pytest.raises(errors.Unavailable, match="HTTP 200"):
+        client.keys.get("k")
+
+
+def test_a_break_glass_export_is_never_repeated_by_a_retry() -> None:
+    script = Script(busy(503), httpx.Response(200, json={"keyMaterial": "AA==", "keyVersion": "1"}))
+    with client_for(script) as client, pytest.raises(errors.Unavailable):
+        client.keys.export("k")
+    assert len(script.requests) == 1

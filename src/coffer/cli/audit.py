@@ -83,7 +83,7 @@ def list_records(
     resource: Resource = None,
     since: Since = None,
     until: Until = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 50,
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """The newest records of the organisation."""

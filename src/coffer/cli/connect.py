@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
@@ -23,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coffer.client import Client
+from coffer.client.envelope import atomic_output
 from coffer.errors import CofferError
 
 Url = Annotated[
@@ -123,21 +123,24 @@ def read_input(data: str | None, source: Path | None) -> bytes:
         raise typer.BadParameter("give DATA or --in, not both")
     if data is not None:
         return data.encode()
-    if source is not None and str(source) != "-":
-        return source.read_bytes()
     if source is None and sys.stdin.isatty():
         raise typer.BadParameter("give DATA, --in FILE, or pipe the data on stdin")
-    return sys.stdin.buffer.read()
+    try:
+        if source is not None and str(source) != "-":
+            return source.read_bytes()
+        return sys.stdin.buffer.read()
+    except OSError as exc:
+        raise fail(f"{source}: {exc.strerror or exc}") from None
 
 
 def write_output(data: bytes, target: Path | None) -> None:
-    """Raw bytes to ``--out FILE`` (readable by its owner alone), or to stdout."""
+    """Raw bytes to ``--out FILE`` (a new file, readable by its owner alone, put in place
+    whole), or to stdout."""
     if target is None or str(target) == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
+    with atomic_output(target) as out:
         out.write(data)
 
 

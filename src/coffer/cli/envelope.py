@@ -7,7 +7,10 @@ The interface is exact (other tools drive it)::
 
 ``-`` is stdin or stdout. The message's header names the region and key, so decrypt needs
 neither. An output file appears only when the whole input was processed (and, for decrypt,
-authenticated); on an error nothing is written to it. A progress bar shows on a terminal.
+authenticated); on an error nothing is written to it. To stdout (``-o -``), decrypt streams
+each segment once it is authenticated: when it exits 1, what it wrote must be discarded (a
+message cut at a segment boundary is known to be truncated only at its end). A progress bar
+shows on stderr when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -65,7 +69,7 @@ def _progress(path: Path, verb: str) -> Iterator[Callable[[int], None] | None]:
         return
     total = path.stat().st_size if str(path) != "-" and path.is_file() else None
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True, console=None) as bar:
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(verb, total=total)
         yield lambda size: bar.advance(task, size)
 
@@ -96,7 +100,8 @@ def decrypt(
     url: Url = None, token: Token = None, org: Org = None, project: Project = None,
     profile: Profile = None,
 ) -> None:  # fmt: skip
-    """Decrypt IN; its header names the region and key."""
+    """Decrypt IN; its header names the region and key. To a file only if all of it is
+    authentic; to stdout (-o -) as it is checked: discard the output if the exit code is 1."""
     with (
         client(url, token, org, project, None, profile) as coffer,
         _input(source) as reader,

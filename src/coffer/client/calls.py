@@ -214,8 +214,9 @@ def export_key(
 ) -> Call[ExportResponse]:
     """Break-glass export of key material (only keys created with ``export_allowed``)."""
     request = ExportRequest(key_version=version)
+    # Not retried: each export is a break-glass event of its own in the audit log.
     return Call("POST", _key_path(c, key, region, "/export"), _decoder(ExportResponse),
-                _body(request))  # fmt: skip
+                _body(request), idempotent=False)  # fmt: skip
 
 
 def wrapping_key(c: Connection, *, region: str | None = None) -> Call[WrappingKeyResponse]:

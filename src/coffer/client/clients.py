@@ -123,7 +123,13 @@ class _Core:
     def answer(self, call: Call[T], response: httpx.Response) -> T:
         if response.status_code >= 400:
             raise error_from_response(response.status_code, response.content)
-        return call.decode(response.content)
+        try:
+            return call.decode(response.content)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            # A proxy's page, a redirect: not Coffer answering.
+            raise Unavailable(
+                f"unexpected answer from {self._base} (HTTP {response.status_code})"
+            ) from None
 
     def delay(self, call: Call[Any], attempt: int, response: httpx.Response | None,
               error: httpx.TransportError | None) -> float | None:  # fmt: skip

@@ -12,7 +12,8 @@ Every setting is taken from the first of these that has it:
 4. the defaults: ``http://127.0.0.1:8200`` and region ``nl-01``.
 
 A profile file that holds a token must be readable by its owner alone (``chmod 600``), as
-``ssh`` insists for private keys: otherwise it is refused.
+``ssh`` insists for private keys: otherwise it is refused. A profile's token is sent only to
+that profile's URL: with a URL from an argument or the environment, it is left out.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ class Connection:
             value = given[field] or env.get(_ENVIRONMENT[field]) or from_profile.get(field)
             if value:
                 chosen[field] = value
+        if (
+            "token" in from_profile
+            and chosen.get("token") == from_profile["token"]
+            and chosen.get("url", DEFAULT_URL) != from_profile.get("url", DEFAULT_URL)
+        ):
+            # A profile's token goes to the profile's server only, never to a URL set elsewhere.
+            del chosen["token"]
         return cls(**chosen)
 
 

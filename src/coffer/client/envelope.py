@@ -125,6 +125,11 @@ class _Unclosed(io.RawIOBase):
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
+        self._discarding = False
+
+    def discard(self) -> None:
+        """Drop whatever is written from now on (the final segment of an aborted message)."""
+        self._discarding = True
 
     def readable(self) -> bool:
         return True
@@ -138,7 +143,8 @@ class _Unclosed(io.RawIOBase):
         return len(data)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self._stream.write(data)
+        if not self._discarding:
+            self._stream.write(data)
         return len(data)
 
     def close(self) -> None:
@@ -209,6 +215,10 @@ class Envelope:
     def __init__(self, client: Client, *, cache: DataKeyCache | None = None) -> None:
         self._client = client
         self._cache = cache
+        # A cache shared by clients of other servers, organisations or projects never serves
+        # one of them another's data key.
+        connection = client.connection
+        self._scope = (connection.url, connection.organisation or "", connection.project or "")
 
     # --- encryption -----------------------------------------------------------------------
 
@@ -221,17 +231,29 @@ class Envelope:
         region: str | None = None,
         progress: Progress | None = None,
     ) -> Header:
-        """Encrypt everything ``source`` yields into ``destination``."""
+        """Encrypt everything ``source`` yields into ``destination``.
+
+        If reading ``source`` fails, the message is left without its last segment, so that it
+        fails as truncated: closing Tink's stream would otherwise finish it as a complete (and
+        authentic) message of only the data read so far."""
         region = region or self._client.connection.region
         primitive, data_key = self._data_key(region, key)
         header = Header(region, key, data_key)
         prefix = header.encode()
         destination.write(prefix)
-        with primitive.new_encrypting_stream(_Unclosed(destination), prefix) as stream:
+        sink = _Unclosed(destination)
+        stream = primitive.new_encrypting_stream(sink, prefix)
+        try:
             while chunk := source.read(_CHUNK):
                 stream.write(chunk)
                 if progress is not None:
                     progress(len(chunk))
+        except BaseException:
+            sink.discard()
+            with contextlib.suppress(Exception):
+                stream.close()
+            raise
+        stream.close()
         return header
 
     def encrypt(self, plaintext: bytes, *, key: str, region: str | None = None) -> bytes:
@@ -240,7 +262,7 @@ class Envelope:
         return out.getvalue()
 
     def _data_key(self, region: str, key: str) -> tuple[streaming_aead.StreamingAead, str]:
-        name = ("encrypt", region, key)
+        name = (*self._scope, "encrypt", region, key)
         if self._cache is not None and (entry := self._cache.take(name)) is not None:
             return entry.primitive, entry.data_key
         handle = tink.new_keyset_handle(_TEMPLATE)
@@ -282,7 +304,7 @@ class Envelope:
         return out.getvalue()
 
     def _unwrap(self, header: Header) -> streaming_aead.StreamingAead:
-        name = ("decrypt", header.region, header.key, header.data_key)
+        name = (*self._scope, "decrypt", header.region, header.key, header.data_key)
         if self._cache is not None and (entry := self._cache.take(name)) is not None:
             return entry.primitive
         try:
@@ -316,7 +338,17 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
+        _sync_directory(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

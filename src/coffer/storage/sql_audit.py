@@ -63,8 +63,9 @@ class SqlAuditStore:
         # steps of 1, 2, 5, 10… ms before it tries again. The audit writers of several server
         # processes queue on a file lock instead, and the next one starts the moment the last
         # one committed.
-        database = writer.url.database if writer.dialect.name == "sqlite" else None
-        self._turns = Path(database + AUDIT_LOCK_SUFFIX) if database else None
+        database = (writer.url.database or "") if writer.dialect.name == "sqlite" else ""
+        on_disk = database not in ("", ":memory:") and not database.startswith("file:")
+        self._turns = Path(f"{database}{AUDIT_LOCK_SUFFIX}") if on_disk else None
 
     async def close(self) -> None:
         await asyncio.to_thread(self._writer.dispose)
