@@ -53,7 +53,7 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, 
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     if "Non-2xx" in out:
-        raise SystemExit(f"wrk saw error responses:\n{out}")
+        raise SystemExit(f"wrk saw error responses from {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     # The latency distribution's lines start with the percentile; the thread-stats table above
     # it can hold a "…50.00%" of its own.

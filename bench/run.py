@@ -34,7 +34,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import subprocess
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from bulk_keys import add_keys
-from harness import COFFER, free_port, request, to_ms
+from harness import COFFER, free_port, request, wrk
 from http_sign import in_process_rates
 
 HERE = Path(__file__).resolve().parent
@@ -213,19 +212,6 @@ def lua_script(
         ]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, float, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    if "Non-2xx" in out:
-        raise SystemExit(f"wrk saw error responses from {url}:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    return rps, p50, p99
 
 
 def drive(run: Run, url: str, script: Path) -> tuple[float, float, float]:

@@ -61,18 +61,8 @@ def test_sync_and_async_clients_have_the_same_methods() -> None:
     asyncio.run(async_.aclose())
 
 
-def _all_errors() -> list[type[errors.CofferError]]:
-    found: list[type[errors.CofferError]] = []
-    pending = [errors.CofferError]
-    while pending:
-        cls = pending.pop()
-        found.append(cls)
-        pending.extend(cls.__subclasses__())
-    return found
-
-
 @pytest.mark.parametrize(
-    "cls", [c for c in _all_errors() if c.__module__ == "coffer.errors"], ids=lambda c: c.code
+    "cls", [errors.CofferError, *errors._all_subclasses(errors.CofferError)], ids=lambda c: c.code
 )
 def test_every_error_code_maps_back_to_its_class(cls: type[errors.CofferError]) -> None:
     """The body the server sends for an error becomes the class it raised (or, for classes
