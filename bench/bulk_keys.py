@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from coffer.config import DATABASE_FILE, ROOT_KEY_FILE
-from coffer.crypto.root import FileRootKey
+from coffer.crypto.root import SoftwareCipher, open_blob, read_key_file
 from coffer.crypto.wrapping import Wrapper, kek_aad, key_version_aad
 from coffer.domain.identity import KEY_PREFIX, new_identity
 
@@ -42,8 +42,8 @@ def add_keys(data_dir: Path, template_slug: str, count: int, start: int, ids: Pa
         (wrapped_kek,) = db.execute(
             "SELECT wrapped_kek FROM organisation_keks WHERE organisation_identity = ?", (org,)
         ).fetchone()
-        root = FileRootKey.load(data_dir / ROOT_KEY_FILE)
-        kek = Wrapper(root.unwrap(wrapped_kek, kek_aad(org)))
+        root = SoftwareCipher(read_key_file(data_dir / ROOT_KEY_FILE))  # the file seal's key
+        kek = Wrapper(open_blob(root, wrapped_kek, kek_aad(org)))
         material = kek.unwrap(
             version["wrapped_material"], key_version_aad(org, template["identity"], 1, key_type)
         )

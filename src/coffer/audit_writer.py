@@ -1,7 +1,8 @@
 """The audit writer process (``python -m coffer.audit_writer``), started by ``coffer serve``.
 
-It reads the server's settings from its first frame, opens the database and the root key itself,
-and commits the batches the server sends (``coffer.audit.process``). It ignores SIGINT and
+It reads the server's settings and the checkpoint signing key from its first frame (the root key
+stays with the server: a sealed server starts no writer), opens the database itself, and commits
+the batches the server sends (``coffer.audit.process``). It ignores SIGINT and
 SIGTERM: it stops when the server closes its pipe, after the batch under way, so that a
 graceful shutdown loses no record, and when the server dies, since the pipe closes then too.
 """
@@ -16,23 +17,22 @@ import sys
 from typing import IO
 
 from coffer.audit.committer import BatchCommitter
-from coffer.audit.process import read_frame, serve
+from coffer.audit.process import WriterStartup, read_frame, serve
 from coffer.bootstrap import audit_status, settle_garbage_collector, utc_now
-from coffer.config import Settings
-from coffer.crypto.root import FileRootKey
 from coffer.crypto.signing import CheckpointSigner
 from coffer.storage.database import create_engine_for, create_sync_engine_for
 from coffer.storage.sql import SqlStore
 from coffer.storage.sql_audit import SqlAuditStore
 
 
-async def _run(settings: Settings, requests: IO[bytes], replies: IO[bytes]) -> None:
+async def _run(startup: WriterStartup, requests: IO[bytes], replies: IO[bytes]) -> None:
+    settings = startup.settings
     store = SqlStore(create_engine_for(settings.url, pool_size=1))
     audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
     try:
         committer = BatchCommitter(
             audit_store,
-            CheckpointSigner(FileRootKey.load(settings.root_key_path)),
+            CheckpointSigner(startup.signing_seed),
             utc_now,
             audit_status,
             checkpoint_every=settings.audit_checkpoint_every,
@@ -49,15 +49,15 @@ def main() -> None:
     # Frames go to the server on the original stdout; anything printed goes to stderr.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    settings = read_frame(sys.stdin.buffer)
-    if not isinstance(settings, Settings):
+    startup = read_frame(sys.stdin.buffer)
+    if not isinstance(startup, WriterStartup):
         raise SystemExit("coffer.audit_writer is started by `coffer serve`, not by hand")
     logging.basicConfig(
-        level=settings.log_level.upper(),
+        level=startup.settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settle_garbage_collector()
-    asyncio.run(_run(settings, sys.stdin.buffer, replies))
+    asyncio.run(_run(startup, sys.stdin.buffer, replies))
 
 
 if __name__ == "__main__":

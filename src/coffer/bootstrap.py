@@ -6,14 +6,19 @@ The only module that chooses implementations. Nothing is built at import time; e
 
 from __future__ import annotations
 
+import base64
 import gc
+import logging
+import os
+import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.applications import Starlette
 
 from coffer.api.app import create_app
@@ -21,13 +26,42 @@ from coffer.api.errors import status_of
 from coffer.audit.committer import BatchCommitter, Committer
 from coffer.audit.events import AuditSink, DiscardingSink
 from coffer.audit.log import AuditLog
-from coffer.audit.process import ProcessCommitter
+from coffer.audit.process import ProcessCommitter, WriterStartup
 from coffer.audit.verify import Verification, verify_chain
-from coffer.config import ConfigError, Settings
-from coffer.crypto.root import FileRootKey, RootKeyError, RootKeyProvider
-from coffer.crypto.signing import CheckpointSigner
+from coffer.config import ConfigError, Settings, pkcs11_environment
+from coffer.crypto.hsm import HsmUnavailable, Pkcs11Token
+from coffer.crypto.root import (
+    RootKeyError,
+    SoftwareCipher,
+    make_check_value,
+    open_blob,
+    read_key_file,
+    seal_blob,
+    write_key_file,
+)
+from coffer.crypto.seals import (
+    NEW_KEY_FILE,
+    FileSeal,
+    NewKey,
+    Pkcs11Seal,
+    Seal,
+    ShamirSeal,
+    new_unseal_key,
+    share_digest,
+)
+from coffer.crypto.shamir import MAX_SHARES, split
+from coffer.crypto.signing import legacy_signing_seed
+from coffer.crypto.wrapping import kek_aad, purpose_key_aad
+from coffer.domain.identity import INSTALLATION_PREFIX, new_identity
 from coffer.domain.regions import Region
-from coffer.errors import CofferError
+from coffer.domain.seal import (
+    Installation,
+    RootGeneration,
+    SealConfig,
+    SealType,
+    Wrapped,
+)
+from coffer.errors import CofferError, InvalidUnsealKey, KeyIntegrityError
 from coffer.iam.oidc import OidcVerifier
 from coffer.metrics import CacheMeter, observe_audit_batch
 from coffer.scheduler.jobs import Scheduler
@@ -42,14 +76,20 @@ from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
 from coffer.service.operations import Operations
+from coffer.service.purposes import CHECKPOINT_SIGNING, PurposeKeys, PurposeSigner
+from coffer.service.root import RootOfTrust, WrongRootKey, share_bytes
+from coffer.service.rotation import RootRotation
 from coffer.service.scope import KeyScope
 from coffer.service.services import Lease, Services
+from coffer.service.sys import SysService
 from coffer.service.tenants import Bootstrapped, TenantService
+from coffer.storage import sql_root
 from coffer.storage.database import (
     DatabaseUnreadable,
     create_engine_for,
     create_read_engine_for,
     create_sync_engine_for,
+    read_only_engine,
     schema_revision,
     upgrade,
 )
@@ -58,6 +98,11 @@ from coffer.storage.sql import SqlStore
 from coffer.storage.sql_audit import AUDIT_LOCK_SUFFIX, SqlAuditStore
 from coffer.storage.sql_iam import SqlIamStore
 from coffer.storage.sqlite_changes import FileLease, SqliteChangeBus
+
+log = logging.getLogger(__name__)
+
+#: The schema revision from which the root of trust has rows of its own.
+ROOT_OF_TRUST_REVISION = "0007"
 
 #: The lock file whose holder runs the background jobs when several workers share SQLite.
 JOBS_LOCK_FILE = "jobs.lock"
@@ -130,10 +175,74 @@ def _coordination(settings: Settings, store: SqlStore) -> tuple[ChangeBus | None
     return None, None
 
 
+def seals_for(settings: Settings, installation: Installation,
+              generations: Sequence[RootGeneration]) -> dict[SealType, Seal]:  # fmt: skip
+    """A seal for the installation's seal and for every seal a live generation still uses."""
+    kinds = {installation.seal.type} | {g.seal_type for g in generations if g.live}
+    seals: dict[SealType, Seal] = {}
+    for kind in kinds:
+        if kind is SealType.FILE:
+            seals[kind] = FileSeal(settings.data_dir)
+        elif kind is SealType.SHAMIR:
+            seals[kind] = ShamirSeal()
+        else:
+            seals[kind] = Pkcs11Seal(pkcs11_token(installation.seal))
+    return seals
+
+
+def pkcs11_token(seal: SealConfig) -> Pkcs11Token:
+    """The token of a PKCS #11 seal: module and label as recorded (or this node's override),
+    the PIN from ``COFFER_PKCS11_PIN``."""
+    env = pkcs11_environment()
+    library = env.library or seal.pkcs11_library
+    token = env.token or seal.pkcs11_token
+    if not library or not token:
+        raise ConfigError(
+            "the PKCS #11 seal needs its module and token label: set COFFER_PKCS11_LIBRARY and "
+            "COFFER_PKCS11_TOKEN"
+        )
+    return Pkcs11Token(library, token, env.pin or "")
+
+
+def _read_root(settings: Settings) -> tuple[Installation | None, list[RootGeneration]]:
+    engine = read_only_engine(settings.url)
+    try:
+        with engine.connect() as conn:
+            return sql_root.read_installation(conn), sql_root.read_generations(conn)
+    except DBAPIError as exc:
+        raise ConfigError(
+            f"the database of {settings.data_dir} cannot be read ({exc.orig})"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def open_root(settings: Settings) -> RootOfTrust:
+    """The installation's root of trust, opened by its seal if the seal opens by itself (file,
+    PKCS #11). ``ConfigError`` if the seal holds a key that is not this installation's."""
+    installation, generations = _read_root(settings)
+    if installation is None:
+        raise NotInitialised(
+            f"the database of {settings.data_dir} holds no Coffer installation: run "
+            f"`coffer serve` or `coffer init --data-dir {settings.data_dir}` first"
+        )
+    root = RootOfTrust(installation, generations, seals_for(settings, installation, generations))
+    try:
+        root.open_sync()
+    except WrongRootKey as exc:
+        raise ConfigError(f"{exc}; nothing was changed") from None
+    except RootKeyError as exc:
+        raise ConfigError(
+            f"{exc.message}. Coffer cannot decrypt any key without it: restore the root key file "
+            "from your backup (mode 0600, readable by the server's user)"
+        ) from None
+    return root
+
+
 def build_services(
     settings: Settings,
     *,
-    root: RootKeyProvider | None = None,
+    root: RootOfTrust | None = None,
     clock: Callable[[], datetime] = utc_now,
     timer: Callable[[], float] = time.monotonic,
     audit_sink: AuditSink | None = None,
@@ -142,7 +251,10 @@ def build_services(
         create_engine_for(settings.url, settings.database_pool_size),
         create_read_engine_for(settings.url),
     )
-    root = root if root is not None else FileRootKey.load(settings.root_key_path)
+    root = root if root is not None else open_root(settings)
+    root.attach(store)
+    purposes = PurposeKeys(root, store, clock)
+    signer = PurposeSigner(purposes)
     access = AccessService(
         store,
         clock,
@@ -157,10 +269,14 @@ def build_services(
     )
     audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
     audit_log = None
+    committer: Committer | None = None
     if settings.audit_sink == "database":
-        signer = CheckpointSigner(root)
-        committer: Committer = (
-            ProcessCommitter([sys.executable, "-m", "coffer.audit_writer"], settings)
+
+        async def writer_startup() -> WriterStartup:
+            return WriterStartup(settings, await purposes.checkpoint_seed())
+
+        committer = (
+            ProcessCommitter([sys.executable, "-m", "coffer.audit_writer"], writer_startup)
             if settings.audit_writer == "process"
             else BatchCommitter(
                 audit_store,
@@ -192,7 +308,28 @@ def build_services(
     wrapping = WrappingKeys(store, root, clock, timer)
     tenants = TenantService(store, root, clock)
     bus, lease = _coordination(settings, store)
-    changes = Changes(scope.keys, keyring, access, bus)
+    changes = Changes(scope.keys, keyring, access, bus, root)
+    rotation = RootRotation(
+        root,
+        store,
+        changes,
+        operations,
+        clock,
+        batch_size=settings.root_rotation_batch_size,
+        grace_seconds=settings.root_rotation_grace_seconds,
+    )
+
+    async def seal_changed(sealed: bool) -> None:
+        if sealed:  # no key stays in memory: not the hierarchy's, not the audit writer's
+            keyring.clear()
+            wrapping.clear()
+            purposes.forget()
+            if committer is not None:
+                await committer.close()
+        else:
+            rotation.kick()  # a rotation that waited for the seal goes on
+
+    root.on_change(seal_changed)
     keys = KeyService(store, operations, keyring, scope, wrapping, clock)
     lifecycle = LifecycleService(
         operations,
@@ -206,6 +343,10 @@ def build_services(
         settings=settings,
         store=store,
         root=root,
+        purposes=purposes,
+        rotation=rotation,
+        sys=SysService(root, rotation, purposes, operations),
+        operations=operations,
         access=access,
         keyring=keyring,
         keys=keys,
@@ -240,6 +381,8 @@ def build_scheduler(services: Services, clock: Callable[[], datetime] = utc_now)
         audit_retention=timedelta(days=retention) if retention is not None else None,
         lease=services.lease,
         takeover_seconds=services.settings.scheduler_takeover_seconds,
+        root=services.root,
+        rotation=services.rotation,
     )
 
 
@@ -254,7 +397,15 @@ def build_app(
     the scheduler running in the background unless ``run_scheduler`` is false."""
     services = build_services(settings, clock=clock, **overrides)
     scheduler = build_scheduler(services, clock)
-    background = [services.changes.listen_forever]
+
+    async def watch_the_seal() -> None:
+        await services.root.watch_forever(settings.hsm_check_seconds)
+
+    async def resume_rotation() -> None:
+        if not services.root.sealed:
+            services.rotation.kick()  # a rotation a stopped server left half done
+
+    background = [services.changes.listen_forever, watch_the_seal, resume_rotation]
     if run_scheduler:
         background.append(scheduler.run_forever)
     app = create_app(services, background=background)
@@ -270,12 +421,82 @@ class AlreadyInitialised(ConfigError):
     """``coffer init`` on a directory that already holds a Coffer."""
 
 
-async def initialise(settings: Settings) -> Bootstrapped:
-    """Create the data directory, root key, schema, first organisation and admin token.
+@dataclass(frozen=True, slots=True)
+class SealChoice:
+    """The seal ``coffer init`` makes (``coffer init --seal``)."""
+
+    type: SealType = SealType.FILE
+    shares: int = 5
+    threshold: int = 3
+    pkcs11_library: str | None = None
+    pkcs11_token: str | None = None
+
+
+def _first_generation(
+    settings: Settings, identity: str, choice: SealChoice
+) -> tuple[SealConfig, dict[SealType, Seal], NewKey, tuple[str, ...]]:
+    """The seal's settings, the seal, generation 1's key and (Shamir) the unseal key shares."""
+    config, seals, made, shares = _new_seal(settings, identity, choice)
+    if made is None:
+        made = seals[config.type].make(identity, 1, None)
+    return config, seals, made, shares
+
+
+def _new_seal(
+    settings: Settings, identity: str, choice: SealChoice
+) -> tuple[SealConfig, dict[SealType, Seal], NewKey | None, tuple[str, ...]]:
+    """A new seal of ``choice``'s kind: its settings, the seal, the file seal's first key if it
+    made one, and (Shamir) the unseal key shares."""
+    shares: tuple[str, ...] = ()
+    made: NewKey | None = None
+    if choice.type is SealType.FILE:
+        config = SealConfig(SealType.FILE)
+        seal: Seal = FileSeal(settings.data_dir)
+        if not settings.root_key_path.exists():
+            key = os.urandom(32)
+            write_key_file(settings.root_key_path, key, exclusive=True)
+            made = NewKey(SoftwareCipher(key), None)
+    elif choice.type is SealType.SHAMIR:
+        if not 1 <= choice.threshold <= choice.shares <= MAX_SHARES:
+            raise ConfigError(
+                f"--key-threshold must be at least 1 and at most --key-shares (at most "
+                f"{MAX_SHARES})"
+            )
+        unseal_key = new_unseal_key()
+        raw_shares = split(unseal_key, choice.shares, choice.threshold)
+        shares = tuple(base64.b64encode(share).decode("ascii") for share in raw_shares)
+        config = SealConfig(
+            SealType.SHAMIR,
+            threshold=choice.threshold,
+            shares=choice.shares,
+            share_digests=tuple(share_digest(identity, share) for share in raw_shares),
+        )
+        shamir = ShamirSeal()
+        shamir.use(unseal_key)
+        seal = shamir
+    else:
+        config = SealConfig(
+            SealType.PKCS11,
+            pkcs11_library=choice.pkcs11_library,
+            pkcs11_token=choice.pkcs11_token,
+        )
+        hsm = Pkcs11Seal(pkcs11_token(config))
+        try:
+            hsm.token.open()
+        except HsmUnavailable as exc:
+            raise ConfigError(f"{exc.message}; nothing was changed") from None
+        seal = hsm
+    return config, {config.type: seal}, made, shares
+
+
+async def initialise(settings: Settings, seal: SealChoice | None = None) -> Bootstrapped:
+    """Create the data directory, the root key in its seal, the schema, the first organisation
+    and an admin token.
 
     Either everything is created or nothing is left behind: on failure the files this call made
-    are removed again.
+    are removed again (and the HSM key it made destroyed).
     """
+    choice = seal or SealChoice()
     data_dir = settings.data_dir
     existing = [p for p in (settings.database_path, settings.root_key_path) if p.exists()]
     if existing:
@@ -289,39 +510,112 @@ async def initialise(settings: Settings) -> Bootstrapped:
             raise ConfigError(f"the database cannot be reached or read ({exc})") from None
         if current is not None:
             raise AlreadyInitialised(
-                "the database already holds a Coffer: to add a node, copy the root key of an "
-                "initialised node into this data directory instead; nothing was changed"
+                "the database already holds a Coffer: to add a node, give it the same seal "
+                "(the file seal: copy root.key of an initialised node into its data directory) "
+                "instead; nothing was changed"
             )
+    if choice.type is SealType.PKCS11:
+        pkcs11_token(SealConfig(SealType.PKCS11, pkcs11_library=choice.pkcs11_library,
+                                pkcs11_token=choice.pkcs11_token))  # fmt: skip
     created_dir = not data_dir.exists()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    made: list[Path] = []
+    made_files = [settings.root_key_path, data_dir / NEW_KEY_FILE] + [
+        settings.database_path.with_name(settings.database_path.name + s) for s in SQLITE_FILES
+    ]
+    identity = new_identity(INSTALLATION_PREFIX)
+    seals: dict[SealType, Seal] = {}
     try:
-        root = FileRootKey.create(settings.root_key_path)
-        made.append(settings.root_key_path)
-        made += [
-            settings.database_path.with_name(settings.database_path.name + s) for s in SQLITE_FILES
-        ]
+        config, seals, made, shares = _first_generation(settings, identity, choice)
+        now = utc_now()
+        installation = Installation(identity, config, 1, now)
+        generation = RootGeneration(
+            1, config.type, make_check_value(made.cipher, identity, 1), made.sealed_key, now
+        )
         upgrade(settings.url)
-        return await _bootstrap(settings, root)
+        engine = create_sync_engine_for(settings.url)
+        try:
+            with engine.begin() as conn:
+                sql_root.insert_installation(conn, installation)
+                sql_root.insert_generation(conn, generation)
+        finally:
+            engine.dispose()
+        root = RootOfTrust(installation, [generation], seals)
+        root.open_sync()
+        services = build_services(settings, root=root)
+        try:
+            await services.purposes.load()
+            boot = await services.tenants.bootstrap()
+        finally:
+            await services.close()
+        return replace(boot, installation=identity, unseal_keys=shares)
     except BaseException:
-        for path in made:
+        for path in made_files:
             path.unlink(missing_ok=True)
         if created_dir:
-            data_dir.rmdir()
+            shutil.rmtree(data_dir, ignore_errors=True)
+        hsm = seals.get(SealType.PKCS11)
+        if isinstance(hsm, Pkcs11Seal):
+            hsm.forget(identity, 1)
         raise
 
 
-async def _bootstrap(settings: Settings, root: RootKeyProvider) -> Bootstrapped:
-    services = build_services(settings, root=root)
+def _check_legacy_root_key(settings: Settings) -> bytes:
+    """The root key of a data directory made before check values, checked against the one thing
+    it wrapped that every installation has (an organisation KEK), before anything is written."""
     try:
-        return await services.tenants.bootstrap()
+        key = read_key_file(settings.root_key_path)
+    except RootKeyError as exc:
+        raise ConfigError(
+            f"{exc.message}. Coffer cannot decrypt any key without it: restore the root key file "
+            "from your backup (mode 0600, readable by the server's user)"
+        ) from None
+    engine = read_only_engine(settings.url)
+    try:
+        with engine.connect() as conn:
+            first = sql_root.first_organisation_kek(conn)
     finally:
-        await services.close()
+        engine.dispose()
+    if first is not None:
+        organisation, blob = first
+        try:
+            open_blob(SoftwareCipher(key), blob, kek_aad(organisation))
+        except KeyIntegrityError:
+            raise ConfigError(
+                "the root key does not belong to this database; nothing was changed"
+            ) from None
+    return key
 
 
-def open_data_dir(settings: Settings) -> RootKeyProvider:
-    """Check that ``settings.data_dir`` is an initialised Coffer, migrate its schema to this
-    version, and load its root key. Raises ``ConfigError`` with what to do otherwise."""
+def _install_legacy(settings: Settings, key: bytes) -> None:
+    """Give a data directory made before the root of trust had rows its installation: the file
+    seal, generation 1 (the existing key) with a check value, and the checkpoint signing key it
+    used (derived from the root key then, stored wrapped now so that it survives rotations)."""
+    identity = new_identity(INSTALLATION_PREFIX)
+    cipher = SoftwareCipher(key)
+    now = utc_now()
+    signing = seal_blob(cipher, 1, legacy_signing_seed(key), purpose_key_aad(CHECKPOINT_SIGNING))
+    engine = create_sync_engine_for(settings.url)
+    try:
+        with engine.begin() as conn:
+            if sql_root.read_installation(conn) is not None:
+                return  # another node of this database did it first
+            sql_root.insert_installation(
+                conn, Installation(identity, SealConfig(SealType.FILE), 1, now)
+            )
+            check = make_check_value(cipher, identity, 1)
+            sql_root.insert_generation(conn, RootGeneration(1, SealType.FILE, check, None, now))
+            sql_root.insert_purpose_key(conn, CHECKPOINT_SIGNING, Wrapped(1, signing), now)
+    except IntegrityError:
+        return  # another node of this database did it at the same moment
+    finally:
+        engine.dispose()
+    log.warning("data directory upgraded: installation %s, root key generation 1", identity)
+
+
+def open_data_dir(settings: Settings) -> RootOfTrust:
+    """Check that ``settings.data_dir`` is an initialised Coffer, check its root key, migrate
+    its schema to this version, and open its root of trust. Raises ``ConfigError`` with what to
+    do otherwise; a wrong root key is refused before anything is written."""
     hint = f"run `coffer init --data-dir {settings.data_dir}` first"
     if settings.database_url is None and not settings.database_path.exists():
         raise NotInitialised(
@@ -339,24 +633,85 @@ def open_data_dir(settings: Settings) -> RootKeyProvider:
             f"the database of {settings.data_dir} holds no Coffer schema: it was not made by "
             "`coffer init`; move it away, then run `coffer init` on the directory"
         )
+    has_root_rows = current >= ROOT_OF_TRUST_REVISION
+    installation = _read_root(settings)[0] if has_root_rows else None
+    if installation is None:
+        key = _check_legacy_root_key(settings)
+        if current != head:
+            upgrade(settings.url)
+        _install_legacy(settings, key)
+        return open_root(settings)
+    root = open_root(settings)  # checked before any migration writes
     if current != head:
         upgrade(settings.url)
-    try:
-        return FileRootKey.load(settings.root_key_path)
-    except RootKeyError as exc:
+    return root
+
+
+async def migrate_seal(
+    settings: Settings,
+    choice: SealChoice,
+    shares: Callable[[int], Sequence[str]] | None = None,
+) -> tuple[str, ...]:
+    """Move an installation to another seal (``coffer operator migrate-seal``, every server
+    stopped): a root rotation whose new generation is made by the new seal. Returns the new
+    unseal key shares (Shamir). ``shares(threshold)`` opens a Shamir-sealed installation."""
+    offline = replace(settings, audit_writer="thread", root_rotation_grace_seconds=0.0)
+    root = open_data_dir(offline)
+    if root.seal_type is choice.type:
+        root.close()
         raise ConfigError(
-            f"{exc.message}. Coffer cannot decrypt any key without it: restore the root key file "
-            "from your backup (mode 0600, readable by the server's user)"
-        ) from None
+            f"the installation already uses the {choice.type.value} seal; to make a new root key "
+            "on it, use `coffer operator rotate-root`"
+        )
+    services = build_services(offline, root=root)
+    try:
+        if root.sealed and root.seal_type is SealType.SHAMIR and shares is not None:
+            await unseal_offline(root, shares(root.status().threshold))
+        if root.sealed:
+            raise ConfigError(f"the root of trust is sealed: {root.status().reason}")
+        config, seals, _, new_shares = _new_seal(offline, root.identity, choice)
+        root.add_seal(seals[choice.type])
+        async with services.operations.begin_system("sys.seal.migrate") as op:
+            op.event.resource_identity = root.identity
+            await services.rotation.start(config)
+        if not await services.rotation.run():
+            raise ConfigError("the root rotation did not complete; run the command again")
+        return new_shares
+    finally:
+        await services.close()
 
 
-async def verify_audit(settings: Settings) -> Verification:
-    """Walk the audit chain of an initialised data directory (``coffer audit verify``)."""
+async def unseal_offline(root: RootOfTrust, shares: Sequence[str]) -> None:
+    """Open a Shamir-sealed root with ``shares`` (an offline command's), or ``ConfigError``."""
+    for text in shares:
+        raw = share_bytes(text)
+        if raw is None:
+            raise ConfigError("an unseal key share is base64, as coffer init printed it")
+        try:
+            await root.submit_share(raw)
+        except InvalidUnsealKey as exc:
+            raise ConfigError(exc.message) from None
+    if root.sealed:
+        raise ConfigError(f"still sealed: {root.status().threshold} unseal key share(s) are needed")
+
+
+async def verify_audit(
+    settings: Settings, shares: Callable[[int], Sequence[str]] | None = None
+) -> Verification:
+    """Walk the audit chain of an initialised data directory (``coffer audit verify``).
+    ``shares(threshold)`` gives the unseal key shares of a Shamir-sealed installation."""
     root = open_data_dir(settings)
     store = SqlStore(create_engine_for(settings.url))
     audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
+    root.attach(store)
     try:
-        return await verify_chain(audit_store, CheckpointSigner(root))
+        if root.sealed and root.seal_type is SealType.SHAMIR and shares is not None:
+            await unseal_offline(root, shares(root.status().threshold))
+        if root.sealed:
+            raise ConfigError(f"the root of trust is sealed: {root.status().reason}")
+        signer = await PurposeKeys(root, store, utc_now).checkpoint_signer()
+        return await verify_chain(audit_store, signer)
     finally:
+        root.close()
         await audit_store.close()
         await store.close()

@@ -6,9 +6,10 @@ TOML file, and the defaults below.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +35,9 @@ FILE_SETTINGS = frozenset(
         "audit_retention_days",
         "oidc",
         "metrics",
+        "root_rotation_batch_size",
+        "root_rotation_grace_seconds",
+        "hsm_check_seconds",
     }
 )
 AUDIT_WRITERS = ("process", "thread")
@@ -108,6 +112,14 @@ class Settings:
     oidc: OidcSettings | None = None
     #: ``GET /metrics`` (Prometheus text format) and the counting behind it.
     metrics: bool = True
+    #: Blobs (organisation KEKs, …) rewrapped per transaction by a root rotation.
+    root_rotation_batch_size: int = 500
+    #: File seal: how long a root rotation keeps the new key's transit copy, so that every
+    #: node can take the new key before the old one is retired (docs/security.md).
+    root_rotation_grace_seconds: float = 10.0
+    #: PKCS #11 seal: how often the token is asked whether it is still there (and, while it is
+    #: away, whether it is back).
+    hsm_check_seconds: float = 2.0
 
     @property
     def database_path(self) -> Path:
@@ -213,17 +225,28 @@ def read_config_file(path: Path) -> dict[str, Any]:
         "max_body_bytes",
         "audit_checkpoint_every",
         "audit_retention_days",
+        "root_rotation_batch_size",
     ):
         if name in raw:
             if not isinstance(raw[name], int) or isinstance(raw[name], bool) or raw[name] < 1:
                 raise ConfigError(f"{path}: '{name}' must be a positive integer")
             values[name] = raw[name]
-    for name in ("cache_ttl_seconds", "scheduler_interval_seconds", "scheduler_takeover_seconds"):
+    for name in (
+        "cache_ttl_seconds",
+        "scheduler_interval_seconds",
+        "scheduler_takeover_seconds",
+        "hsm_check_seconds",
+    ):
         if name in raw:
             seconds = raw[name]
             if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
                 raise ConfigError(f"{path}: '{name}' must be a positive number")
             values[name] = float(seconds)
+    if "root_rotation_grace_seconds" in raw:
+        grace = raw["root_rotation_grace_seconds"]
+        if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+            raise ConfigError(f"{path}: 'root_rotation_grace_seconds' must be a number, at least 0")
+        values["root_rotation_grace_seconds"] = float(grace)
     if "deletion_retention_days" in raw:
         days = raw["deletion_retention_days"]
         if not isinstance(days, int) or isinstance(days, bool) or days < 1:
@@ -275,4 +298,23 @@ def load_settings(
         database_url=database_url,
         workers=workers,
         **values,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pkcs11Environment:
+    """This node's PKCS #11 settings from the environment: the module and token label override
+    what ``coffer init`` recorded (another path on this host); the PIN is only ever read from
+    here (``COFFER_PKCS11_PIN``), never stored."""
+
+    library: str | None
+    token: str | None
+    pin: str | None = field(repr=False)
+
+
+def pkcs11_environment() -> Pkcs11Environment:
+    return Pkcs11Environment(
+        library=os.environ.get("COFFER_PKCS11_LIBRARY") or None,
+        token=os.environ.get("COFFER_PKCS11_TOKEN") or None,
+        pin=os.environ.get("COFFER_PKCS11_PIN") or None,
     )

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidSignatureFormat",
     "InvalidState",
+    "InvalidUnsealKey",
     "KeyActive",
     "KeyDisabled",
     "KeyIntegrityError",
@@ -30,10 +31,12 @@ __all__ = [
     "KmsNotEnabled",
     "NotFound",
     "OrganisationRequired",
+    "OrganisationShredded",
     "RegionNotFound",
     "RegionUnavailable",
     "RequestTooLarge",
     "RotationNotAllowed",
+    "Sealed",
     "Unauthenticated",
     "Unavailable",
     "UnsupportedKeyType",
@@ -171,6 +174,18 @@ class RotationNotAllowed(InvalidState):
     default_message = "this imported key was not created with allowRotation"
 
 
+class OrganisationShredded(InvalidRequest):
+    code = "organisation_shredded"
+    default_message = "this organisation was crypto-shredded: it can hold no keys"
+
+
+class InvalidUnsealKey(InvalidRequest):
+    """A share that is not one of this installation's (or was given already)."""
+
+    code = "invalid_unseal_key"
+    default_message = "this is not an unseal key share of this installation"
+
+
 class ExportNotAllowed(InvalidRequest):
     code = "export_not_allowed"
     default_message = "this key was not created with exportAllowed"
@@ -190,6 +205,13 @@ class Conflict(CofferError):
 class Unavailable(CofferError):
     code = "unavailable"
     default_message = "the service is temporarily unavailable"
+
+
+class Sealed(Unavailable):
+    """The root of trust is not open: nothing can be decrypted, written or signed."""
+
+    code = "sealed"
+    default_message = "Coffer is sealed; see GET /v1/sys/seal-status"
 
 
 class RegionUnavailable(Unavailable):

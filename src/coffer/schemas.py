@@ -246,6 +246,49 @@ class OrganisationItem(Response):
     kms_enabled: bool
     created_at: datetime
     object_version: int
+    #: Set once the organisation was crypto-shredded.
+    shredded_at: datetime | None = None
+
+
+class ShredOrganisationRequest(Request):
+    #: The organisation's slug or identity again: shredding cannot be undone.
+    confirm: str
+
+
+# --- the seal and the root key (/v1/sys) ------------------------------------------------------
+
+
+class SealStatusResponse(Response):
+    sealed: bool
+    type: str
+    threshold: int
+    shares: int
+    progress: int
+    installation: str
+    reason: str | None = None
+
+
+class UnsealRequest(Request):
+    #: One unseal key share, base64 as ``coffer init`` printed it.
+    key: str | None = None
+    #: Forget the shares given so far.
+    reset: bool = False
+
+
+class RootStatusResponse(Response):
+    installation: str
+    seal_type: str
+    active_generation: int
+    rotating: bool
+    previous_generations: list[int]
+    #: Blobs (organisation KEKs, wrapping keys, purpose keys) still wrapped by an old generation.
+    remaining: int
+
+
+class AuditPublicKeyResponse(Response):
+    #: PEM SubjectPublicKeyInfo of the Ed25519 key that signs audit checkpoints.
+    public_key: str
+    algorithm: str
 
 
 class CreateOrganisationRequest(Request):

@@ -62,9 +62,8 @@ def allow_audit_inserts(kms: Kms) -> None:
 
 
 def verification(kms: Kms):  # type: ignore[no-untyped-def]
-    from coffer.crypto.signing import CheckpointSigner
-
-    return kms.run(verify_chain, kms.services.audit_store, CheckpointSigner(kms.services.root))
+    signer = kms.run(kms.services.purposes.checkpoint_signer)
+    return kms.run(verify_chain, kms.services.audit_store, signer)
 
 
 @pytest.fixture

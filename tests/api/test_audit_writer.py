@@ -87,7 +87,12 @@ def test_a_writer_that_dies_during_a_batch_fails_that_batch_with_unavailable() -
     from coffer.errors import Unavailable
 
     # A "writer" that reads its start-up frame's length and dies without answering.
-    committer = ProcessCommitter([sys.executable, "-c", "import sys; sys.stdin.buffer.read(4)"], 0)
+    async def startup() -> int:
+        return 0
+
+    committer = ProcessCommitter(
+        [sys.executable, "-c", "import sys; sys.stdin.buffer.read(4)"], startup
+    )
     event = AuditEvent(event_id="e", created_at=datetime.now(UTC), action="kms.encrypt",
                        request_id="r")  # fmt: skip
 

@@ -15,7 +15,7 @@ from tests.e2e.processes import ServeFactory, free_port, http_get, http_post, ru
 
 pytestmark = pytest.mark.slow
 
-INIT_KEYS = {"organisation", "organisationSlug", "principal", "token"}
+INIT_KEYS = {"organisation", "organisationSlug", "principal", "token", "installation", "seal"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ def test_init_output_json_prints_exactly_one_object_with_organisation_slug_and_t
     assert set(printed) == INIT_KEYS
     assert printed["organisation"].startswith("org-")
     assert printed["organisationSlug"] == "default"
+    assert printed["installation"].startswith("ins-")
+    assert printed["seal"] == "file"
     assert isinstance(printed["token"], str)
     assert len(printed["token"]) >= 32
 

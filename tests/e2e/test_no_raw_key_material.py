@@ -19,7 +19,6 @@ from starlette.testclient import TestClient
 
 from coffer.bootstrap import build_app
 from coffer.config import Settings
-from coffer.crypto.root import FileRootKey
 from coffer.crypto.wrapping import Wrapper, kek_aad, key_version_aad
 from coffer.service.services import Services
 from tests.conftest import Kms, initialised
@@ -68,12 +67,14 @@ def unwrapped_material(
     portal = kms.client.portal
     assert portal is not None, "the TestClient must be entered (its lifespan running)"
     call = portal.call
-    root = FileRootKey.load(kms.settings.root_key_path)
     wrapped_kek = call(services.store.wrapped_kek, kms.org)
     assert wrapped_kek is not None
-    kek_bytes = root.unwrap(wrapped_kek, kek_aad(kms.org))
+    kek_bytes = call(services.root.unwrap, wrapped_kek, kek_aad(kms.org))
     kek = Wrapper(kek_bytes)
-    secrets = {"organisation KEK": kek_bytes}
+    secrets = {
+        "organisation KEK": kek_bytes,
+        "checkpoint signing key": call(services.purposes.checkpoint_seed),
+    }
     for identity, key_type in keys.items():
         key = call(services.store.find_key, kms.org, "nl-01", None, identity)
         assert key is not None
@@ -114,7 +115,7 @@ def test_data_directory_never_holds_unwrapped_key_material(settings: Settings) -
         services: Services = build_services_of(client)
         secrets = unwrapped_material(kms, services, keys, sealed)
         secrets["root key"] = settings.root_key_path.read_bytes()
-        assert len(secrets) == 2 + len(KEY_BYTES) * KEYS_PER_TYPE
+        assert len(secrets) == 3 + len(KEY_BYTES) * KEYS_PER_TYPE
         assert len(set(secrets.values())) == len(secrets), "every secret is distinct"
 
         # The search can fail: each secret, in each form, is found in a file that holds it.

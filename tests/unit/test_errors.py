@@ -25,6 +25,7 @@ def test_every_error_has_a_snake_case_code_and_a_message() -> None:
 
 
 def test_codes_are_unique_except_where_a_subclass_hides_details() -> None:
+    import coffer.crypto.hsm
     import coffer.crypto.root  # noqa: F401  (defines RootKeyError, a kind of Unavailable)
 
     by_code: dict[str, set[str]] = {}
@@ -35,7 +36,7 @@ def test_codes_are_unique_except_where_a_subclass_hides_details() -> None:
     # unavailability: neither tells a caller more than that.
     assert shared == {
         "internal": {"CofferError", "Internal", "KeyIntegrityError"},
-        "unavailable": {"Unavailable", "RootKeyError"},
+        "unavailable": {"Unavailable", "RootKeyError", "HsmUnavailable"},
     }
 
 

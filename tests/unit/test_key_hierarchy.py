@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from coffer.crypto.root import FileRootKey, RootKeyError
+from coffer.crypto.root import RootKeyError, SoftwareCipher, read_key_file, write_key_file
 from coffer.crypto.wrapping import Wrapper, kek_aad, key_version_aad
 from coffer.errors import KeyIntegrityError
 from coffer.storage import schema
@@ -58,28 +58,31 @@ def test_a_flipped_bit_or_another_wrapping_key_is_detected() -> None:
         Wrapper(os.urandom(32)).unwrap(wrapper.wrap(b"material", b"aad"), b"aad")
 
 
-def test_root_key_file_is_32_random_bytes_with_mode_0600(tmp_path: Path) -> None:
+def test_root_key_file_is_written_whole_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "root.key"
-    FileRootKey.create(path)
-    assert len(path.read_bytes()) == 32
+    key = os.urandom(32)
+    write_key_file(path, key, exclusive=True)
+    assert read_key_file(path) == key
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["root.key"]  # no .part left behind
     with pytest.raises(FileExistsError):
-        FileRootKey.create(path)
+        write_key_file(path, os.urandom(32), exclusive=True)
+    assert read_key_file(path) == key
 
 
 def test_root_key_of_the_wrong_size_or_missing_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RootKeyError):
-        FileRootKey.load(tmp_path / "missing.key")
+        read_key_file(tmp_path / "missing.key")
     short = tmp_path / "short.key"
     short.write_bytes(b"x" * 31)
     with pytest.raises(RootKeyError):
-        FileRootKey.load(short)
+        read_key_file(short)
 
 
-def test_repr_of_key_holders_shows_no_material(tmp_path: Path) -> None:
-    root = FileRootKey.create(tmp_path / "root.key")
-    material = (tmp_path / "root.key").read_bytes()
-    assert material.hex() not in repr(root)
+def test_repr_of_key_holders_shows_no_material() -> None:
+    material = os.urandom(32)
+    assert material.hex() not in repr(SoftwareCipher(material))
+    assert "redacted" in repr(SoftwareCipher(material))
     assert "redacted" in repr(Wrapper(material))
 
 

@@ -20,8 +20,9 @@ from coffer.api.errors import HANDLERS
 from coffer.api.http import RequestIdMiddleware
 from coffer.api.metrics import metrics
 from coffer.api.openapi import build_openapi
-from coffer.api.routes import ENDPOINTS
+from coffer.api.routes import ENDPOINTS, Endpoint, Handler
 from coffer.metrics import RequestMeter, process_exited
+from coffer.service.root import RootOfTrust
 from coffer.service.services import Services
 
 
@@ -30,6 +31,22 @@ def _version() -> str:
         return version("coffer")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+def _unless_sealed(endpoint: Endpoint, root: RootOfTrust) -> Handler:
+    """The endpoint's handler, answering 503 ``sealed`` first while the root of trust is sealed
+    (before the token is looked at: nothing can be checked, written or signed then)."""
+    handler = endpoint.handler
+    if endpoint.sealed_ok:
+        return handler
+
+    async def guarded(request: Request) -> Response:
+        if root.sealed:
+            raise root.sealed_error()
+        return await handler(request)
+
+    guarded.__name__ = handler.__name__
+    return guarded
 
 
 def create_app(
@@ -55,9 +72,10 @@ def create_app(
 
     metered = services.settings.metrics
     endpoints = [e for e in ENDPOINTS if metered or e.handler is not metrics]
-    routes = [Route(e.path, e.handler, methods=[e.method]) for e in endpoints]
+    handlers = {e: _unless_sealed(e, services.root) for e in endpoints}
+    routes = [Route(e.path, handlers[e], methods=[e.method]) for e in endpoints]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
-    operations: dict[Callable[..., Any], str] = {e.handler: e.operation for e in endpoints}
+    operations: dict[Callable[..., Any], str] = {handlers[e]: e.operation for e in endpoints}
     operations[openapi] = "openapi"
     app = Starlette(
         routes=routes,

@@ -51,8 +51,8 @@ async def coffer_error(request: Request, exc: Exception) -> Response:
     request_id = request_id_of(request)
     if status < 500:
         return error_response(status, exc.message, exc.code, request_id)
-    if isinstance(exc, errors.RegionUnavailable):
-        # A configured state, not a fault: nothing to log.
+    if isinstance(exc, errors.RegionUnavailable | errors.Sealed):
+        # A configured state, not a fault: nothing to log (the seal logs its changes once).
         return error_response(status, exc.message, exc.code, request_id)
     # Details (with the cause) stay in the server log; the client gets the request id to quote.
     if status == 503:

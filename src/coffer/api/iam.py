@@ -23,6 +23,7 @@ from coffer.schemas import (
     ProjectView,
     RoleBindingView,
     ServiceAccountView,
+    ShredOrganisationRequest,
     TokenView,
 )
 from coffer.service.iam import (
@@ -46,6 +47,7 @@ def organisation_item(organisation: Organisation) -> OrganisationItem:
         kms_enabled=organisation.kms_enabled,
         created_at=organisation.created_at,
         object_version=organisation.object_version,
+        shredded_at=organisation.shredded_at,
     )
 
 
@@ -124,6 +126,17 @@ async def disable_kms(request: Request) -> Response:
         http.meta(request), request.path_params["organisation"], False
     )
     return http.json(organisation_item(changed))
+
+
+async def shred_organisation(request: Request) -> Response:
+    meta = http.meta(request)
+    body = await http.read_body(request)
+    ref = request.path_params["organisation"]
+    # The body is read only after the caller was checked (a missing token answers 401 first).
+    shredded = await _iam(request).shred_organisation(
+        meta, ref, lambda: body.decode(ShredOrganisationRequest).confirm
+    )
+    return http.json(organisation_item(shredded))
 
 
 # --- projects and service accounts --------------------------------------------------------------

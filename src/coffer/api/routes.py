@@ -9,9 +9,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coffer.api import audit, crypto, health, iam, keys, lifecycle, metrics, summary
+from coffer.api import audit, crypto, health, iam, keys, lifecycle, metrics, summary, sys
 from coffer.schemas import (
     AuditPageResponse,
+    AuditPublicKeyResponse,
     CreateKeyRequest,
     CreateOrganisationRequest,
     CreateProjectRequest,
@@ -33,11 +34,15 @@ from coffer.schemas import (
     ProjectView,
     PublicKeyResponse,
     RoleBindingView,
+    RootStatusResponse,
+    SealStatusResponse,
     ServiceAccountView,
+    ShredOrganisationRequest,
     SignRequest,
     SignResponse,
     SummaryResponse,
     TokenView,
+    UnsealRequest,
     UpdateRotationRequest,
     UpdateVersionsRequest,
     VerifyHmacRequest,
@@ -62,6 +67,7 @@ class Endpoint:
     status: int = 200
     kms: bool = True  # needs a token and X-Organisation-Identity
     token_only: bool = False  # needs a token, no organisation header
+    sealed_ok: bool = False  # answers while sealed (every other endpoint: 503 sealed)
     query: tuple[str, ...] = ()
     media_type: str = "application/json"
 
@@ -131,6 +137,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/organisations/{organisation}/disable-kms", iam.disable_kms,
              "Switch the KMS feature off (platform administrators)", response=OrganisationItem,
              kms=False, token_only=True),
+    Endpoint("POST", "/v1/organisations/{organisation}/shred", iam.shred_organisation,
+             "Crypto-shred an organisation: destroy its KEK and every key (platform "
+             "administrators; cannot be undone)", request=ShredOrganisationRequest,
+             response=OrganisationItem, kms=False, token_only=True),
     Endpoint("POST", "/v1/projects", iam.create_project, "Create a project",
              request=CreateProjectRequest, response=ProjectView, status=201),
     Endpoint("GET", "/v1/projects", iam.list_projects, "The organisation's projects",
@@ -155,11 +165,28 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "The organisation's role bindings", response=list[RoleBindingView]),
     Endpoint("DELETE", "/v1/iam/role-bindings/{binding}", iam.delete_role_binding,
              "Remove a role binding", response=RoleBindingView),
+    Endpoint("GET", "/v1/audit/public-key", sys.audit_public_key,
+             "The public key that verifies audit checkpoints (PEM)",
+             response=AuditPublicKeyResponse, kms=False, token_only=True),
+    Endpoint("GET", "/v1/sys/seal-status", sys.seal_status,
+             "Whether the root key is sealed, and the unseal progress (no token)",
+             response=SealStatusResponse, kms=False, sealed_ok=True),
+    Endpoint("POST", "/v1/sys/unseal", sys.unseal,
+             "Give one unseal key share (Shamir seal; no token)", request=UnsealRequest,
+             response=SealStatusResponse, kms=False, sealed_ok=True),
+    Endpoint("POST", "/v1/sys/seal", sys.seal, "Seal this server (platform administrators)",
+             response=SealStatusResponse, kms=False, token_only=True),
+    Endpoint("GET", "/v1/sys/root", sys.root_status,
+             "The root key's generation and any rotation under way (platform administrators)",
+             response=RootStatusResponse, kms=False, token_only=True),
+    Endpoint("POST", "/v1/sys/rotate-root", sys.rotate_root,
+             "Begin a root key rotation (platform administrators)", response=RootStatusResponse,
+             status=202, kms=False, token_only=True),
     Endpoint("GET", "/healthz", health.healthz, "The process is up", response=HealthResponse,
-             kms=False),
-    Endpoint("GET", "/readyz", health.readyz, "Database and root key are usable",
-             response=HealthResponse, kms=False),
+             kms=False, sealed_ok=True),
+    Endpoint("GET", "/readyz", health.readyz, "Database and root key are usable (503 sealed)",
+             response=HealthResponse, kms=False, sealed_ok=True),
     Endpoint("GET", "/metrics", metrics.metrics,
              "Prometheus metrics (no token; absent with metrics = false)", response=str,
-             kms=False, media_type=METRICS_CONTENT_TYPE),
+             kms=False, media_type=METRICS_CONTENT_TYPE, sealed_ok=True),
 )  # fmt: skip

@@ -25,6 +25,10 @@ StatusOf = Callable[[str, CofferError | None], int]
 
 
 class Signer(Protocol):
+    async def ready(self) -> None:
+        """Load the signing key if needed (``Sealed`` while the root of trust is sealed)."""
+        ...
+
     def sign(self, message: bytes) -> bytes: ...
 
     def verify(self, signature: bytes, message: bytes) -> bool: ...
@@ -63,6 +67,7 @@ class BatchCommitter:
         return None
 
     async def commit(self, batch: Sequence[Entry]) -> Sequence[CofferError | None]:
+        await self._signer.ready()
         made: list[Sequence[CofferError | None]] = []
 
         def build(

@@ -74,6 +74,7 @@ class AuditLog:
         checkpoints = await self._store.audit_checkpoints()
         if not head[0] or (checkpoints and checkpoints[-1].seq >= head[0]):
             return False
+        await self._signer.ready()
         try:
             await self._store.add_audit_checkpoint(
                 checkpoint_of(self._signer, *head, self._clock())
@@ -91,6 +92,7 @@ class AuditLog:
         if not anchors or (pruned and pruned[-1].seq >= anchors[-1].seq):
             return 0
         seq = anchors[-1].seq
+        await self._signer.ready()
         mark = PruneMark(seq, self._clock(), self._signer.sign(prune_message(seq)))
         return await self._store.prune_audit(mark)
 

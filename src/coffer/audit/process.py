@@ -17,10 +17,12 @@ import contextlib
 import logging
 import pickle
 import struct
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from coffer.audit.committer import Committer, Entry
+from coffer.config import Settings
 from coffer.errors import CofferError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,14 @@ _LENGTH = struct.Struct(">I")
 ANSWER_TIMEOUT_SECONDS = 30.0
 #: How long a writer may take to finish its batch and exit when the server stops.
 _CLOSE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStartup:
+    """A writer's first frame: the server's settings and the checkpoint signing key."""
+
+    settings: Settings
+    signing_seed: bytes = field(repr=False)
 
 
 def frame(payload: object) -> bytes:
@@ -52,9 +62,10 @@ def read_frame(stream: IO[bytes]) -> Any:
 
 class ProcessCommitter:
     """The server's end: a ``Committer`` that hands each batch to a writer process, started on
-    first use and again after it died."""
+    first use and again after it died. ``startup`` makes the writer's first frame (what it
+    needs to commit and sign: the settings and the checkpoint signing key), when it starts."""
 
-    def __init__(self, command: Sequence[str], startup: object) -> None:
+    def __init__(self, command: Sequence[str], startup: Callable[[], Awaitable[object]]) -> None:
         self._command = list(command)
         self._startup = startup
         self._process: asyncio.subprocess.Process | None = None
@@ -63,11 +74,12 @@ class ProcessCommitter:
     async def _writer(self) -> asyncio.subprocess.Process:
         process = self._process
         if process is None or process.returncode is not None:
+            startup = await self._startup()
             process = await asyncio.create_subprocess_exec(
                 *self._command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
             )
             assert process.stdin is not None
-            process.stdin.write(frame(self._startup))
+            process.stdin.write(frame(startup))
             self._process = process
         return process
 

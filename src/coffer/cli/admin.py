@@ -71,6 +71,23 @@ def org_disable_kms(
         show(coffer.organisations.disable_kms(org), output, _ORG_COLUMNS)
 
 
+@org_app.command("shred")
+def org_shred(
+    org: str,
+    confirm: Annotated[
+        str, typer.Option("--confirm", help="ORG again: shredding cannot be undone.")
+    ],
+    token: Token = None,
+    url: Url = None,
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Crypto-shred ORG: destroy its KEK, so that every key of it is gone at once and for good
+    (its keys then answer 404). Backups taken before still hold the KEK, wrapped by the root key
+    of then: see docs/security.md."""
+    with client(url, token, None, None) as coffer:
+        show(coffer.organisations.shred(org, confirm), output, (*_ORG_COLUMNS, "shreddedAt"))
+
+
 # --- projects -------------------------------------------------------------------------------------
 
 project_app = typer.Typer(help="Projects inside an organisation.", no_args_is_help=True)

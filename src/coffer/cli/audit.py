@@ -42,12 +42,15 @@ def verify(
         typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False),
     ] = None,
 ) -> None:
-    """Walk the audit chain and its signed checkpoints; report the first broken link."""
+    """Walk the audit chain and its signed checkpoints; report the first broken link. With the
+    shamir seal, the threshold's number of unseal key shares is read from a hidden prompt or
+    stdin (one per line)."""
     from coffer.bootstrap import verify_audit  # the server's modules, for this command only
+    from coffer.cli.operator import read_shares
 
     try:
         settings = Settings(data_dir=data_dir, database_url=database_url)
-        result = asyncio.run(verify_audit(settings))
+        result = asyncio.run(verify_audit(settings, read_shares))
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if not result.ok:
@@ -59,6 +62,14 @@ def verify(
         f"audit chain intact: {result.records} record(s) up to {result.last_seq}, "
         f"{result.checkpoints} signed checkpoint(s)"
     )
+
+
+@app.command("public-key")
+def public_key(token: Token = None, url: Url = None) -> None:
+    """The public key (PEM) that verifies the audit log's signed checkpoints: what a verifier
+    outside needs. It cannot sign."""
+    with client(url, token, None, None) as coffer:
+        typer.echo(coffer.audit.public_key(), nl=False)
 
 
 def _pages(coffer: Client, filters: dict[str, Any], limit: int) -> Iterator[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from coffer.cli import admin, audit, envelope, kms
+from coffer.cli import admin, audit, envelope, kms, operator
 from coffer.config import ConfigError, Settings, load_settings
 from coffer.metrics import multiprocess_dir, remove_multiprocess_dir
 
@@ -32,6 +32,12 @@ log = logging.getLogger("coffer")
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+class SealKind(StrEnum):
+    FILE = "file"
+    SHAMIR = "shamir"
+    PKCS11 = "pkcs11"
 
 
 DatabaseUrl = Annotated[
@@ -61,33 +67,85 @@ def init(
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help="text, or json for scripts")
     ] = OutputFormat.TEXT,
+    seal: Annotated[
+        SealKind,
+        typer.Option(
+            help="Where the root key lives: file (development: root.key in the data "
+            "directory), shamir (unseal key shares held by operators) or pkcs11 (an HSM)."
+        ),
+    ] = SealKind.FILE,
+    key_shares: Annotated[
+        int, typer.Option(help="shamir: how many unseal key shares to make.", min=1, max=255)
+    ] = 5,
+    key_threshold: Annotated[
+        int, typer.Option(help="shamir: how many shares unseal.", min=1, max=255)
+    ] = 3,
+    pkcs11_library: Annotated[
+        str | None,
+        typer.Option(help="pkcs11: the PKCS #11 module (.so) of the HSM.", show_default=False),
+    ] = None,
+    pkcs11_token: Annotated[
+        str | None,
+        typer.Option(
+            help="pkcs11: the token's label (the PIN comes from COFFER_PKCS11_PIN).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a data directory: database, root key, organisation `default` and an admin token."""
-    from coffer.bootstrap import initialise  # the server's modules: only for init and serve
+    from coffer.bootstrap import SealChoice, initialise  # the server's modules: init and serve
+    from coffer.domain.seal import SealType
 
+    if seal is SealKind.PKCS11 and not (pkcs11_library and pkcs11_token):
+        raise _fail("--seal pkcs11 needs --pkcs11-library and --pkcs11-token")
+    if seal is SealKind.SHAMIR and key_threshold > key_shares:
+        raise _fail("--key-threshold cannot be more than --key-shares")
+    choice = SealChoice(SealType(seal.value), key_shares, key_threshold, pkcs11_library,
+                        pkcs11_token)  # fmt: skip
     os.umask(0o077)  # the database and its journals are for the server's user alone
     try:
-        result = asyncio.run(initialise(Settings(data_dir=data_dir, database_url=database_url)))
+        result = asyncio.run(
+            initialise(Settings(data_dir=data_dir, database_url=database_url), choice)
+        )
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if output is OutputFormat.JSON:
-        typer.echo(
-            json.dumps(
-                {
-                    "organisation": result.organisation.identity,
-                    "organisationSlug": result.organisation.slug,
-                    "principal": result.principal.identity,
-                    "token": result.token,
-                }
-            )
-        )
+        shown: dict[str, Any] = {
+            "organisation": result.organisation.identity,
+            "organisationSlug": result.organisation.slug,
+            "principal": result.principal.identity,
+            "token": result.token,
+            "installation": result.installation,
+            "seal": seal.value,
+        }
+        if result.unseal_keys:
+            shown["unsealKeys"] = list(result.unseal_keys)
+            shown["unsealThreshold"] = key_threshold
+        typer.echo(json.dumps(shown))
         return
-    typer.echo(f"Initialised Coffer in {data_dir}")
+    typer.echo(f"Initialised Coffer in {data_dir} (installation {result.installation})")
     typer.echo(f"  organisation: {result.organisation.identity} (slug {result.organisation.slug})")
     typer.echo(f"  administrator: {result.principal.identity} (platform administrator)")
     typer.echo(f"  admin token:  {result.token}")
     typer.echo("The token is shown only this once: keep it somewhere safe.")
-    typer.echo(f"Back up {data_dir / 'root.key'}: without it no key can ever be decrypted.")
+    if seal is SealKind.SHAMIR:
+        for number, share in enumerate(result.unseal_keys, start=1):
+            typer.echo(f"  unseal key {number}: {share}")
+        typer.echo(
+            f"The {key_shares} unseal keys are shown only this once and never stored: give each "
+            f"to another person. The server starts sealed; {key_threshold} of them unseal it "
+            "(coffer operator unseal)."
+        )
+    elif seal is SealKind.PKCS11:
+        typer.echo(
+            f"The root key is in PKCS #11 token {pkcs11_token!r}: `coffer serve` needs "
+            "COFFER_PKCS11_PIN."
+        )
+    else:
+        typer.echo(
+            f"Back up {data_dir / 'root.key'}: without it no key can ever be decrypted. The file "
+            "seal is for development: see docs/security.md for the shamir and pkcs11 seals."
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -154,6 +212,12 @@ def serve(
         root = open_data_dir(settings)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    if root.seal_type.value == "shamir" and settings.workers > 1:
+        root.close()
+        raise _fail(
+            "the shamir seal is opened per server process: run one worker per node (several "
+            "nodes on PostgreSQL scale out, each unsealed like Vault's), or use the pkcs11 seal"
+        )
 
     os.umask(0o077)  # the database's -wal and -shm files are for the server's user alone
     logging.basicConfig(
@@ -164,6 +228,15 @@ def serve(
             "listening on %s without TLS: tokens and plaintexts cross the network in clear; "
             "use --tls-cert and --tls-key, or a TLS-terminating proxy on the same host",
             host,
+        )
+    if root.seal_type.value == "file" and not _is_loopback(host):
+        log.warning(
+            "the file seal keeps the root key in %s, next to the database: whoever copies the "
+            "data directory or a backup of it can decrypt every key. It is meant for "
+            "development; in production use `coffer init --seal shamir` (unseal key shares held "
+            "by operators) or `--seal pkcs11` (an HSM), or move an installation with "
+            "`coffer operator migrate-seal` (docs/security.md)",
+            settings.root_key_path,
         )
     options = uvicorn_options(settings, access_log=access_log)
     if settings.workers > 1:
@@ -193,6 +266,7 @@ def serve(
 
 
 app.add_typer(audit.app, name="audit")
+app.add_typer(operator.app, name="operator")
 kms.register(app)
 app.add_typer(envelope.app, name="envelope")
 app.add_typer(admin.org_app, name="org")

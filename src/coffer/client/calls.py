@@ -18,6 +18,7 @@ import msgspec
 from coffer.client.connection import Connection
 from coffer.schemas import (
     AuditPageResponse,
+    AuditPublicKeyResponse,
     CreateKeyRequest,
     CreateOrganisationRequest,
     CreateProjectRequest,
@@ -38,11 +39,15 @@ from coffer.schemas import (
     ProjectView,
     PublicKeyResponse,
     RoleBindingView,
+    RootStatusResponse,
+    SealStatusResponse,
     ServiceAccountView,
+    ShredOrganisationRequest,
     SignRequest,
     SignResponse,
     SummaryResponse,
     TokenView,
+    UnsealRequest,
     UpdateRotationRequest,
     UpdateVersionsRequest,
     VerifyHmacRequest,
@@ -388,6 +393,50 @@ def list_audit(
     return Call("GET", "/v1/audit", _decoder(AuditPageResponse), params=params)
 
 
+def audit_public_key(c: Connection) -> Call[str]:
+    """The PEM public key that verifies the audit log's signed checkpoints."""
+    decode = _decoder(AuditPublicKeyResponse)
+    return Call("GET", "/v1/audit/public-key", lambda data: decode(data).public_key,
+                organisation=False)  # fmt: skip
+
+
+# --- the seal and the root key ----------------------------------------------------------------
+
+_SEAL_STATUS = _decoder(SealStatusResponse)
+_ROOT_STATUS = _decoder(RootStatusResponse)
+
+
+def seal_status(c: Connection) -> Call[SealStatusResponse]:
+    """Whether the server is sealed, and how many unseal key shares it has (no token needed)."""
+    return Call("GET", "/v1/sys/seal-status", _SEAL_STATUS, organisation=False)
+
+
+def unseal(
+    c: Connection, share: str | None = None, *, reset: bool = False
+) -> Call[SealStatusResponse]:
+    """Give one unseal key share (base64, as ``coffer init`` printed it), or ``reset`` the
+    shares given so far. Never retried: a share counts once."""
+    request = UnsealRequest(key=share, reset=reset)
+    return Call("POST", "/v1/sys/unseal", _SEAL_STATUS, _body(request), idempotent=False,
+                organisation=False)  # fmt: skip
+
+
+def seal(c: Connection) -> Call[SealStatusResponse]:
+    """Seal the server now (platform administrators)."""
+    return Call("POST", "/v1/sys/seal", _SEAL_STATUS, idempotent=False, organisation=False)
+
+
+def root_status(c: Connection) -> Call[RootStatusResponse]:
+    """The root key's active generation and any rotation under way (platform administrators)."""
+    return Call("GET", "/v1/sys/root", _ROOT_STATUS, organisation=False)
+
+
+def rotate_root(c: Connection) -> Call[RootStatusResponse]:
+    """Begin a rotation of the root key (platform administrators); ``root_status`` follows it."""
+    return Call("POST", "/v1/sys/rotate-root", _ROOT_STATUS, idempotent=False,
+                organisation=False)  # fmt: skip
+
+
 # --- administration -------------------------------------------------------------------------
 
 
@@ -411,6 +460,15 @@ def _kms_switch(action: str) -> Callable[..., Call[OrganisationItem]]:
         return Call("POST", path, _decoder(OrganisationItem), organisation=False)
 
     return build
+
+
+def shred_organisation(c: Connection, organisation: str, confirm: str) -> Call[OrganisationItem]:
+    """Crypto-shred an organisation: its KEK and every key are destroyed for good (platform
+    administrators). ``confirm`` names the organisation again."""
+    path = f"/v1/organisations/{_segment(organisation)}/shred"
+    body = _body(ShredOrganisationRequest(confirm=confirm))
+    return Call("POST", path, _decoder(OrganisationItem), body, idempotent=False,
+                organisation=False)  # fmt: skip
 
 
 enable_kms = _kms_switch("enable-kms")

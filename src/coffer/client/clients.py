@@ -206,6 +206,17 @@ class Audit(_Namespace):
     """``client.audit``: the organisation's audit records."""
 
     list = _sync(calls.list_audit)
+    public_key = _sync(calls.audit_public_key)
+
+
+class Sys(_Namespace):
+    """``client.sys``: the seal and the root key."""
+
+    seal_status = _sync(calls.seal_status)
+    unseal = _sync(calls.unseal)
+    seal = _sync(calls.seal)
+    root_status = _sync(calls.root_status)
+    rotate_root = _sync(calls.rotate_root)
 
 
 class Organisations(_Namespace):
@@ -213,6 +224,7 @@ class Organisations(_Namespace):
     list = _sync(calls.list_organisations)
     enable_kms = _sync(calls.enable_kms)
     disable_kms = _sync(calls.disable_kms)
+    shred = _sync(calls.shred_organisation)
 
 
 class Projects(_Namespace):
@@ -261,6 +273,7 @@ class Client:
         self._http = httpx.Client(timeout=timeout, transport=transport)
         self.keys = Keys(self)
         self.audit = Audit(self)
+        self.sys = Sys(self)
         self.organisations = Organisations(self)
         self.projects = Projects(self)
         self.service_accounts = ServiceAccounts(self)
@@ -327,6 +340,15 @@ class AsyncKeys(_Namespace):
 
 class AsyncAudit(_Namespace):
     list = _async(calls.list_audit)
+    public_key = _async(calls.audit_public_key)
+
+
+class AsyncSys(_Namespace):
+    seal_status = _async(calls.seal_status)
+    unseal = _async(calls.unseal)
+    seal = _async(calls.seal)
+    root_status = _async(calls.root_status)
+    rotate_root = _async(calls.rotate_root)
 
 
 class AsyncOrganisations(_Namespace):
@@ -334,6 +356,7 @@ class AsyncOrganisations(_Namespace):
     list = _async(calls.list_organisations)
     enable_kms = _async(calls.enable_kms)
     disable_kms = _async(calls.disable_kms)
+    shred = _async(calls.shred_organisation)
 
 
 class AsyncProjects(_Namespace):
@@ -382,6 +405,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
         self.keys = AsyncKeys(self)
         self.audit = AsyncAudit(self)
+        self.sys = AsyncSys(self)
         self.organisations = AsyncOrganisations(self)
         self.projects = AsyncProjects(self)
         self.service_accounts = AsyncServiceAccounts(self)

@@ -36,6 +36,11 @@ def wrapping_key_aad(region_identity: str) -> bytes:
     return _aad("coffer/byok-wrapping-key/v1", region_identity)
 
 
+def purpose_key_aad(purpose: str) -> bytes:
+    """Associated data of a purpose key (``coffer.service.purposes``) wrapped by the root key."""
+    return _aad("coffer/purpose-key/v1", purpose)
+
+
 def key_version_aad(
     organisation_identity: str, key_identity: str, version: int, key_type: str
 ) -> bytes:

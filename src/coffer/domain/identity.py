@@ -14,6 +14,7 @@ USER_PREFIX = "usr"
 SERVICE_ACCOUNT_PREFIX = "sa"
 TOKEN_PREFIX = "tok"  # noqa: S105 (an identity prefix, not a secret)
 BINDING_PREFIX = "rb"
+INSTALLATION_PREFIX = "ins"
 
 _SUFFIX = re.compile(r"[a-z2-7]{20}")
 

@@ -15,6 +15,8 @@ class Organisation:
     kms_enabled: bool
     created_at: datetime
     object_version: int
+    #: When the organisation was crypto-shredded (its KEK destroyed); it holds no keys since.
+    shredded_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 from coffer.audit.log import AuditLog
 from coffer.errors import Conflict
 from coffer.service.lifecycle import LifecycleService
+from coffer.service.root import RootOfTrust
+from coffer.service.rotation import RootRotation
 from coffer.service.services import Lease
 from coffer.storage.repositories import Store
 
@@ -35,6 +37,8 @@ class RunReport:
     failed: list[str] = field(default_factory=list)
     audit_pruned: int = 0
     audit_checkpoint: bool = False
+    #: The pass did nothing: the root of trust is sealed.
+    sealed: bool = False
 
 
 class Scheduler:
@@ -49,7 +53,11 @@ class Scheduler:
         audit_retention: timedelta | None = None,
         lease: Lease | None = None,
         takeover_seconds: float = 10.0,
+        root: RootOfTrust | None = None,
+        rotation: RootRotation | None = None,
     ) -> None:
+        self._root = root
+        self._rotation = rotation
         self._lease = lease
         self._takeover = takeover_seconds
         self._store = store
@@ -62,6 +70,14 @@ class Scheduler:
     async def run_once(self) -> RunReport:
         """One pass: every key due now is rotated or purged (in batches until none is left)."""
         report = RunReport()
+        if self._root is not None and self._root.sealed:
+            report.sealed = True  # nothing can be written or signed
+            return report
+        if self._rotation is not None:
+            try:  # a root rotation that a stopped node left half done
+                await self._rotation.run()
+            except Exception:
+                log.exception("the root rotation under way could not go on; next pass retries")
         now = self._clock()
         seen: set[str] = set()
         while batch := [k for k in await self._store.keys_due_for_rotation(now, BATCH)

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from coffer.crypto.byok import WrappingKey
-from coffer.crypto.root import RootKeyProvider
 from coffer.crypto.wrapping import wrapping_key_aad
 from coffer.domain.regions import Region
-from coffer.errors import Conflict, KeyIntegrityError
+from coffer.domain.seal import Wrapped
+from coffer.errors import Conflict
 from coffer.service.caches import Cache
+from coffer.service.root import RootOfTrust
 from coffer.storage.repositories import Store
 
 
@@ -24,7 +25,7 @@ class WrappingKeys:
     def __init__(
         self,
         store: Store,
-        root: RootKeyProvider,
+        root: RootOfTrust,
         clock: Callable[[], datetime],
         timer: Callable[[], float],
     ) -> None:
@@ -34,6 +35,10 @@ class WrappingKeys:
         # A region's wrapping key never changes; the cache only gives single-flight loading.
         self._loaded: Cache[str, WrappingKey] = Cache(1024, 86_400.0, timer)
 
+    def clear(self) -> None:
+        """Forget the loaded keys (the root of trust sealed)."""
+        self._loaded.clear()
+
     async def get(self, region: Region) -> WrappingKey:
         loaded = await self._loaded.get_or_load(region.identity, lambda: self._load(region))
         assert loaded is not None
@@ -41,17 +46,20 @@ class WrappingKeys:
 
     async def _load(self, region: Region) -> WrappingKey:
         aad = wrapping_key_aad(region.identity)
-        blob = await self._store.wrapped_wrapping_key(region.identity)
-        if blob is None:
+        if await self._store.wrapped_wrapping_key(region.identity) is None:
             material = await asyncio.to_thread(WrappingKey.generate)
-            try:
+
+            async def write(wrapped: Wrapped) -> None:
                 async with self._store.transaction() as tx:
-                    await tx.add_wrapping_key(
-                        region.identity, self._root.wrap(material, aad), self._clock()
-                    )
+                    await tx.add_wrapping_key(region.identity, wrapped, self._clock())
+
+            try:
+                await self._root.write_wrapped(material, aad, write)
                 return WrappingKey.load(material)
             except Conflict:  # another node stored the region's key first: use that one
-                blob = await self._store.wrapped_wrapping_key(region.identity)
-                if blob is None:
-                    raise KeyIntegrityError() from None
-        return WrappingKey.load(self._root.unwrap(blob, aad))
+                pass
+        return WrappingKey.load(
+            await self._root.unwrap_stored(
+                lambda: self._store.wrapped_wrapping_key(region.identity), aad
+            )
+        )

@@ -10,6 +10,7 @@ reconnection, and the cache TTL stays the last safety net.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -18,6 +19,7 @@ from coffer.domain.keys import Key
 from coffer.service.access import AccessService
 from coffer.service.caches import KeyCache
 from coffer.service.keyring import Keyring
+from coffer.service.root import RootOfTrust
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,19 @@ class ChangeBus(Protocol):
 
 class Changes:
     def __init__(
-        self, keys: KeyCache, keyring: Keyring, access: AccessService, bus: ChangeBus | None
+        self,
+        keys: KeyCache,
+        keyring: Keyring,
+        access: AccessService,
+        bus: ChangeBus | None,
+        root: RootOfTrust | None = None,
     ) -> None:
         self._keys = keys
         self._keyring = keyring
         self._access = access
         self._bus = bus
+        self._root = root
+        self._refreshing: set[asyncio.Task[None]] = set()
 
     async def _publish(self, payload: str) -> None:
         if self._bus is not None:
@@ -58,6 +67,28 @@ class Changes:
         self._access.forget_all()
         await self._publish("access")
 
+    async def organisation_shredded(self, organisation_identity: str) -> None:
+        self._shredded(organisation_identity)
+        await self._publish(f"shredded {organisation_identity}")
+
+    def _shredded(self, organisation_identity: str) -> None:
+        # Rare: every cached key and handle goes, rather than finding the organisation's.
+        self._keys.clear()
+        self._keyring.forget_organisation(organisation_identity)
+        self._keyring.clear()
+        self._access.forget_all()
+
+    async def root_changed(self) -> None:
+        """A root key generation began or was retired: other nodes read the generations again."""
+        await self._publish("root")
+
+    def _refresh_root(self) -> None:
+        if self._root is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._root.refresh())
+        self._refreshing.add(task)
+        task.add_done_callback(self._refreshing.discard)
+
     def receive(self, payload: str) -> None:
         """Apply another node's change (or an echo of this node's: applying twice is harmless)."""
         match payload.split(" "):
@@ -68,6 +99,10 @@ class Changes:
                 self._keyring.forget(identity, int(latest))
             case ["access"]:
                 self._access.forget_all()
+            case ["shredded", organisation]:
+                self._shredded(organisation)
+            case ["root"]:
+                self._refresh_root()
             case _:
                 log.warning("unknown change notification ignored")
 
@@ -75,6 +110,7 @@ class Changes:
         """Drop what may have changed unheard (loaded key versions never change)."""
         self._keys.clear()
         self._access.forget_all()
+        self._refresh_root()
 
     async def listen_forever(self) -> None:
         if self._bus is not None:

@@ -11,6 +11,7 @@ caches, so that it holds from the next request on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -47,6 +48,8 @@ from coffer.service.context import Input, RequestMeta
 from coffer.service.operations import Operation, Operations
 from coffer.service.tenants import TenantService
 from coffer.storage.repositories import IamStore, Store
+
+log = logging.getLogger(__name__)
 
 ADMIN_POLICY = "iam:Admin"
 OIDC_PREFIX = "oidc:"
@@ -186,6 +189,32 @@ class IamService:
                 await tx.set_kms_enabled(changed)
             await self._changes.access_changed()
             return changed
+
+    async def shred_organisation(
+        self, meta: RequestMeta, ref: str, confirm: Input[str]
+    ) -> Organisation:
+        """Crypto-shred an organisation: its KEK is destroyed, and with it every key of the
+        organisation, at once and for good. ``confirm`` must name it again (identity or slug)."""
+        async with self._ops.begin(meta, "iam.organisation.shred") as op:
+            await self._platform_admin(op)
+            found = await self._store.find_organisation(ref) if len(ref) <= MAX_REF_LENGTH else None
+            if found is None:
+                raise NotFound("organisation not found")
+            op.in_organisation(found)
+            op.event.resource_identity = found.identity
+            if confirm() not in (found.identity, found.slug):
+                raise InvalidRequest(
+                    f"to shred {found.slug!r}, confirm with its slug or identity (--confirm)"
+                )
+            now = self._clock()
+            async with self._store.transaction() as tx:
+                destroyed = await tx.shred_organisation(found.identity, now)
+            await self._changes.organisation_shredded(found.identity)
+            log.warning(
+                "organisation %s crypto-shredded: its KEK and %d key(s) destroyed",
+                found.identity, len(destroyed),
+            )  # fmt: skip
+            return replace(found, shredded_at=now)
 
     # --- projects and service accounts ----------------------------------------------------------
 

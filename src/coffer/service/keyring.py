@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from coffer.crypto.algorithms import KeyHandle, algorithm_for
-from coffer.crypto.root import RootKeyProvider
 from coffer.crypto.wrapping import Wrapper, kek_aad, key_version_aad
 from coffer.domain.keys import Key
 from coffer.errors import KeyIntegrityError
 from coffer.metrics import CacheMeter
 from coffer.service.caches import Cache
+from coffer.service.root import RootOfTrust
 from coffer.storage.repositories import Store
 
 
@@ -22,7 +22,7 @@ class Keyring:
     def __init__(
         self,
         store: Store,
-        root: RootKeyProvider,
+        root: RootOfTrust,
         *,
         cache_size: int,
         timer: Callable[[], float],
@@ -40,10 +40,11 @@ class Keyring:
 
     async def _kek(self, organisation_identity: str) -> Wrapper:
         async def load() -> Wrapper:
-            blob = await self._store.wrapped_kek(organisation_identity)
-            if blob is None:
-                raise KeyIntegrityError()
-            return Wrapper(self._root.unwrap(blob, kek_aad(organisation_identity)))
+            kek = await self._root.unwrap_stored(
+                lambda: self._store.wrapped_kek(organisation_identity),
+                kek_aad(organisation_identity),
+            )
+            return Wrapper(kek)
 
         wrapper = await self._keks.get_or_load(organisation_identity, load)
         assert wrapper is not None
@@ -62,6 +63,15 @@ class Keyring:
         """Drop every cached handle of a destroyed key."""
         for version in range(1, latest_version + 1):
             self._handles.pop((key_identity, version))
+
+    def forget_organisation(self, organisation_identity: str) -> None:
+        """Drop a shredded organisation's KEK (its keys' handles go with ``forget``)."""
+        self._keks.pop(organisation_identity)
+
+    def clear(self) -> None:
+        """Drop every KEK and handle: the root of trust sealed."""
+        self._keks.clear()
+        self._handles.clear()
 
     async def material(self, key: Key, version: int) -> bytes:
         """One version's material, read from storage and unwrapped (never cached as bytes)."""

@@ -15,7 +15,7 @@ from coffer.domain.keytypes import require
 from coffer.domain.permissions import Action
 from coffer.domain.regions import Region
 from coffer.domain.signing import ImportHash
-from coffer.errors import Conflict
+from coffer.errors import Conflict, OrganisationShredded
 from coffer.service.byok import WrappingKeys
 from coffer.service.context import Caller, Input, RequestMeta
 from coffer.service.keyring import Keyring
@@ -119,6 +119,8 @@ class KeyService:
             caller = await op.authorise()
             region = self._scope.region(op, region_ref)
             self._scope.require_collection(caller, Action.CREATE)
+            if caller.organisation.shredded_at is not None:
+                raise OrganisationShredded()
             given = request()
             new = given.spec
             algorithm = algorithm_for(new.key_type)

@@ -8,7 +8,6 @@ from typing import Protocol
 
 from coffer.audit.log import AuditLog
 from coffer.config import Settings
-from coffer.crypto.root import RootKeyProvider
 from coffer.errors import CofferError
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
@@ -18,6 +17,11 @@ from coffer.service.iam import IamService
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
+from coffer.service.operations import Operations
+from coffer.service.purposes import PurposeKeys
+from coffer.service.root import RootOfTrust
+from coffer.service.rotation import RootRotation
+from coffer.service.sys import SysService
 from coffer.service.tenants import TenantService
 from coffer.storage.repositories import AuditStore, Store
 
@@ -36,7 +40,11 @@ class Lease(Protocol):
 class Services:
     settings: Settings
     store: Store
-    root: RootKeyProvider
+    root: RootOfTrust
+    purposes: PurposeKeys
+    rotation: RootRotation
+    sys: SysService
+    operations: Operations
     access: AccessService
     keyring: Keyring
     keys: KeyService
@@ -52,17 +60,20 @@ class Services:
     iam: IamService
 
     async def ready(self) -> None:
-        """Raise ``Unavailable`` unless the database and the root key can be used."""
+        """Raise ``Unavailable`` unless the database and the root key can be used (``Sealed``
+        while sealed)."""
         await self.store.ping()
-        self.root.check()
+        await self.root.check()
 
     async def close(self) -> None:
         try:
+            await self.rotation.close()
             if self.audit_log is not None:
                 await self.audit_log.close()
         except CofferError as exc:
             log.warning("the closing audit checkpoint could not be written: %s", exc.code)
         finally:
+            self.root.close()
             await self.changes.close()
             if self.lease is not None:
                 await self.lease.release()

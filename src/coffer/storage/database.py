@@ -140,7 +140,7 @@ class DatabaseUnreadable(Exception):
     """The database cannot be opened or is not a database."""
 
 
-def _read_only_engine(url: str) -> Engine:
+def read_only_engine(url: str) -> Engine:
     parsed = make_url(_sync_url(url))
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         # Looking must not write: a plain connection would switch the file to WAL mode.
@@ -160,7 +160,7 @@ def schema_revision(url: str) -> tuple[str | None, str | None]:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    engine = _read_only_engine(url)
+    engine = read_only_engine(url)
     try:
         head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
         with engine.connect() as connection:

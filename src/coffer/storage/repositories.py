@@ -15,6 +15,13 @@ from typing import Protocol
 from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
 from coffer.domain.keys import Key, KeyFilter, KeyStatus
 from coffer.domain.permissions import RoleBinding
+from coffer.domain.seal import (
+    Installation,
+    RootGeneration,
+    RootWrappedRow,
+    SealConfig,
+    Wrapped,
+)
 from coffer.domain.tenants import Organisation, Principal, Project, TokenInfo
 from coffer.errors import CofferError
 
@@ -46,7 +53,10 @@ class KeyWrite:
 
 
 class Transaction(Protocol):
-    async def add_organisation(self, organisation: Organisation, wrapped_kek: bytes) -> None: ...
+    async def add_organisation(self, organisation: Organisation, wrapped_kek: Wrapped) -> None:
+        """Insert an organisation and its KEK (``StaleRootGeneration`` if the root key generation
+        that wrapped it was retired meanwhile)."""
+        ...
 
     async def add_project(self, project: Project) -> None: ...
 
@@ -71,16 +81,57 @@ class Transaction(Protocol):
         """Store the organisation's feature gate (``Conflict`` if it moved meanwhile)."""
         ...
 
-    async def add_wrapping_key(self, region: str, wrapped: bytes, created_at: datetime) -> None:
+    async def add_wrapping_key(self, region: str, wrapped: Wrapped, created_at: datetime) -> None:
         """Store a region's BYOK wrapping key; ``Conflict`` if the region has one."""
         ...
 
     async def add_key(self, key: Key, wrapped_versions: Mapping[int, bytes]) -> None:
-        """Insert a key and its versions; ``Conflict`` if the slug is taken in its scope."""
+        """Insert a key and its versions; ``Conflict`` if the slug is taken in its scope,
+        ``OrganisationShredded`` if its organisation was shredded meanwhile."""
+        ...
+
+    async def shred_organisation(self, identity: str, at: datetime) -> Sequence[Key]:
+        """Destroy the organisation's KEK and every key and version of it; mark it shredded.
+        The keys destroyed (``NotFound`` if there is no such organisation, ``Conflict`` if it
+        was shredded already)."""
         ...
 
 
-class Store(Protocol):
+class RootStore(Protocol):
+    """The root of trust's rows (``coffer.storage.sql_root`` says how writes and rotations keep
+    every blob under a live generation)."""
+
+    async def installation(self) -> Installation | None: ...
+
+    async def root_generations(self) -> Sequence[RootGeneration]: ...
+
+    async def begin_root_rotation(self, new: RootGeneration, seal: SealConfig) -> Installation:
+        """Store generation ``new`` as the active one (``Conflict`` if a rotation is under way)."""
+        ...
+
+    async def wrapped_by_root_below(
+        self, generation: int, limit: int
+    ) -> Sequence[RootWrappedRow]: ...
+
+    async def rewrap_root(self, rewrapped: Sequence[tuple[RootWrappedRow, Wrapped]]) -> int:
+        """Store each row's new blob unless another node did; how many this call stored."""
+        ...
+
+    async def count_wrapped_by_root_below(self, generation: int) -> int: ...
+
+    async def finish_root_rotation(self, now: datetime) -> Sequence[int] | None:
+        """Retire the generations before the active one; their numbers, or ``None`` if blobs
+        are still wrapped by them (nothing changed)."""
+        ...
+
+    async def purpose_keys(self) -> Mapping[str, Wrapped]: ...
+
+    async def add_purpose_key(self, purpose: str, wrapped: Wrapped, now: datetime) -> None:
+        """``Conflict`` if the purpose has a key already (another node made it first)."""
+        ...
+
+
+class Store(RootStore, Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
 
     async def close(self) -> None: ...

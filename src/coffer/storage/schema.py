@@ -45,6 +45,8 @@ organisations = Table(
     Column("kms_enabled", Boolean, nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Column("object_version", Integer, nullable=False),
+    # Set when the organisation was crypto-shredded: its KEK and keys are gone for good.
+    Column("shredded_at", Timestamp, nullable=True),
 )
 
 organisation_keks = Table(
@@ -58,6 +60,8 @@ organisation_keks = Table(
     ),
     Column("wrapped_kek", LargeBinary, nullable=False),
     Column("created_at", Timestamp, nullable=False),
+    # The root key generation that wrapped it (a root rotation rewraps the older ones).
+    Column("root_generation", Integer, nullable=False, server_default="1", index=True),
 )
 
 #: Cache invalidations between server processes on one SQLite file (PostgreSQL uses NOTIFY).
@@ -75,6 +79,45 @@ wrapping_keys = Table(
     metadata,
     Column("region", String(64), primary_key=True),
     Column("wrapped_private", LargeBinary, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("root_generation", Integer, nullable=False, server_default="1", index=True),
+)
+
+# --- the root of trust (docs/security.md) ---------------------------------------------------------
+
+#: The one row of this installation: its identity, its seal's non-secret settings, and the root
+#: key generation that wraps what is written now.
+installation = Table(
+    "installation",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("identity", String(64), nullable=False),
+    Column("seal_type", String(16), nullable=False),
+    Column("seal_config", JSON, nullable=False),
+    Column("active_generation", Integer, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+#: One row per generation of the root key: its check value, and its key sealed for other nodes
+#: (Shamir: under the unseal key; file seal: under the previous generation while rotating).
+root_keys = Table(
+    "root_keys",
+    metadata,
+    Column("generation", Integer, primary_key=True, autoincrement=False),
+    Column("seal_type", String(16), nullable=False),
+    Column("check_value", LargeBinary, nullable=False),
+    Column("sealed_key", LargeBinary, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("retired_at", Timestamp, nullable=True),
+)
+
+#: Random keys for one purpose each (the audit checkpoint signing key, …), wrapped by the root.
+purpose_keys = Table(
+    "purpose_keys",
+    metadata,
+    Column("purpose", String(64), primary_key=True),
+    Column("root_generation", Integer, nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
     Column("created_at", Timestamp, nullable=False),
 )
 

@@ -3,130 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, func, or_, select, text
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coffer.domain.keys import Key, KeyFilter, KeyStatus, KeyVersion
-from coffer.domain.keytypes import KeyType
-from coffer.domain.permissions import RoleBinding, ScopeKind
-from coffer.domain.tenants import Organisation, Principal, PrincipalKind, Project
+from coffer.domain.keys import Key, KeyFilter, KeyStatus
+from coffer.domain.permissions import RoleBinding
+from coffer.domain.seal import Installation, RootGeneration, RootWrappedRow, SealConfig, Wrapped
+from coffer.domain.tenants import Organisation, Project
 from coffer.errors import Conflict, Unavailable
-from coffer.storage import schema
+from coffer.storage import schema, sql_root
 from coffer.storage.repositories import TokenRecord
+from coffer.storage.rows import (
+    binding_of,
+    identity_first,
+    keys_of,
+    organisation_of,
+    principal_of,
+    project_of,
+    utc_or_none,
+    versions_of,
+)
 from coffer.storage.sql_writes import SqlTransaction, project_column
 
 T = TypeVar("T")
-
-
-def utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def utc_or_none(value: datetime | None) -> datetime | None:
-    return None if value is None else utc(value)
-
-
-def identity_first(rows: Sequence[Row[Any]], ref: str) -> list[Row[Any]]:
-    """Rows matched by identity or slug, the identity match first (it wins over a slug)."""
-    return sorted(rows, key=lambda row: row.identity != ref)
-
-
-def organisation_of(row: Row[Any]) -> Organisation:
-    return Organisation(
-        identity=row.identity,
-        slug=row.slug,
-        name=row.name,
-        kms_enabled=row.kms_enabled,
-        created_at=utc(row.created_at),
-        object_version=row.object_version,
-    )
-
-
-def project_of(row: Row[Any]) -> Project:
-    return Project(
-        identity=row.identity,
-        organisation_identity=row.organisation_identity,
-        slug=row.slug,
-        name=row.name,
-        created_at=utc(row.created_at),
-    )
-
-
-def binding_of(row: Row[Any]) -> RoleBinding:
-    return RoleBinding(
-        identity=row.identity,
-        principal_identity=row.principal_identity,
-        organisation_identity=row.organisation_identity,
-        policy=row.policy,
-        scope_kind=ScopeKind(row.scope_kind),
-        scope_identity=row.scope_identity,
-    )
-
-
-def principal_of(row: Row[Any]) -> Principal:
-    return Principal(
-        identity=row.identity,
-        kind=PrincipalKind(row.kind),
-        name=row.name,
-        platform_admin=row.platform_admin,
-        created_at=utc(row.created_at),
-        organisation_identity=row.organisation_identity,
-    )
-
-
-def _key(row: Row[Any], versions: Sequence[KeyVersion]) -> Key:
-    return Key(
-        identity=row.identity,
-        organisation_identity=row.organisation_identity,
-        region=row.region,
-        project_identity=row.project_identity or None,
-        name=row.name,
-        slug=row.slug,
-        description=row.description,
-        key_type=KeyType(row.key_type),
-        status=KeyStatus(row.status),
-        export_allowed=row.export_allowed,
-        imported=row.imported,
-        allow_rotation=row.allow_rotation,
-        key_rotation_enabled=row.key_rotation_enabled,
-        rotation_period_days=row.rotation_period_days,
-        latest_version=row.latest_version,
-        min_decryption_version=row.min_decryption_version,
-        versions=tuple(versions),
-        created_at=utc(row.created_at),
-        updated_at=utc(row.updated_at),
-        object_version=row.object_version,
-        deletion_scheduled_at=utc_or_none(row.deletion_scheduled_at),
-        labels=dict(row.labels),
-        annotations=dict(row.annotations),
-    )
-
-
-def _versions_of(rows: Sequence[Row[Any]]) -> Select[Any]:
-    """The query of the versions of the keys in ``rows``."""
-    table = schema.key_versions
-    return (
-        select(table.c.key_identity, table.c.version, table.c.created_at)
-        .where(table.c.key_identity.in_([row.identity for row in rows]))
-        .order_by(table.c.key_identity, table.c.version)
-    )
-
-
-def _keys_of(rows: Sequence[Row[Any]], version_rows: Iterable[Row[Any]]) -> list[Key]:
-    versions: dict[str, list[KeyVersion]] = defaultdict(list)
-    for v in version_rows:
-        versions[v.key_identity].append(KeyVersion(v.version, utc(v.created_at)))
-    return [_key(row, versions[row.identity]) for row in rows]
 
 
 class SqlStore:
@@ -270,7 +177,7 @@ class SqlStore:
     async def _with_versions(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> list[Key]:
         if not rows:
             return []
-        return _keys_of(rows, await conn.execute(_versions_of(rows)))
+        return keys_of(rows, await conn.execute(versions_of(rows)))
 
     async def find_key(
         self,
@@ -290,7 +197,7 @@ class SqlStore:
 
             def read(conn: Connection) -> list[Key]:
                 rows = identity_first(conn.execute(query).all(), ref)[:1]
-                return _keys_of(rows, conn.execute(_versions_of(rows))) if rows else []
+                return keys_of(rows, conn.execute(versions_of(rows))) if rows else []
 
             found = await self._read_in_thread(read, snapshot=True)
         else:
@@ -390,3 +297,51 @@ class SqlStore:
                 select(table.c.wrapped_private).where(table.c.region == region)
             )
         return bytes(blob) if blob is not None else None
+
+    # --- the root of trust (sql_root) ---------------------------------------------------------
+
+    async def _read_sync(self, work: Callable[[Connection], T]) -> T:
+        async with self.reading() as conn:
+            return await conn.run_sync(work)
+
+    async def _write_sync(self, work: Callable[[Connection], T]) -> T:
+        async with self.transaction() as tx:
+            return await tx.connection.run_sync(work)
+
+    async def installation(self) -> Installation | None:
+        return await self._read_sync(sql_root.read_installation)
+
+    async def root_generations(self) -> Sequence[RootGeneration]:
+        return await self._read_sync(sql_root.read_generations)
+
+    async def begin_root_rotation(self, new: RootGeneration, seal: SealConfig) -> Installation:
+        return await self._write_sync(lambda conn: sql_root.begin_rotation(conn, new, seal))
+
+    async def wrapped_by_root_below(self, generation: int, limit: int) -> Sequence[RootWrappedRow]:
+        return await self._read_sync(lambda conn: sql_root.wrapped_below(conn, generation, limit))
+
+    async def rewrap_root(self, rewrapped: Sequence[tuple[RootWrappedRow, Wrapped]]) -> int:
+        def work(conn: Connection) -> int:
+            stored = sum(sql_root.rewrap(conn, row, wrapped) for row, wrapped in rewrapped)
+            for generation in {wrapped.generation for _, wrapped in rewrapped}:
+                sql_root.guard_generation(conn, generation)
+            return stored
+
+        return await self._write_sync(work)
+
+    async def count_wrapped_by_root_below(self, generation: int) -> int:
+        return await self._read_sync(lambda conn: sql_root.count_wrapped_below(conn, generation))
+
+    async def finish_root_rotation(self, now: datetime) -> Sequence[int] | None:
+        try:
+            return await self._write_sync(lambda conn: sql_root.finish_rotation(conn, now))
+        except sql_root.RotationIncomplete:
+            return None
+
+    async def purpose_keys(self) -> Mapping[str, Wrapped]:
+        return await self._read_sync(sql_root.read_purpose_keys)
+
+    async def add_purpose_key(self, purpose: str, wrapped: Wrapped, now: datetime) -> None:
+        await self._write_sync(
+            lambda conn: sql_root.insert_purpose_key(conn, purpose, wrapped, now)
+        )

@@ -18,7 +18,8 @@ from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
 from coffer.errors import CofferError, Conflict, Unavailable
 from coffer.storage import schema
 from coffer.storage.repositories import BuildRows, KeyWrite
-from coffer.storage.sql import SqlStore, utc
+from coffer.storage.rows import utc
+from coffer.storage.sql import SqlStore
 from coffer.storage.sql_writes import apply_key_write
 
 _HEAD_ID = 1

@@ -12,8 +12,7 @@ from sqlalchemy.engine import Row
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.tenants import Organisation, Principal, PrincipalKind, Project, TokenInfo
 from coffer.storage import schema
-from coffer.storage.sql import (
-    SqlStore,
+from coffer.storage.rows import (
     binding_of,
     identity_first,
     organisation_of,
@@ -22,6 +21,7 @@ from coffer.storage.sql import (
     utc,
     utc_or_none,
 )
+from coffer.storage.sql import SqlStore
 
 
 def _token(row: Row[Any]) -> TokenInfo:

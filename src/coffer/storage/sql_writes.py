@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Executable
 
 from coffer.domain.keys import Key, KeyStatus
 from coffer.domain.permissions import RoleBinding
+from coffer.domain.seal import Wrapped
 from coffer.domain.tenants import Organisation, Principal, Project
-from coffer.errors import Conflict
+from coffer.errors import Conflict, NotFound, OrganisationShredded
 from coffer.storage import schema
 from coffer.storage.repositories import KeyWrite
+from coffer.storage.rows import keys_of, versions_of
+from coffer.storage.sql_root import guard_generation
 
 ORG_SCOPE = ""
 
@@ -48,7 +52,7 @@ class SqlTransaction:
     def connection(self) -> AsyncConnection:
         return self._conn
 
-    async def add_organisation(self, organisation: Organisation, wrapped_kek: bytes) -> None:
+    async def add_organisation(self, organisation: Organisation, wrapped_kek: Wrapped) -> None:
         await self._conn.execute(
             schema.organisations.insert().values(
                 identity=organisation.identity,
@@ -62,10 +66,12 @@ class SqlTransaction:
         await self._conn.execute(
             schema.organisation_keks.insert().values(
                 organisation_identity=organisation.identity,
-                wrapped_kek=wrapped_kek,
+                wrapped_kek=wrapped_kek.blob,
+                root_generation=wrapped_kek.generation,
                 created_at=organisation.created_at,
             )
         )
+        await self._conn.run_sync(guard_generation, wrapped_kek.generation)
 
     async def add_project(self, project: Project) -> None:
         await self._conn.execute(
@@ -149,14 +155,59 @@ class SqlTransaction:
         if result.rowcount != 1:
             raise Conflict("the organisation was changed by another request; retry")
 
-    async def add_wrapping_key(self, region: str, wrapped: bytes, created_at: datetime) -> None:
+    async def add_wrapping_key(self, region: str, wrapped: Wrapped, created_at: datetime) -> None:
         await self._conn.execute(
             schema.wrapping_keys.insert().values(
-                region=region, wrapped_private=wrapped, created_at=created_at
+                region=region,
+                wrapped_private=wrapped.blob,
+                root_generation=wrapped.generation,
+                created_at=created_at,
             )
         )
+        await self._conn.run_sync(guard_generation, wrapped.generation)
+
+    async def shred_organisation(self, identity: str, at: datetime) -> Sequence[Key]:
+        organisations, keys, versions = schema.organisations, schema.keys, schema.key_versions
+        # The organisation row first: its lock orders this against key creations (add_key).
+        marked = await self._conn.execute(
+            organisations.update()
+            .where(organisations.c.identity == identity, organisations.c.shredded_at.is_(None))
+            .values(shredded_at=at)
+        )
+        if marked.rowcount != 1:
+            exists = await self._conn.scalar(
+                select(organisations.c.identity).where(organisations.c.identity == identity)
+            )
+            if exists is None:
+                raise NotFound("organisation not found")
+            raise Conflict("this organisation was shredded already")
+        rows = (
+            await self._conn.execute(select(keys).where(keys.c.organisation_identity == identity))
+        ).all()
+        destroyed = await self._conn.run_sync(
+            lambda conn: keys_of(rows, conn.execute(versions_of(rows))) if rows else []
+        )
+        owned = select(keys.c.identity).where(keys.c.organisation_identity == identity)
+        await self._conn.execute(versions.delete().where(versions.c.key_identity.in_(owned)))
+        await self._conn.execute(keys.delete().where(keys.c.organisation_identity == identity))
+        await self._conn.execute(
+            schema.organisation_keks.delete().where(
+                schema.organisation_keks.c.organisation_identity == identity
+            )
+        )
+        return destroyed
 
     async def add_key(self, key: Key, wrapped_versions: Mapping[int, bytes]) -> None:
+        organisations = schema.organisations
+        # Held until commit: a shredding of the organisation waits for this key, or this key
+        # sees the organisation shredded (sql_root explains the pattern).
+        shredded = await self._conn.execute(
+            select(organisations.c.shredded_at)
+            .where(organisations.c.identity == key.organisation_identity)
+            .with_for_update(read=True)
+        )
+        if shredded.scalar() is not None:
+            raise OrganisationShredded()
         await self._conn.execute(
             schema.keys.insert().values(
                 identity=key.identity,
