@@ -6,7 +6,10 @@ import asyncio
 import base64
 import contextlib
 import os
+import secrets
+import shutil
 import sqlite3
+import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,10 +19,11 @@ from typing import Any, TypeVar
 import pytest
 from starlette.testclient import TestClient
 
-from coffer.bootstrap import build_app, initialise
+from coffer.bootstrap import SealChoice, build_app, initialise
 from coffer.config import RegionSettings, Settings
 from coffer.domain.identity import SERVICE_ACCOUNT_PREFIX, new_identity
 from coffer.domain.permissions import RoleBinding, ScopeKind
+from coffer.domain.seal import SealType
 from coffer.domain.tenants import Principal, PrincipalKind, Project
 from coffer.iam.tokens import new_token, token_digest
 from coffer.scheduler.jobs import Scheduler
@@ -211,10 +215,77 @@ def sync_engine(settings: Settings) -> Any:
     return create_sync_engine_for(settings.url)
 
 
-def initialised(settings: Settings) -> Bootstrapped:
-    boot = asyncio.run(initialise(settings))
+def initialised(settings: Settings, seal: SealChoice | None = None) -> Bootstrapped:
+    boot = asyncio.run(initialise(settings, seal))
     SUITE_SECRETS.add(boot.token)
+    SUITE_SECRETS.update(boot.unseal_keys)
     return boot
+
+
+# --- a real HSM: SoftHSM2 -----------------------------------------------------------------------
+
+SOFTHSM_LIBRARIES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+)
+
+
+@dataclass(frozen=True)
+class HsmToken:
+    label: str
+    pin: str
+    directory: Path
+
+    def remove(self) -> Path:
+        """Take the token away (as a pulled token or an unreachable HSM); returns where it went."""
+        away = self.directory.with_name(self.directory.name + ".away")
+        self.directory.rename(away)
+        return away
+
+    def restore(self, away: Path) -> None:
+        away.rename(self.directory)
+
+
+@dataclass(frozen=True)
+class SoftHsm:
+    """SoftHSM2 with a token directory of the test session's own (``SOFTHSM2_CONF`` is set for
+    this process and so for every ``coffer`` process the tests start)."""
+
+    conf: Path
+    library: str
+    tokens: Path
+
+    def new_token(self, label: str) -> HsmToken:
+        before = set(self.tokens.iterdir())
+        pin = secrets.token_hex(8)
+        subprocess.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
+             "--so-pin", secrets.token_hex(8)],
+            check=True, capture_output=True, env={**os.environ, "SOFTHSM2_CONF": str(self.conf)},
+            timeout=30,
+        )  # fmt: skip
+        (made,) = set(self.tokens.iterdir()) - before
+        return HsmToken(label, pin, made)
+
+    def seal(self, token: HsmToken) -> SealChoice:
+        return SealChoice(SealType.PKCS11, pkcs11_library=self.library, pkcs11_token=token.label)
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
+    library = next((path for path in SOFTHSM_LIBRARIES if Path(path).exists()), None)
+    if library is None or shutil.which("softhsm2-util") is None:
+        pytest.fail("SoftHSM2 is not installed (apt-get install softhsm2): the PKCS #11 seal is "
+                    "tested against it for real")  # fmt: skip
+    directory = tmp_path_factory.mktemp("softhsm")
+    tokens = directory / "tokens"
+    tokens.mkdir()
+    conf = directory / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    return SoftHsm(conf, library, tokens)
 
 
 # --- no secret in any audit record of the whole suite -------------------------------------------

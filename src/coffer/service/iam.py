@@ -209,6 +209,7 @@ class IamService:
             now = self._clock()
             async with self._store.transaction() as tx:
                 destroyed = await tx.shred_organisation(found.identity, now)
+            await self._store.forget_deleted()
             await self._changes.organisation_shredded(found.identity)
             log.warning(
                 "organisation %s crypto-shredded: its KEK and %d key(s) destroyed",

@@ -138,6 +138,7 @@ class RootRotation:
         return self._grace - (self._clock() - active.created_at).total_seconds()
 
     async def _finished(self, status: RootStatus, retired: Sequence[int]) -> None:
+        await self._store.forget_deleted()
         await self._root.refresh()
         await self._changes.root_changed()
         log.warning(

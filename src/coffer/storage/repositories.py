@@ -103,6 +103,11 @@ class RootStore(Protocol):
 
     async def installation(self) -> Installation | None: ...
 
+    async def forget_deleted(self) -> None:
+        """Drop what the engine keeps of deleted and replaced rows, where it can (after a
+        crypto-shred or a root rotation)."""
+        ...
+
     async def root_generations(self) -> Sequence[RootGeneration]: ...
 
     async def begin_root_rotation(self, new: RootGeneration, seal: SealConfig) -> Installation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -34,6 +35,7 @@ from coffer.storage.rows import (
 from coffer.storage.sql_writes import SqlTransaction, project_column
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SqlStore:
@@ -96,6 +98,20 @@ class SqlStore:
         await self._engine.dispose()
         if self._read_engine is not None:
             self._read_engine.dispose()
+
+    async def forget_deleted(self) -> None:
+        """Let go of the old copies of deleted and replaced rows where the engine allows: on
+        SQLite (``secure_delete`` zeroes a deleted row's bytes in the database file), fold the
+        write-ahead log into the file and truncate it, since it still holds the pages as they
+        were. PostgreSQL keeps dead row versions until their space is reused, and its WAL as the
+        operator archives it: there a destroyed KEK is finished by a root rotation
+        (docs/security.md)."""
+        if self._engine.dialect.name != "sqlite":
+            return
+        async with self.reading() as conn:
+            busy = (await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).first()
+        if busy is not None and busy[0]:
+            log.warning("the write-ahead log could not be truncated now (a reader holds it)")
 
     async def ping(self) -> None:
         async with self.reading() as conn:
