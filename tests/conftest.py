@@ -238,7 +238,8 @@ class HsmToken:
 
     def remove(self) -> Path:
         """Take the token away (as a pulled token or an unreachable HSM); returns where it went."""
-        away = self.directory.with_name(self.directory.name + ".away")
+        # Out of the token directory: SoftHSM takes any directory in it for a token.
+        away = self.directory.parent.parent / (self.directory.name + ".away")
         self.directory.rename(away)
         return away
 

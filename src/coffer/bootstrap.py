@@ -230,8 +230,10 @@ def open_root(settings: Settings) -> RootOfTrust:
     try:
         root.open_sync()
     except WrongRootKey as exc:
+        root.close()
         raise ConfigError(f"{exc}; nothing was changed") from None
     except RootKeyError as exc:
+        root.close()
         raise ConfigError(
             f"{exc.message}. Coffer cannot decrypt any key without it: restore the root key file "
             "from your backup (mode 0600, readable by the server's user)"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
-from pkcs11.exceptions import NoSuchKey, PinIncorrect, PKCS11Error
+from pkcs11.exceptions import NoSuchKey, PinIncorrect, PKCS11Error, UserAlreadyLoggedIn
 from pkcs11.mechanisms import GCMParams
 
 from coffer.errors import KeyIntegrityError, Unavailable
@@ -91,6 +91,9 @@ class Pkcs11Token:
                 ) from None
         try:
             self._session = token.open(user_pin=self._pin, rw=True)
+        except UserAlreadyLoggedIn:
+            # Login is per process (PKCS #11 §5.6): another session of this process logged in.
+            self._session = token.open(rw=True)
         except PinIncorrect:
             raise HsmUnavailable(
                 f"the PIN of PKCS #11 token {self.token_label!r} is wrong (COFFER_PKCS11_PIN)"
