@@ -188,23 +188,39 @@ class RootOfTrust:
             log.error("sealed: %s", exc.message)
 
     def _open_all(self) -> None:
-        """Open the live generations with their seals and check each; raises ``WrongRootKey``
-        when a seal answers with a key that is not the generation's, and ``Sealed`` or
-        ``HsmUnavailable`` when a seal cannot be used."""
-        opened: dict[int, RootCipher] = {}
-        live = [g for g in self.generations if g.live]
-        for generation in live:
-            cipher = self._seal(generation.seal_type).open(self.identity, generation, opened)
-            if cipher is not None and opens_check_value(
-                cipher, generation.check_value, self.identity, generation.generation
-            ):
-                opened[generation.generation] = cipher
-        active = self._installation.active_generation
-        if active not in opened:
-            raise WrongRootKey(self._wrong_key_message())
-        self._ciphers = opened
+        """Open every live generation of the state held now (``_opened``) and take the result."""
+        self._ciphers = self._opened(self._installation, self._generations, {})
         self._reason = None
         self._keep()
+
+    def _opened(
+        self,
+        installation: Installation,
+        generations: Mapping[int, RootGeneration],
+        held: Mapping[int, RootCipher],
+    ) -> dict[int, RootCipher]:
+        """The ciphers of every live generation of ``generations``: those ``held`` already, the
+        others opened by their seals and checked against their check values; what this node
+        held of retired generations is destroyed. Raises ``WrongRootKey`` if the active one does
+        not open, ``Sealed`` or ``HsmUnavailable`` if a seal cannot be used now. Changes no
+        state of this object: the caller takes the result whole."""
+        opened = dict(held)
+        for number in sorted(generations):
+            generation = generations[number]
+            if not generation.live:
+                if opened.pop(number, None) is not None:
+                    self._seal(generation.seal_type).forget(self.identity, number)
+                continue
+            if number in opened:
+                continue
+            cipher = self._seal(generation.seal_type).open(self.identity, generation, opened)
+            if cipher is not None and opens_check_value(
+                cipher, generation.check_value, self.identity, number
+            ):
+                opened[number] = cipher
+        if installation.active_generation not in opened:
+            raise WrongRootKey(self._wrong_key_message())
+        return opened
 
     def _keep(self) -> None:
         live = {g.generation for g in self._generations.values() if g.live}
@@ -374,48 +390,42 @@ class RootOfTrust:
 
     # --- generations ------------------------------------------------------------------------------
 
-    async def _reload(self) -> None:
+    async def _read(self) -> tuple[Installation, dict[int, RootGeneration]]:
+        """The installation and its generations as stored now (as held, without a store)."""
         if self._store is None:
-            return
+            return self._installation, dict(self._generations)
         installation = await self._store.installation()
-        if installation is not None:
-            self._installation = installation
-        self._generations = {g.generation: g for g in await self._store.root_generations()}
+        generations = {g.generation: g for g in await self._store.root_generations()}
+        return installation or self._installation, generations
+
+    async def _reload(self) -> None:
+        self._installation, self._generations = await self._read()
 
     async def refresh(self) -> None:
         """Read the generations again (another node rotated): open new ones, forget retired
-        ones. If the active generation cannot be opened here, this node seals itself."""
+        ones, all at once — requests never see a state between the two. If the active
+        generation cannot be opened here, this node seals itself."""
         async with self._lock:
+            installation, generations = await self._read()
             if self.sealed:
-                await self._reload()
+                self._installation, self._generations = installation, generations
                 return
-            await self._reload()
             try:
-                await self._run(self._open_new)
+                ciphers = await self._run(
+                    lambda: self._opened(installation, generations, self._ciphers)
+                )
             except (WrongRootKey, Sealed, HsmUnavailable) as exc:
-                reason = f"root key generation {self.active_generation} cannot be opened: {exc}"
+                reason = (
+                    f"root key generation {installation.active_generation} cannot be opened: {exc}"
+                )
                 log.error("sealed: %s", reason)
+                self._installation, self._generations = installation, generations
                 await self._drop(reason)
-
-    def _open_new(self) -> None:
-        opened = dict(self._ciphers)
-        for generation in self.generations:
-            number = generation.generation
-            if not generation.live:
-                if opened.pop(number, None) is not None:
-                    self._seal(generation.seal_type).forget(self.identity, number)
-                continue
-            if number in opened:
-                continue
-            cipher = self._seal(generation.seal_type).open(self.identity, generation, opened)
-            if cipher is not None and opens_check_value(
-                cipher, generation.check_value, self.identity, number
-            ):
-                opened[number] = cipher
-        if self._installation.active_generation not in opened:
-            raise WrongRootKey(self._wrong_key_message())
-        self._ciphers = opened
-        self._keep()
+                return
+            self._installation, self._generations, self._ciphers = (
+                installation, generations, ciphers,
+            )  # fmt: skip
+            await self._run(self._keep)
 
     async def new_generation(self, seal_type: SealType) -> tuple[RootGeneration, NewKey]:
         """A key for the next generation, made by the seal of ``seal_type`` (not stored yet)."""
