@@ -118,8 +118,8 @@ class RootStore(Protocol):
         self, generation: int, limit: int
     ) -> Sequence[RootWrappedRow]: ...
 
-    async def rewrap_root(self, rewrapped: Sequence[tuple[RootWrappedRow, Wrapped]]) -> int:
-        """Store each row's new blob unless another node did; how many this call stored."""
+    async def rewrap_root(self, rewrapped: Sequence[tuple[RootWrappedRow, Wrapped]]) -> None:
+        """Store each row's new blob unless another node did already."""
         ...
 
     async def count_wrapped_by_root_below(self, generation: int) -> int: ...

@@ -336,14 +336,13 @@ class SqlStore:
     async def wrapped_by_root_below(self, generation: int, limit: int) -> Sequence[RootWrappedRow]:
         return await self._read_sync(lambda conn: sql_root.wrapped_below(conn, generation, limit))
 
-    async def rewrap_root(self, rewrapped: Sequence[tuple[RootWrappedRow, Wrapped]]) -> int:
-        def work(conn: Connection) -> int:
-            stored = sum(sql_root.rewrap(conn, row, wrapped) for row, wrapped in rewrapped)
+    async def rewrap_root(self, rewrapped: Sequence[tuple[RootWrappedRow, Wrapped]]) -> None:
+        def work(conn: Connection) -> None:
+            sql_root.rewrap(conn, rewrapped)
             for generation in {wrapped.generation for _, wrapped in rewrapped}:
                 sql_root.guard_generation(conn, generation)
-            return stored
 
-        return await self._write_sync(work)
+        await self._write_sync(work)
 
     async def count_wrapped_by_root_below(self, generation: int) -> int:
         return await self._read_sync(lambda conn: sql_root.count_wrapped_below(conn, generation))

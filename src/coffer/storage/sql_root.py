@@ -15,10 +15,11 @@ rewraps it); SQLite runs one writer at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection, Row
 
 from coffer.domain.seal import (
@@ -207,20 +208,26 @@ def wrapped_below(conn: Connection, generation: int, limit: int) -> list[RootWra
     return found
 
 
-def rewrap(conn: Connection, row: RootWrappedRow, wrapped: Wrapped) -> bool:
-    """Replace ``row``'s blob by ``wrapped`` unless another node did already."""
+def rewrap(conn: Connection, rewrapped: Sequence[tuple[RootWrappedRow, Wrapped]]) -> None:
+    """Replace each row's blob by its new one, unless another node did already (one statement
+    per table, run for every row: a batch costs a few round trips, not one per row)."""
     for table, key, blob in ROOT_WRAPPED:
-        if table.name == row.table:
-            result = conn.execute(
+        rows = [
+            {"ref": row.ref, "old": row.wrapped.generation, "blob": new.blob,
+             "new": new.generation}
+            for row, new in rewrapped
+            if row.table == table.name
+        ]  # fmt: skip
+        if rows:
+            conn.execute(
                 update(table)
                 .where(
-                    table.c[key] == row.ref,
-                    table.c.root_generation == row.wrapped.generation,
+                    table.c[key] == bindparam("ref"),
+                    table.c.root_generation == bindparam("old"),
                 )
-                .values({blob: wrapped.blob, "root_generation": wrapped.generation})
+                .values({blob: bindparam("blob"), "root_generation": bindparam("new")}),
+                rows,
             )
-            return bool(result.rowcount == 1)
-    raise ValueError(f"not a table the root key wraps: {row.table}")
 
 
 class RotationIncomplete(Exception):
