@@ -4,6 +4,7 @@ seals the server until it is back."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from coffer.bootstrap import open_root
+from coffer.bootstrap import migrate_seal, open_root
 from coffer.config import ConfigError
 from coffer.crypto.hsm import Pkcs11Token, key_label
+from coffer.crypto.root import SoftwareCipher, open_blob
 from coffer.crypto.wrapping import kek_aad
+from coffer.errors import KeyIntegrityError
 from tests.api.test_access import error
 from tests.conftest import (
     HsmToken,
@@ -162,3 +165,29 @@ def test_a_token_that_goes_away_seals_and_its_return_unseals_without_restart(
     assert hsm_kms.client.get("/readyz").status_code == 200
     opened = hsm_kms.post(f"{KEYS}/k/decrypt", {"ciphertext": ciphertext})
     assert opened.json()["plaintext"] == "aGk="
+
+
+def test_migrate_seal_moves_a_file_installation_into_the_hsm(
+    tmp_path: Path, softhsm: SoftHsm, token: HsmToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "data")
+    boot = initialised(settings)
+    for kms in open_kms(settings, boot):
+        kms.create_key("k")
+        ciphertext = kms.post(f"{KEYS}/k/encrypt", {"plaintext": "aGk="}).json()["ciphertext"]
+    old_key = settings.root_key_path.read_bytes()
+    monkeypatch.setenv("COFFER_PKCS11_PIN", token.pin)
+    assert asyncio.run(migrate_seal(settings, softhsm.seal(token))) == ()
+    assert not settings.root_key_path.exists()
+    for kms in open_kms(settings, boot):
+        assert kms.services.root.seal_type.value == "pkcs11"
+        assert kms.services.root.active_generation == 2
+        kms.services.keyring.clear()
+        opened = kms.post(f"{KEYS}/k/decrypt", {"ciphertext": ciphertext})
+        assert opened.json()["plaintext"] == "aGk="
+        blob = kms.run(kms.services.store.wrapped_kek, kms.org)
+        assert blob is not None
+        with pytest.raises(KeyIntegrityError):
+            open_blob(SoftwareCipher(old_key), blob, kek_aad(kms.org))
+    with pytest.raises(ConfigError, match="already uses the pkcs11 seal"):
+        asyncio.run(migrate_seal(settings, softhsm.seal(token)))

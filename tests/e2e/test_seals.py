@@ -167,6 +167,10 @@ def test_serve_refuses_another_installations_root_key_and_writes_nothing(
     assert (f"the root key does not belong to this database (installation "
             f"{mine.boot['installation']})") in done.stderr  # fmt: skip
     assert fingerprint(mine) == before
+    offline = run_coffer("audit", "verify", "--data-dir", mine.data_dir)
+    assert offline.returncode == 1
+    assert "the root key does not belong to this database" in offline.stderr
+    assert fingerprint(mine) == before
     (mine.data_dir / "root.key").write_bytes(own_key)
     verified = run_coffer("audit", "verify", "--data-dir", mine.data_dir)
     assert verified.returncode == 0, verified.stderr
@@ -249,3 +253,64 @@ def test_migrate_seal_moves_a_file_installation_to_shamir(
     with installed.client() as coffer:
         assert coffer.decrypt("k", ciphertext).plaintext == b"moved"
         assert coffer.sys.root_status().active_generation == 2
+
+
+def test_the_operator_commands_rotate_the_root_and_shred_an_organisation(
+    tmp_path: Path, installs: list[Installed]
+) -> None:
+    installed = init(tmp_path)
+    installs.append(installed)
+    installed.serve()
+    env = clean_env(COFFER_URL=installed.url, COFFER_TOKEN=installed.boot["token"])
+
+    def cli(*args: str) -> Any:
+        done = run_coffer(*args, "--output", "json", env=env)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert cli("operator", "seal-status")["sealed"] is False
+    with installed.client() as coffer:
+        coffer.keys.create("k", "aes256-gcm96")
+        ciphertext = coffer.encrypt("k", b"rotated").ciphertext
+    rotated = cli("operator", "rotate-root")  # waits until the rotation is complete
+    assert (rotated["activeGeneration"], rotated["rotating"]) == (2, False)
+    assert cli("operator", "root-status")["activeGeneration"] == 2
+    with installed.client() as coffer:
+        assert coffer.decrypt("k", ciphertext).plaintext == b"rotated"
+
+    pem = run_coffer("audit", "public-key", env=env)
+    assert pem.returncode == 0, pem.stderr
+    assert pem.stdout.startswith("-----BEGIN PUBLIC KEY-----")
+
+    tenant = cli("org", "create", "Leaving Soon")
+    refused = run_coffer("org", "shred", tenant["slug"], "--confirm", "default", env=env)
+    assert refused.returncode == 1
+    assert "confirm" in refused.stderr
+    shredded = cli("org", "shred", tenant["slug"], "--confirm", tenant["slug"])
+    assert shredded["shreddedAt"]
+
+
+def test_shamir_takes_one_server_process_and_offline_commands_read_shares(
+    tmp_path: Path, installs: list[Installed]
+) -> None:
+    installed = init(tmp_path, "--seal", "shamir", "--key-shares", "2", "--key-threshold", "2")
+    installs.append(installed)
+    done = run_coffer("serve", "--data-dir", installed.data_dir, "--port", str(free_port()),
+                      "--workers", "2")  # fmt: skip
+    assert done.returncode == 1
+    assert "one worker per node" in done.stderr
+    shares = installed.boot["unsealKeys"]
+    verify = subprocess.run(
+        [str(COFFER), "audit", "verify", "--data-dir", str(installed.data_dir)],
+        input="\n".join(shares) + "\n", capture_output=True, text=True, timeout=60, check=False,
+        env=clean_env(**database_env(("--data-dir", installed.data_dir))),
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stderr
+    assert "audit chain intact" in verify.stdout
+    wrong = subprocess.run(
+        [str(COFFER), "audit", "verify", "--data-dir", str(installed.data_dir)],
+        input=f"{shares[0]}\n{shares[0]}\n", capture_output=True, text=True, timeout=60,
+        check=False, env=clean_env(**database_env(("--data-dir", installed.data_dir))),
+    )  # fmt: skip
+    assert wrong.returncode == 1
+    assert "given already" in wrong.stderr

@@ -134,7 +134,14 @@ def test_serve_warns_when_listening_beyond_loopback_without_tls(
     )
 
     assert answers_plain_http(loopback_port)  # the probe of the HTTPS test can tell
-    assert "without TLS" not in (tmp_path / f"serve-{loopback_port}.log").read_text()
+    quiet = (tmp_path / f"serve-{loopback_port}.log").read_text()
+    assert "without TLS" not in quiet
+    assert "file seal" not in quiet
     warning = (tmp_path / f"serve-{wildcard_port}.log").read_text()
     assert "WARNING" in warning
     assert "listening on 0.0.0.0 without TLS" in warning
+    # The development seal beyond loopback: the risk and the alternatives, named.
+    assert "the file seal keeps the root key in" in warning
+    assert "whoever copies the data directory" in warning
+    assert "--seal shamir" in warning
+    assert "--seal pkcs11" in warning
