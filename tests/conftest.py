@@ -372,13 +372,22 @@ def module_kms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kms]:
     yield from open_kms(settings, initialised(settings))
 
 
+#: Markers of the tests a PostgreSQL run leaves out.
+NOT_ON_POSTGRESQL = ("sqlite_only", "one_engine")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On a PostgreSQL run, tests about SQLite's own files (journal files, a corrupt database
-    file) do not apply: they are deselected, and the count is shown."""
+    file) do not apply, and end-to-end tests of what the engine does not change ran already in
+    the SQLite run: they are deselected, and the count is shown."""
     if TEST_DATABASE_URL is None:
         return
-    kept = [item for item in items if item.get_closest_marker("sqlite_only") is None]
-    left_out = [item for item in items if item.get_closest_marker("sqlite_only") is not None]
+
+    def left_out_here(item: pytest.Item) -> bool:
+        return any(item.get_closest_marker(name) is not None for name in NOT_ON_POSTGRESQL)
+
+    kept = [item for item in items if not left_out_here(item)]
+    left_out = [item for item in items if left_out_here(item)]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = kept

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -28,7 +29,15 @@ from coffer.audit.events import AuditSink, DiscardingSink
 from coffer.audit.log import AuditLog
 from coffer.audit.process import ProcessCommitter, WriterStartup
 from coffer.audit.verify import Verification, verify_chain
-from coffer.config import ConfigError, Settings, pkcs11_environment
+from coffer.config import (
+    ROOT_KEY_FILE,
+    SEAL_FILE,
+    ConfigError,
+    Settings,
+    pkcs11_environment,
+    read_seal_file,
+    write_seal_file,
+)
 from coffer.crypto.hsm import HsmUnavailable, Pkcs11Token
 from coffer.crypto.root import (
     RootKeyError,
@@ -186,19 +195,23 @@ def seals_for(settings: Settings, installation: Installation,
         elif kind is SealType.SHAMIR:
             seals[kind] = ShamirSeal()
         else:
-            seals[kind] = Pkcs11Seal(pkcs11_token(installation.seal))
+            seals[kind] = Pkcs11Seal(pkcs11_token(settings.data_dir, installation.seal))
     return seals
 
 
-def pkcs11_token(seal: SealConfig) -> Pkcs11Token:
-    """The token of a PKCS #11 seal: module and label as recorded (or this node's override),
-    the PIN from ``COFFER_PKCS11_PIN``."""
+def pkcs11_token(data_dir: Path, seal: SealConfig, library: str | None = None) -> Pkcs11Token:
+    """The token of a PKCS #11 seal. The module's path is this node's own — ``library`` (init),
+    ``COFFER_PKCS11_LIBRARY``, or the data directory's ``seal.json`` — and never the
+    database's: whoever can write the database must not choose what code a server loads. The
+    token's label is the recorded one (or ``COFFER_PKCS11_TOKEN``); the PIN is
+    ``COFFER_PKCS11_PIN``."""
     env = pkcs11_environment()
-    library = env.library or seal.pkcs11_library
+    library = env.library or library or read_seal_file(data_dir).get("pkcs11Library")
     token = env.token or seal.pkcs11_token
     if not library or not token:
         raise ConfigError(
-            "the PKCS #11 seal needs its module and token label: set COFFER_PKCS11_LIBRARY and "
+            f"the PKCS #11 seal needs its module and token label on this node: set "
+            f"COFFER_PKCS11_LIBRARY (or copy {SEAL_FILE} of a node into {data_dir}) and "
             "COFFER_PKCS11_TOKEN"
         )
     return Pkcs11Token(library, token, env.pin or "")
@@ -401,7 +414,7 @@ def build_app(
     scheduler = build_scheduler(services, clock)
 
     async def watch_the_seal() -> None:
-        await services.root.watch_forever(settings.hsm_check_seconds)
+        await services.root.watch_forever(settings.seal_check_seconds)
 
     async def resume_rotation() -> None:
         if not services.root.sealed:
@@ -438,26 +451,27 @@ def _first_generation(
     settings: Settings, identity: str, choice: SealChoice
 ) -> tuple[SealConfig, dict[SealType, Seal], NewKey, tuple[str, ...]]:
     """The seal's settings, the seal, generation 1's key and (Shamir) the unseal key shares."""
-    config, seals, made, shares = _new_seal(settings, identity, choice)
-    if made is None:
-        made = seals[config.type].make(identity, 1, None)
-    return config, seals, made, shares
+    config, seal, shares = _new_seal(settings, identity, choice)
+    if isinstance(seal, FileSeal):
+        key = os.urandom(32)
+        write_key_file(settings.root_key_path, key, exclusive=True)
+        made = NewKey(SoftwareCipher(key), None)
+    else:
+        made = seal.make(identity, 1, None)
+        seal.adopt(identity, 1, made)
+    return config, {config.type: seal}, made, shares
 
 
 def _new_seal(
     settings: Settings, identity: str, choice: SealChoice
-) -> tuple[SealConfig, dict[SealType, Seal], NewKey | None, tuple[str, ...]]:
-    """A new seal of ``choice``'s kind: its settings, the seal, the file seal's first key if it
-    made one, and (Shamir) the unseal key shares."""
+) -> tuple[SealConfig, Seal, tuple[str, ...]]:
+    """A new seal of ``choice``'s kind: its settings, the seal, and (Shamir) the unseal key
+    shares. PKCS #11: the token is opened (so a wrong PIN or module is said now) and the
+    module's path recorded in the data directory."""
     shares: tuple[str, ...] = ()
-    made: NewKey | None = None
     if choice.type is SealType.FILE:
         config = SealConfig(SealType.FILE)
         seal: Seal = FileSeal(settings.data_dir)
-        if not settings.root_key_path.exists():
-            key = os.urandom(32)
-            write_key_file(settings.root_key_path, key, exclusive=True)
-            made = NewKey(SoftwareCipher(key), None)
     elif choice.type is SealType.SHAMIR:
         if not 1 <= choice.threshold <= choice.shares <= MAX_SHARES:
             raise ConfigError(
@@ -477,18 +491,15 @@ def _new_seal(
         shamir.use(unseal_key)
         seal = shamir
     else:
-        config = SealConfig(
-            SealType.PKCS11,
-            pkcs11_library=choice.pkcs11_library,
-            pkcs11_token=choice.pkcs11_token,
-        )
-        hsm = Pkcs11Seal(pkcs11_token(config))
+        config = SealConfig(SealType.PKCS11, pkcs11_token=choice.pkcs11_token)
+        hsm = Pkcs11Seal(pkcs11_token(settings.data_dir, config, choice.pkcs11_library))
         try:
             hsm.token.open()
         except HsmUnavailable as exc:
             raise ConfigError(f"{exc.message}; nothing was changed") from None
+        write_seal_file(settings.data_dir, {"pkcs11Library": hsm.token.library})
         seal = hsm
-    return config, {config.type: seal}, made, shares
+    return config, seal, shares
 
 
 async def initialise(settings: Settings, seal: SealChoice | None = None) -> Bootstrapped:
@@ -517,21 +528,27 @@ async def initialise(settings: Settings, seal: SealChoice | None = None) -> Boot
                 "instead; nothing was changed"
             )
     if choice.type is SealType.PKCS11:
-        pkcs11_token(SealConfig(SealType.PKCS11, pkcs11_library=choice.pkcs11_library,
-                                pkcs11_token=choice.pkcs11_token))  # fmt: skip
+        config = SealConfig(SealType.PKCS11, pkcs11_token=choice.pkcs11_token)
+        pkcs11_token(data_dir, config, choice.pkcs11_library)  # the settings, before any file
     created_dir = not data_dir.exists()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    made_files = [settings.root_key_path, data_dir / NEW_KEY_FILE] + [
+    made_files = [settings.root_key_path, data_dir / NEW_KEY_FILE, data_dir / SEAL_FILE] + [
         settings.database_path.with_name(settings.database_path.name + s) for s in SQLITE_FILES
     ]
     identity = new_identity(INSTALLATION_PREFIX)
     seals: dict[SealType, Seal] = {}
+    made: NewKey | None = None
     try:
         config, seals, made, shares = _first_generation(settings, identity, choice)
         now = utc_now()
         installation = Installation(identity, config, 1, now)
         generation = RootGeneration(
-            1, config.type, make_check_value(made.cipher, identity, 1), made.sealed_key, now
+            1,
+            config.type,
+            make_check_value(made.cipher, identity, 1),
+            made.sealed_key,
+            now,
+            seal_ref=made.ref,
         )
         upgrade(settings.url)
         engine = create_sync_engine_for(settings.url)
@@ -556,8 +573,9 @@ async def initialise(settings: Settings, seal: SealChoice | None = None) -> Boot
         if created_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
         hsm = seals.get(SealType.PKCS11)
-        if isinstance(hsm, Pkcs11Seal):
-            hsm.forget(identity, 1)
+        if isinstance(hsm, Pkcs11Seal) and made is not None:
+            # The key it made names an installation that does not exist.
+            hsm.abandon(identity, 1, made)
         raise
 
 
@@ -653,32 +671,53 @@ async def migrate_seal(
     settings: Settings,
     choice: SealChoice,
     shares: Callable[[int], Sequence[str]] | None = None,
-) -> tuple[str, ...]:
+    show: Callable[[tuple[str, ...]], None] = lambda shares: None,
+) -> None:
     """Move an installation to another seal (``coffer operator migrate-seal``, every server
-    stopped): a root rotation whose new generation is made by the new seal. Returns the new
-    unseal key shares (Shamir). ``shares(threshold)`` opens a Shamir-sealed installation."""
+    stopped): a root rotation whose new generation is made by the new seal.
+
+    ``shares(threshold)`` opens a Shamir-sealed installation. ``show`` is given the new unseal
+    key shares (Shamir) as soon as the new generation is stored, before anything is rewrapped:
+    if the command stops after that, running it again finishes the move (opened with the new
+    shares), and the shares were already shown."""
     offline = replace(settings, audit_writer="thread", root_rotation_grace_seconds=0.0)
     root = open_data_dir(offline)
-    if root.seal_type is choice.type:
-        root.close()
-        raise ConfigError(
-            f"the installation already uses the {choice.type.value} seal; to make a new root key "
-            "on it, use `coffer operator rotate-root`"
-        )
     services = build_services(offline, root=root)
     try:
         if root.sealed and root.seal_type is SealType.SHAMIR and shares is not None:
             await unseal_offline(root, shares(root.status().threshold))
         if root.sealed:
             raise ConfigError(f"the root of trust is sealed: {root.status().reason}")
-        config, seals, _, new_shares = _new_seal(offline, root.identity, choice)
-        root.add_seal(seals[choice.type])
-        async with services.operations.begin_system("sys.seal.migrate") as op:
-            op.event.resource_identity = root.identity
-            await services.rotation.start(config)
+        rotating = (await services.rotation.status()).rotating
+        if root.seal_type is choice.type and not rotating:
+            raise ConfigError(
+                f"the installation already uses the {choice.type.value} seal; to make a new root "
+                "key on it, use `coffer operator rotate-root`"
+            )
+        if root.seal_type is not choice.type:
+            if rotating:
+                raise ConfigError(
+                    "a root rotation is under way: let it complete (coffer operator root-status) "
+                    "and run the command again"
+                )
+            if choice.type is SealType.FILE:
+                stray = sorted(p.name for p in settings.data_dir.glob(f"{ROOT_KEY_FILE}*"))
+                if stray:
+                    raise ConfigError(
+                        f"{', '.join(stray)} in {settings.data_dir} hold(s) no key of this "
+                        "installation: move them away first; nothing was changed"
+                    )
+            config, seal, new_shares = _new_seal(offline, root.identity, choice)
+            root.add_seal(seal)
+            async with services.operations.begin_system("sys.seal.migrate") as op:
+                op.event.resource_identity = root.identity
+                await services.rotation.start(config)
+            show(new_shares)
         if not await services.rotation.run():
-            raise ConfigError("the root rotation did not complete; run the command again")
-        return new_shares
+            raise ConfigError(
+                "the move to the new seal is stored but not complete: run the command again "
+                "to finish it (with the new seal's unseal key shares)"
+            )
     finally:
         await services.close()
 
@@ -711,8 +750,15 @@ async def verify_audit(
             await unseal_offline(root, shares(root.status().threshold))
         if root.sealed:
             raise ConfigError(f"the root of trust is sealed: {root.status().reason}")
-        signer = await PurposeKeys(root, store, utc_now).checkpoint_signer()
-        return await verify_chain(audit_store, signer)
+        purposes = PurposeKeys(root, store, utc_now)
+        try:
+            await purposes.load(create=False)  # verifying writes nothing
+        except KeyIntegrityError:
+            raise ConfigError(
+                "the audit checkpoint key is missing from the database: checkpoints cannot be "
+                "verified (a server makes it at its first start)"
+            ) from None
+        return await verify_chain(audit_store, purposes.signer)
     finally:
         root.close()
         await audit_store.close()

@@ -6,6 +6,7 @@ TOML file, and the defaults below.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -16,6 +17,8 @@ from urllib.parse import urlsplit
 
 DATABASE_FILE = "coffer.db"
 ROOT_KEY_FILE = "root.key"
+#: This node's PKCS #11 settings (the module's path), written by ``coffer init --seal pkcs11``.
+SEAL_FILE = "seal.json"
 AUDIT_SINKS = ("database", "discard")
 #: The settings a config file may set (the rest come from the command line).
 FILE_SETTINGS = frozenset(
@@ -37,7 +40,7 @@ FILE_SETTINGS = frozenset(
         "metrics",
         "root_rotation_batch_size",
         "root_rotation_grace_seconds",
-        "hsm_check_seconds",
+        "seal_check_seconds",
     }
 )
 AUDIT_WRITERS = ("process", "thread")
@@ -117,9 +120,9 @@ class Settings:
     #: File seal: how long a root rotation keeps the new key's transit copy, so that every
     #: node can take the new key before the old one is retired (docs/security.md).
     root_rotation_grace_seconds: float = 10.0
-    #: PKCS #11 seal: how often the token is asked whether it is still there (and, while it is
-    #: away, whether it is back).
-    hsm_check_seconds: float = 2.0
+    #: How often each server looks at its seal: whether the PKCS #11 token is still there (or,
+    #: while it is away, back), and whether another node began or completed a root rotation.
+    seal_check_seconds: float = 2.0
 
     @property
     def database_path(self) -> Path:
@@ -235,7 +238,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         "cache_ttl_seconds",
         "scheduler_interval_seconds",
         "scheduler_takeover_seconds",
-        "hsm_check_seconds",
+        "seal_check_seconds",
     ):
         if name in raw:
             seconds = raw[name]
@@ -318,3 +321,29 @@ def pkcs11_environment() -> Pkcs11Environment:
         token=os.environ.get("COFFER_PKCS11_TOKEN") or None,
         pin=os.environ.get("COFFER_PKCS11_PIN") or None,
     )
+
+
+def read_seal_file(data_dir: Path) -> dict[str, str]:
+    """This node's recorded PKCS #11 settings (``{}`` if there is no ``seal.json``)."""
+    path = data_dir / SEAL_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise ConfigError(f"{path} must be a JSON object of strings")
+    return raw
+
+
+def write_seal_file(data_dir: Path, values: dict[str, str]) -> None:
+    """Record this node's PKCS #11 settings (mode 0600, put in place whole)."""
+    path = data_dir / SEAL_FILE
+    part = path.with_name(f"{SEAL_FILE}.{os.getpid()}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(values, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(part, path)

@@ -9,11 +9,13 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from coffer.bootstrap import migrate_seal, open_root
+from coffer.bootstrap import build_services, migrate_seal, open_root
 from coffer.config import ConfigError
 from coffer.crypto.hsm import Pkcs11Token, key_label
 from coffer.crypto.root import SoftwareCipher, open_blob
@@ -68,7 +70,9 @@ def test_the_root_key_is_made_inside_the_token_and_cannot_leave_it(
     hsm_kms: Kms, softhsm: SoftHsm, token: HsmToken
 ) -> None:
     # Another process, as any PKCS #11 application would: the token answers for itself.
-    label = key_label(hsm_kms.boot.installation, 1)
+    label = hsm_kms.services.root.generations[0].seal_ref
+    assert label is not None
+    assert label.startswith(key_label(hsm_kms.boot.installation, 1))
     done = subprocess.run(
         [sys.executable, "-c", READ_KEY, softhsm.library, token.label, token.pin, label],
         capture_output=True, text=True, timeout=30, check=True,
@@ -177,7 +181,9 @@ def test_migrate_seal_moves_a_file_installation_into_the_hsm(
         ciphertext = kms.post(f"{KEYS}/k/encrypt", {"plaintext": "aGk="}).json()["ciphertext"]
     old_key = settings.root_key_path.read_bytes()
     monkeypatch.setenv("COFFER_PKCS11_PIN", token.pin)
-    assert asyncio.run(migrate_seal(settings, softhsm.seal(token))) == ()
+    shown: list[tuple[str, ...]] = []
+    asyncio.run(migrate_seal(settings, softhsm.seal(token), show=shown.append))
+    assert shown == [()]  # no shares to show for an HSM
     assert not settings.root_key_path.exists()
     for kms in open_kms(settings, boot):
         assert kms.services.root.seal_type.value == "pkcs11"
@@ -191,3 +197,34 @@ def test_migrate_seal_moves_a_file_installation_into_the_hsm(
             open_blob(SoftwareCipher(old_key), blob, kek_aad(kms.org))
     with pytest.raises(ConfigError, match="already uses the pkcs11 seal"):
         asyncio.run(migrate_seal(settings, softhsm.seal(token)))
+
+
+def test_two_rotations_begun_at_once_keep_the_winners_key_in_the_token(hsm_kms: Kms) -> None:
+    hsm_kms.create_key("k")
+    ciphertext = hsm_kms.post(f"{KEYS}/k/encrypt", {"plaintext": "aGk="}).json()["ciphertext"]
+    settings = replace(hsm_kms.settings, root_rotation_grace_seconds=0.0)
+    nodes = [build_services(settings) for _ in range(2)]
+
+    async def race() -> list[Any]:
+        try:
+            outcomes = await asyncio.gather(*(n.rotation.start() for n in nodes),
+                                            return_exceptions=True)  # fmt: skip
+            winner = next(n for n, o in zip(nodes, outcomes, strict=True)
+                          if not isinstance(o, BaseException))  # fmt: skip
+            assert await winner.rotation.run()
+            return list(outcomes)
+        finally:
+            for node in nodes:
+                await node.close()
+
+    outcomes = hsm_kms.run(race)
+    assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "RootStatus"], outcomes
+    fresh = open_root(hsm_kms.settings)  # the winner's key, in the token, opens generation 2
+    try:
+        assert (fresh.sealed, fresh.active_generation) == (False, 2)
+    finally:
+        fresh.close()
+    hsm_kms.run(hsm_kms.services.root.refresh)
+    hsm_kms.services.keyring.clear()
+    opened = hsm_kms.post(f"{KEYS}/k/decrypt", {"ciphertext": ciphertext})
+    assert opened.json()["plaintext"] == "aGk="

@@ -4,6 +4,7 @@ a rotation stopped half way (or one another node did not hear of) still ends rig
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from coffer.audit.chain import checkpoint_message
 from coffer.bootstrap import SealChoice, build_services, open_root
@@ -65,6 +66,9 @@ def wait_until_rotated(kms: Kms, bound: float = 20.0) -> dict[str, Any]:
     while time.monotonic() < deadline:
         state: dict[str, Any] = kms.get("/v1/sys/root").json()
         if not state["rotating"]:
+            # The database says it is complete; the server's own run then destroys the old key
+            # (root.key.old): wait for that run to end.
+            assert kms.run(kms.services.rotation.run)
             return state
         time.sleep(0.02)
     pytest.fail(f"the root rotation did not complete within {bound} s: {state}")
@@ -273,3 +277,63 @@ def test_the_checkpoint_key_is_random_and_its_public_half_verifies_checkpoints(k
     for row in checkpoints:
         public.verify(bytes(row.signature), checkpoint_message(row.seq, bytes(row.hash)))
     assert base64.b64encode(seed).decode() not in answer.text
+
+
+def test_two_processes_beginning_a_rotation_at_once_leave_one_generation_and_its_key(
+    kms: Kms,
+) -> None:
+    """Two servers on one data directory (or a retried request) begin a rotation at the same
+    moment: one wins, the other's key is abandoned, and the winner's is on disk."""
+    populate(kms)
+    nodes = [build_services(kms.settings) for _ in range(2)]
+
+    async def race() -> list[Any]:
+        try:
+            return list(await asyncio.gather(*(n.rotation.start() for n in nodes),
+                                             return_exceptions=True))  # fmt: skip
+        finally:
+            for node in nodes:
+                await node.close()
+
+    outcomes = kms.run(race)
+    assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "RootStatus"], outcomes
+    assert kms.run(kms.services.rotation.run)
+    assert {generation for _, _, generation, _ in root_blobs(kms)} == {2}
+    assert sorted(p.name for p in kms.settings.data_dir.glob("root.key*")) == ["root.key"]
+    fresh = open_root(kms.settings)  # what the next start finds on disk opens generation 2
+    try:
+        assert (fresh.sealed, fresh.active_generation) == (False, 2)
+    finally:
+        fresh.close()
+
+
+def test_a_database_writer_cannot_make_a_server_destroy_a_root_key(kms: Kms) -> None:
+    """Marking a generation retired while blobs still need it (A5) destroys nothing; marking
+    the active one retired seals the server (and says so) instead of using another key."""
+    made = populate(kms)
+    kms.run(kms.services.rotation.start)  # generation 2 active, every blob still under 1
+    old_key = (kms.settings.data_dir / "root.key.old").read_bytes()
+    engine = sync_engine(kms.settings)
+    table = schema.root_keys
+    with engine.begin() as conn:
+        conn.execute(table.update().where(table.c.generation == 1).values(retired_at=func.now()))
+    kms.run(kms.services.root.refresh)
+    assert (kms.settings.data_dir / "root.key.old").read_bytes() == old_key, "kept"
+    with engine.begin() as conn:
+        conn.execute(table.update().where(table.c.generation == 1).values(retired_at=None))
+    assert kms.run(kms.services.rotation.run)
+    still_works(kms, made)
+
+    heard: list[bool] = []
+
+    async def listen(sealed: bool) -> None:
+        heard.append(sealed)
+
+    kms.services.root.on_change(listen)
+    with engine.begin() as conn:
+        conn.execute(table.update().where(table.c.generation == 2).values(retired_at=func.now()))
+    engine.dispose()
+    kms.run(kms.services.root.refresh)
+    assert heard == [True], "the seal's listeners hear it: caches and the writer let go"
+    error(kms.post(f"{KEYS}/data/decrypt", {"ciphertext": made["ciphertext"]}), 503, "sealed")
+    assert (kms.settings.data_dir / "root.key").exists()

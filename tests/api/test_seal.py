@@ -3,6 +3,7 @@ written or signed; the Shamir seal opens with the threshold of valid, distinct s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import os
@@ -14,8 +15,10 @@ import pytest
 from sqlalchemy import func, select
 
 from coffer.api.routes import ENDPOINTS, Endpoint
-from coffer.bootstrap import SealChoice
+from coffer.bootstrap import SealChoice, migrate_seal
+from coffer.config import ConfigError
 from coffer.domain.seal import SealType
+from coffer.service.rotation import RootRotation
 from coffer.storage import schema
 from tests.api.test_access import error
 from tests.conftest import Kms, initialised, make_settings, open_kms, sync_engine
@@ -181,3 +184,34 @@ def test_the_file_seal_takes_no_shares(kms: Kms) -> None:
     assert status(kms)["type"] == "file"
     share = base64.b64encode(os.urandom(33)).decode()
     error(unseal(kms, share), 400, "invalid_unseal_key")
+
+
+def test_a_move_to_shamir_stopped_half_way_shows_its_shares_and_finishes_when_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "data")
+    boot = initialised(settings)
+    for kms in open_kms(settings, boot):
+        kms.create_key("k")
+        ciphertext = kms.post("/v1/kms/nl-01/keys/k/encrypt", {"plaintext": "aGk="}).json()
+    shown: list[tuple[str, ...]] = []
+
+    async def stops(self: RootRotation) -> bool:
+        raise OSError("the disk is full")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RootRotation, "run", stops)
+        with pytest.raises(OSError, match="disk is full"):
+            asyncio.run(migrate_seal(settings, SHAMIR, show=shown.append))
+    (shares,) = shown  # shown the moment the new seal was stored, before the rewrap
+    assert len(shares) == 5
+    with pytest.raises(ConfigError, match="still sealed"):  # the old key alone opens nothing
+        asyncio.run(migrate_seal(settings, SHAMIR, lambda n: [], shown.append))
+    asyncio.run(migrate_seal(settings, SHAMIR, lambda n: list(shares[:n]), shown.append))
+    assert len(shown) == 1, "no new shares the second time"
+    assert not list(settings.data_dir.glob("root.key*"))
+    for kms in open_kms(settings, boot):
+        for share in shares[2:]:
+            unseal(kms, share)
+        opened = kms.post("/v1/kms/nl-01/keys/k/decrypt", {"ciphertext": ciphertext["ciphertext"]})
+        assert opened.json()["plaintext"] == "aGk="

@@ -23,7 +23,9 @@ from tests.e2e.processes import clean_env, http_get, http_post, run_coffer, stop
 from tests.e2e.test_two_nodes import start
 from tests.postgres import new_schema
 
-pytestmark = pytest.mark.slow
+# Two nodes on PostgreSQL whichever engine the suite runs on (a private cluster in the SQLite
+# run): once is enough.
+pytestmark = [pytest.mark.slow, pytest.mark.one_engine]
 
 KEYS = "/v1/kms/nl-01/keys"
 ORGANISATIONS = 150

@@ -109,6 +109,7 @@ def installed_with(seal: str, tmp_path: Path, softhsm: SoftHsm, token: HsmToken)
     return init(tmp_path)
 
 
+@pytest.mark.one_engine  # the seals do not touch the engine: api tests cover both
 @pytest.mark.parametrize("seal", ["file", "shamir", "pkcs11"])
 def test_each_seal_serves_the_guide_and_old_ciphertexts_after_a_restart(
     seal: str, tmp_path: Path, softhsm: SoftHsm, hsm_token: HsmToken,
@@ -201,6 +202,7 @@ def test_serve_refuses_another_token_and_a_wrong_pin_seals(
     assert "PIN" in status["reason"]
 
 
+@pytest.mark.one_engine  # the seals do not touch the engine: api tests cover both
 def test_a_token_that_goes_away_seals_the_server_and_its_return_unseals_it(
     tmp_path: Path, softhsm: SoftHsm, hsm_token: HsmToken, installs: list[Installed]
 ) -> None:
@@ -229,6 +231,7 @@ def test_a_token_that_goes_away_seals_the_server_and_its_return_unseals_it(
     assert installed.processes[0].poll() is None, "the same process, never restarted"
 
 
+@pytest.mark.one_engine  # the seals do not touch the engine: api tests cover both
 def test_migrate_seal_moves_a_file_installation_to_shamir(
     tmp_path: Path, installs: list[Installed]
 ) -> None:
@@ -255,6 +258,7 @@ def test_migrate_seal_moves_a_file_installation_to_shamir(
         assert coffer.sys.root_status().active_generation == 2
 
 
+@pytest.mark.one_engine  # the seals do not touch the engine: api tests cover both
 def test_the_operator_commands_rotate_the_root_and_shred_an_organisation(
     tmp_path: Path, installs: list[Installed]
 ) -> None:
@@ -290,6 +294,7 @@ def test_the_operator_commands_rotate_the_root_and_shred_an_organisation(
     assert shredded["shreddedAt"]
 
 
+@pytest.mark.one_engine  # the seals do not touch the engine: api tests cover both
 def test_shamir_takes_one_server_process_and_offline_commands_read_shares(
     tmp_path: Path, installs: list[Installed]
 ) -> None:

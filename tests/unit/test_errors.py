@@ -26,7 +26,8 @@ def test_every_error_has_a_snake_case_code_and_a_message() -> None:
 
 def test_codes_are_unique_except_where_a_subclass_hides_details() -> None:
     import coffer.crypto.hsm
-    import coffer.crypto.root  # noqa: F401  (defines RootKeyError, a kind of Unavailable)
+    import coffer.crypto.root
+    import coffer.domain.seal  # noqa: F401  (defines StaleRootGeneration, a kind of Unavailable)
 
     by_code: dict[str, set[str]] = {}
     for cls in all_error_classes():
@@ -36,7 +37,7 @@ def test_codes_are_unique_except_where_a_subclass_hides_details() -> None:
     # unavailability: neither tells a caller more than that.
     assert shared == {
         "internal": {"CofferError", "Internal", "KeyIntegrityError"},
-        "unavailable": {"Unavailable", "RootKeyError", "HsmUnavailable"},
+        "unavailable": {"Unavailable", "RootKeyError", "HsmUnavailable", "StaleRootGeneration"},
     }
 
 

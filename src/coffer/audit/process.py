@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +42,15 @@ class WriterStartup:
 
     settings: Settings
     signing_seed: bytes = field(repr=False)
+
+
+#: What a writer process must not inherit: it opens no seal.
+_NOT_FOR_THE_WRITER = ("COFFER_PKCS11_PIN",)
+
+
+def writer_environment() -> dict[str, str]:
+    """The server's environment without the secrets only the server needs (the HSM's PIN)."""
+    return {k: v for k, v in os.environ.items() if k not in _NOT_FOR_THE_WRITER}
 
 
 def frame(payload: object) -> bytes:
@@ -76,7 +86,10 @@ class ProcessCommitter:
         if process is None or process.returncode is not None:
             startup = await self._startup()
             process = await asyncio.create_subprocess_exec(
-                *self._command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+                *self._command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=writer_environment(),
             )
             assert process.stdin is not None
             process.stdin.write(frame(startup))

@@ -163,24 +163,30 @@ def migrate_seal(
         raise fail("--key-threshold cannot be more than --key-shares")
     choice = SealChoice(SealType(to.value), key_shares, key_threshold, pkcs11_library,
                         pkcs11_token)  # fmt: skip
+
+    def show(shares: tuple[str, ...]) -> None:
+        # Printed the moment the new seal is stored, before the rewrap: they are never lost.
+        if output is OutputFormat.JSON:
+            shown: dict[str, Any] = {"seal": to.value}
+            if shares:
+                shown["unsealKeys"] = list(shares)
+                shown["unsealThreshold"] = key_threshold
+            typer.echo(json.dumps(shown))
+            return
+        for number, share in enumerate(shares, start=1):
+            typer.echo(f"  unseal key {number}: {share}")
+        if shares:
+            typer.echo(
+                f"The {key_shares} unseal keys are shown only this once: {key_threshold} of "
+                "them unseal each server (coffer operator unseal)."
+            )
+
     try:
-        shares = asyncio.run(
-            migrate(Settings(data_dir=data_dir, database_url=database_url), choice, read_shares)
-        )
+        settings = Settings(data_dir=data_dir, database_url=database_url)
+        asyncio.run(migrate(settings, choice, read_shares, show))
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    if output is OutputFormat.JSON:
-        shown: dict[str, Any] = {"seal": to.value}
-        if shares:
-            shown["unsealKeys"] = list(shares)
-            shown["unsealThreshold"] = key_threshold
-        typer.echo(json.dumps(shown))
-        return
-    typer.echo(f"the installation now uses the {to.value} seal; the previous root key is retired")
-    for number, share in enumerate(shares, start=1):
-        typer.echo(f"  unseal key {number}: {share}")
-    if shares:
+    if output is OutputFormat.TEXT:
         typer.echo(
-            f"The {key_shares} unseal keys are shown only this once: {key_threshold} of them "
-            "unseal each server (coffer operator unseal)."
+            f"the installation now uses the {to.value} seal; the previous root key is retired"
         )

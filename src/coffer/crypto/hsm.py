@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pkcs11
@@ -22,11 +24,27 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import NoSuchKey, PinIncorrect, PKCS11Error, UserAlreadyLoggedIn
 from pkcs11.mechanisms import GCMParams
 
+from coffer.domain.seal import StaleRootGeneration
 from coffer.errors import KeyIntegrityError, Unavailable
 
 #: Loaded modules by path: a module is initialised once per process (C_Initialize), however
 #: many tokens or apps use it.
 _LIBRARIES: dict[str, Any] = {}
+#: One thread per module runs every call to it: python-pkcs11 initialises a module without
+#: locking callbacks, which tells it that calls will not overlap (PKCS #11 §5.4).
+_THREADS: dict[str, ThreadPoolExecutor] = {}
+_THREADS_LOCK = threading.Lock()
+
+
+def calls_of(library: str) -> ThreadPoolExecutor:
+    """The thread that runs every call to the module at ``library`` in this process."""
+    with _THREADS_LOCK:
+        executor = _THREADS.get(library)
+        if executor is None:
+            executor = _THREADS[library] = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="coffer-hsm"
+            )
+        return executor
 
 
 class HsmUnavailable(Unavailable):
@@ -180,9 +198,17 @@ class Pkcs11Token:
             data = self._key(label).encrypt(
                 plaintext, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad)
             )
-        except (PKCS11Error, NoSuchKey) as exc:
+        except NoSuchKey:
+            raise self._gone(label) from None
+        except PKCS11Error as exc:
             raise HsmUnavailable(f"PKCS #11 token {self.token_label!r}: {_why(exc)}") from None
         return bytes(data)
+
+    def _gone(self, label: str) -> StaleRootGeneration:
+        """The key object is not in the token any more: a retired generation's, destroyed by
+        the node that completed a rotation. The caller reads the generations again."""
+        self._keys.pop(label, None)
+        return StaleRootGeneration(f"root key {label} is no longer in the token")
 
     def decrypt(self, label: str, nonce: bytes, data: bytes, aad: bytes) -> bytes:
         """The plaintext; ``KeyIntegrityError`` if the tag does not verify, ``HsmUnavailable`` if
@@ -193,7 +219,9 @@ class Pkcs11Token:
             plain = self._key(label).decrypt(
                 data, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad)
             )
-        except (PKCS11Error, NoSuchKey) as exc:
+        except NoSuchKey:
+            raise self._gone(label) from None
+        except PKCS11Error as exc:
             failure = exc
         else:
             return bytes(plain)
@@ -204,7 +232,7 @@ class Pkcs11Token:
             opened = self._key(label).decrypt(
                 sealed, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(fresh, b"")
             )
-        except (PKCS11Error, NoSuchKey, HsmUnavailable):
+        except (PKCS11Error, HsmUnavailable, StaleRootGeneration):
             raise HsmUnavailable(f"PKCS #11 token {self.token_label!r}: {_why(failure)}") from None
         if bytes(opened) != probe:
             raise HsmUnavailable(f"PKCS #11 token {self.token_label!r} answers wrongly")

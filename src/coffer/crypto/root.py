@@ -136,15 +136,20 @@ def write_key_file(path: Path, key: bytes, *, exclusive: bool = False) -> None:
     leaves either the old file or the new one. ``exclusive``: refuse if ``path`` exists."""
     if exclusive and path.exists():
         raise FileExistsError(path)
-    part = path.with_name(path.name + ".part")
-    part.unlink(missing_ok=True)
+    # A name of this write's own: two processes writing the same file never rename each
+    # other's half-written part into place.
+    part = path.with_name(f"{path.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, key)
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(part, path)
+    try:
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
     sync_directory(path.parent)
 
 

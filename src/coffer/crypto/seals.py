@@ -7,10 +7,12 @@
   database only until the rotation completes.
 * ``ShamirSeal``: the key sealed (AES-256-GCM) by an unseal key that exists only as shares
   (``coffer.crypto.shamir``); the unseal key is held in memory while unsealed.
-* ``Pkcs11Seal``: the key inside a PKCS #11 token (``coffer.crypto.hsm``).
+* ``Pkcs11Seal``: the key inside a PKCS #11 token (``coffer.crypto.hsm``), under a label of its
+  own per attempt (recorded with the generation), so that two attempts never share a key object.
 
 A seal opens a generation (gives its ``RootCipher``) and makes new ones; whether the cipher it
-opened is the right key is checked by the caller against the generation's check value.
+opened is the right key is checked by the caller against the generation's check value. A key it
+made is pending until the caller stored its generation (``adopt``) or failed to (``abandon``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import hmac
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +33,7 @@ from coffer.config import ROOT_KEY_FILE
 from coffer.crypto.hsm import HsmUnavailable, Pkcs11Token, key_label
 from coffer.crypto.root import (
     RootCipher,
+    RootKeyError,
     SoftwareCipher,
     open_blob,
     opens_check_value,
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 NEW_KEY_FILE = ROOT_KEY_FILE + ".new"
 OLD_KEY_FILE = ROOT_KEY_FILE + ".old"
 KEY_FILES = (ROOT_KEY_FILE, NEW_KEY_FILE, OLD_KEY_FILE)
+WAITING_FOR_SHARES = "waiting for unseal key shares (coffer operator unseal)"
 
 
 def transit_aad(installation: str, generation: int) -> bytes:
@@ -67,13 +72,26 @@ def share_digest(installation: str, share: bytes) -> str:
     ).hexdigest()
 
 
+def share_matches(installation: str, share: bytes, digests: tuple[str, ...]) -> bool:
+    digest = share_digest(installation, share)
+    return any(hmac.compare_digest(digest, known) for known in digests)
+
+
+def new_unseal_key() -> bytes:
+    return os.urandom(WRAPPING_KEY_BYTES)
+
+
 @dataclass(frozen=True, slots=True)
 class NewKey:
-    """A generation's key as a seal made it: the cipher, and what the database keeps so that
-    other nodes can open it (``sealed_key``)."""
+    """A generation's key as a seal made it, pending until its generation is stored: the
+    cipher, what the database keeps so that other nodes can open it (``sealed_key``), and where
+    the seal keeps it (``ref``, stored with the generation)."""
 
     cipher: RootCipher
     sealed_key: bytes | None = field(repr=False)
+    ref: str | None = None
+    #: The file seal's key bytes (never printed), to put in place once adopted.
+    raw: bytes | None = field(default=None, repr=False)
 
 
 class Seal(Protocol):
@@ -83,22 +101,33 @@ class Seal(Protocol):
         self, installation: str, generation: RootGeneration, ciphers: dict[int, RootCipher]
     ) -> RootCipher | None:
         """The key of ``generation`` (``ciphers``: the generations opened so far), or ``None``
-        if this seal cannot open it now. ``Sealed``/``HsmUnavailable`` if the seal is shut."""
+        if this seal does not hold it. ``Sealed``/``HsmUnavailable`` if the seal is shut."""
         ...
 
     def make(
         self, installation: str, generation: int, previous: tuple[int, RootCipher] | None
     ) -> NewKey:
-        """A new key for ``generation`` (``previous``: the active generation and its key)."""
+        """A new key for ``generation`` (``previous``: the active generation and its key),
+        pending: it takes effect with ``adopt``, and ``abandon`` removes it."""
+        ...
+
+    def adopt(self, installation: str, generation: int, made: NewKey) -> None:
+        """``made`` is the key of ``generation``, now stored."""
+        ...
+
+    def abandon(self, installation: str, generation: int, made: NewKey) -> None:
+        """``made`` was never stored (the transaction failed): remove what it left."""
         ...
 
     def keep(self, installation: str, live: set[int], active: int) -> None:
         """The generations ``live`` are live, ``active`` the newest: keep their keys where this
-        seal keeps keys, and nothing of the others."""
+        seal keeps keys."""
         ...
 
-    def forget(self, installation: str, generation: int) -> None:
-        """Destroy what this seal holds of a retired ``generation``."""
+    def forget(self, installation: str, generation: RootGeneration, *, held: bool) -> None:
+        """Destroy what this seal keeps of a retired ``generation``, which no stored blob needs
+        any more (the caller checked). ``held``: this process held it open when it was retired;
+        otherwise only leftovers that are plainly Coffer's own are removed."""
         ...
 
 
@@ -107,7 +136,7 @@ class FileSeal:
 
     def __init__(self, data_dir: Path) -> None:
         self._dir = data_dir
-        #: Keys read from the files or from transit copies, by generation.
+        #: Keys of stored generations, read from the files or from transit copies.
         self._known: dict[int, bytes] = {}
 
     def __repr__(self) -> str:
@@ -135,8 +164,8 @@ class FileSeal:
         number = generation.generation
         candidates = [self._known[number]] if number in self._known else []
         files = self._files()
-        if not candidates and ROOT_KEY_FILE not in files:
-            read_key_file(self._dir / ROOT_KEY_FILE)  # RootKeyError: says the file is missing
+        if not candidates and not files:
+            read_key_file(self._dir / ROOT_KEY_FILE)  # RootKeyError: says root.key is missing
         candidates += list(files.values())
         for key in candidates:
             cipher = SoftwareCipher(key)
@@ -163,41 +192,61 @@ class FileSeal:
         key = os.urandom(WRAPPING_KEY_BYTES)
         # Synced before the generation is stored: a crash after the commit finds it here.
         write_key_file(self._dir / NEW_KEY_FILE, key)
-        self._known[generation] = key
         transit = None
         if previous is not None:
             number, cipher = previous
             transit = seal_blob(cipher, number, key, transit_aad(installation, generation))
-        return NewKey(SoftwareCipher(key), transit)
+        return NewKey(SoftwareCipher(key), transit, raw=key)
+
+    def adopt(self, installation: str, generation: int, made: NewKey) -> None:
+        assert made.raw is not None
+        self._known[generation] = made.raw
+
+    def abandon(self, installation: str, generation: int, made: NewKey) -> None:
+        path = self._dir / NEW_KEY_FILE
+        try:
+            mine = path.exists() and read_key_file(path) == made.raw
+        except RootKeyError:
+            mine = False
+        if mine:  # not another process's pending key
+            path.unlink()
+            sync_directory(self._dir)
 
     def keep(self, installation: str, live: set[int], active: int) -> None:
-        wanted = {ROOT_KEY_FILE: self._known.get(active)}
-        older = [g for g in live if g != active and g in self._known]
-        if older:
-            wanted[OLD_KEY_FILE] = self._known[max(older)]
-        if wanted[ROOT_KEY_FILE] is None:
+        """Make ``root.key`` the active generation's key and ``root.key.old`` the newest older
+        live one's, the previous key first (a crash between the two writes leaves both on
+        disk). Nothing is removed here but a ``root.key.new`` that is now in place; retired
+        keys go in ``forget``. If ``root.key`` holds a key this process does not know, another
+        process on this directory is a rotation ahead: its files stay as they are until this
+        one catches up (it reads the generations every few seconds)."""
+        key = self._known.get(active)
+        if key is None:
             return  # nothing of this seal is active (another seal took over)
         files = self._files()
-        # The previous key is put in place before root.key is replaced: a crash between the two
-        # leaves both keys on disk.
-        for name in (OLD_KEY_FILE, ROOT_KEY_FILE):
-            key = wanted.get(name)
-            if key is not None and files.get(name) != key:
-                write_key_file(self._dir / name, key)
-        for name in (NEW_KEY_FILE, OLD_KEY_FILE):
-            if name not in wanted and (self._dir / name).exists():
-                (self._dir / name).unlink()
-                sync_directory(self._dir)
-        for number in [g for g in self._known if g not in live]:
-            del self._known[number]
+        if ROOT_KEY_FILE in files and files[ROOT_KEY_FILE] not in self._known.values():
+            return
+        older = [g for g in live if g != active and g in self._known]
+        if older and files.get(OLD_KEY_FILE) != self._known[max(older)]:
+            write_key_file(self._dir / OLD_KEY_FILE, self._known[max(older)])
+        if files.get(ROOT_KEY_FILE) != key:
+            write_key_file(self._dir / ROOT_KEY_FILE, key)
+        if files.get(NEW_KEY_FILE) == key:
+            (self._dir / NEW_KEY_FILE).unlink()
+            sync_directory(self._dir)
 
-    def forget(self, installation: str, generation: int) -> None:
-        key = self._known.pop(generation, None)
-        # root.key too: after a move to another seal, the file seal's last key is retired.
-        for name in KEY_FILES:
-            path = self._dir / name
-            if key is not None and path.exists() and read_key_file(path) == key:
-                path.unlink()
+    def forget(self, installation: str, generation: RootGeneration, *, held: bool) -> None:
+        self._known.pop(generation.generation, None)
+        # Files holding the retired key, told apart by the generation's check value:
+        # root.key.old (and .new) are this seal's own; root.key holds it after a move to another
+        # seal, and is removed then, by the process that made the move. A root.key with a
+        # retired key found at start is an operator's (an old backup's key, say): it stays, and
+        # the start is refused with what to do.
+        names = KEY_FILES if held else (OLD_KEY_FILE, NEW_KEY_FILE)
+        for name, key in self._files().items():
+            if name in names and opens_check_value(
+                SoftwareCipher(key), generation.check_value, installation, generation.generation
+            ):
+                (self._dir / name).unlink()
                 sync_directory(self._dir)
 
 
@@ -222,7 +271,7 @@ class ShamirSeal:
         self, installation: str, generation: RootGeneration, ciphers: dict[int, RootCipher]
     ) -> RootCipher | None:
         if self._unseal_key is None:
-            raise Sealed("waiting for unseal key shares (coffer operator unseal)")
+            raise Sealed(WAITING_FOR_SHARES)
         blob = generation.sealed_key
         if blob is None or len(blob) < 12 + 16:
             return None
@@ -238,26 +287,23 @@ class ShamirSeal:
         self, installation: str, generation: int, previous: tuple[int, RootCipher] | None
     ) -> NewKey:
         if self._unseal_key is None:
-            raise Sealed("waiting for unseal key shares (coffer operator unseal)")
+            raise Sealed(WAITING_FOR_SHARES)
         key = os.urandom(WRAPPING_KEY_BYTES)
         nonce = os.urandom(12)
         sealed = nonce + self._unseal_key.encrypt(nonce, key, unseal_aad(installation, generation))
         return NewKey(SoftwareCipher(key), sealed)
 
+    def adopt(self, installation: str, generation: int, made: NewKey) -> None:
+        return None  # the database holds the sealed key
+
+    def abandon(self, installation: str, generation: int, made: NewKey) -> None:
+        return None  # nothing was kept outside the transaction that failed
+
     def keep(self, installation: str, live: set[int], active: int) -> None:
-        return None  # the database holds the sealed keys
+        return None
 
-    def forget(self, installation: str, generation: int) -> None:
+    def forget(self, installation: str, generation: RootGeneration, *, held: bool) -> None:
         return None  # the database drops the sealed key of a retired generation
-
-
-def new_unseal_key() -> bytes:
-    return os.urandom(WRAPPING_KEY_BYTES)
-
-
-def share_matches(installation: str, share: bytes, digests: tuple[str, ...]) -> bool:
-    digest = share_digest(installation, share)
-    return any(hmac.compare_digest(digest, known) for known in digests)
 
 
 class Pkcs11Seal:
@@ -273,11 +319,15 @@ class Pkcs11Seal:
         if not self.token.is_open:
             self.token.open()
 
+    @staticmethod
+    def _label(installation: str, generation: RootGeneration) -> str:
+        return generation.seal_ref or key_label(installation, generation.generation)
+
     def open(
         self, installation: str, generation: RootGeneration, ciphers: dict[int, RootCipher]
     ) -> RootCipher | None:
         self._ensure_open()
-        label = key_label(installation, generation.generation)
+        label = self._label(installation, generation)
         if not self.token.has_key(label):
             return None
         return self.token.cipher(label)
@@ -286,20 +336,32 @@ class Pkcs11Seal:
         self, installation: str, generation: int, previous: tuple[int, RootCipher] | None
     ) -> NewKey:
         self._ensure_open()
-        label = key_label(installation, generation)
-        if self.token.has_key(label):
-            # Left by an attempt that never committed: a key no generation names.
-            self.token.destroy_key(label)
+        # A label of this attempt's own: an attempt that loses a race never touches the key
+        # of the one that won.
+        label = f"{key_label(installation, generation)}-{secrets.token_hex(4)}"
         self.token.generate_key(label)
-        return NewKey(self.token.cipher(label), None)
+        return NewKey(self.token.cipher(label), None, ref=label)
+
+    def adopt(self, installation: str, generation: int, made: NewKey) -> None:
+        return None
+
+    def abandon(self, installation: str, generation: int, made: NewKey) -> None:
+        if made.ref is not None:
+            try:
+                self.token.destroy_key(made.ref)
+            except HsmUnavailable as exc:
+                log.warning("an unused root key stays in the token (%s): %s", made.ref,
+                            exc.message)  # fmt: skip
 
     def keep(self, installation: str, live: set[int], active: int) -> None:
         return None
 
-    def forget(self, installation: str, generation: int) -> None:
+    def forget(self, installation: str, generation: RootGeneration, *, held: bool) -> None:
+        if not held:
+            return  # the node that completed the rotation destroys it, after checking
         try:
             self._ensure_open()
-            self.token.destroy_key(key_label(installation, generation))
+            self.token.destroy_key(self._label(installation, generation))
         except HsmUnavailable as exc:
-            log.warning("retired root key generation %d stays in the token: %s", generation,
-                        exc.message)  # fmt: skip
+            log.warning("retired root key generation %d stays in the token: %s",
+                        generation.generation, exc.message)  # fmt: skip

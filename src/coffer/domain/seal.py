@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from coffer.errors import Unavailable
+
 
 class SealType(StrEnum):
     """Where the root key lives at rest, and how a server gets it (docs/security.md)."""
@@ -35,8 +37,9 @@ class SealConfig:
     shares: int | None = None
     #: Shamir: SHA-256 digests of the shares (hex), so that a wrong share is refused at once.
     share_digests: tuple[str, ...] = ()
-    #: PKCS #11: the module and the token's label (each node may override both).
-    pkcs11_library: str | None = None
+    #: PKCS #11: the token's label (a node may override it). The module's path is never taken
+    #: from the database, whose writer must not choose what code a server loads: it is in the
+    #: data directory's ``seal.json`` or ``COFFER_PKCS11_LIBRARY``.
     pkcs11_token: str | None = None
 
 
@@ -60,6 +63,8 @@ class RootGeneration:
     sealed_key: bytes | None = field(repr=False)
     created_at: datetime
     retired_at: datetime | None = None
+    #: Where the seal keeps the key, if it says (PKCS #11: the key object's label).
+    seal_ref: str | None = None
 
     @property
     def live(self) -> bool:
@@ -116,6 +121,9 @@ class RootWrappedRow:
     wrapped: Wrapped
 
 
-class StaleRootGeneration(Exception):
-    """A write wrapped by a root key generation that was retired meanwhile: wrap again with the
-    active one (the transaction rolled back)."""
+class StaleRootGeneration(Unavailable):
+    """A blob wrapped (or to be opened) by a root key generation that was retired meanwhile:
+    read or wrap again with the active one (a write's transaction rolled back). Callers retry
+    once; if it reaches a client, it is a 503 to retry."""
+
+    default_message = "the root key was rotated meanwhile; retry"

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from coffer.domain.keys import Key
+from coffer.errors import CofferError
 from coffer.service.access import AccessService
 from coffer.service.caches import KeyCache
 from coffer.service.keyring import Keyring
@@ -85,9 +86,18 @@ class Changes:
     def _refresh_root(self) -> None:
         if self._root is None:
             return
-        task = asyncio.get_running_loop().create_task(self._root.refresh())
+        task = asyncio.get_running_loop().create_task(self._refresh_logged(self._root))
         self._refreshing.add(task)
         task.add_done_callback(self._refreshing.discard)
+
+    @staticmethod
+    async def _refresh_logged(root: RootOfTrust) -> None:
+        try:
+            await root.refresh()
+        except CofferError as exc:  # the database away: the seal's watcher tries again soon
+            log.warning("root key generations could not be read again: %s", exc.code)
+        except Exception:
+            log.exception("root key generations could not be read again")
 
     def receive(self, payload: str) -> None:
         """Apply another node's change (or an echo of this node's: applying twice is harmless)."""

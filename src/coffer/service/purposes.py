@@ -39,8 +39,9 @@ class PurposeKeys:
     def __repr__(self) -> str:
         return f"PurposeKeys(loaded={sorted(self._keys)})"
 
-    async def load(self) -> None:
-        """Unwrap every purpose key (making the missing ones); ``Sealed`` while sealed."""
+    async def load(self, *, create: bool = True) -> None:
+        """Unwrap every purpose key (making the missing ones, unless ``create`` is false:
+        ``KeyIntegrityError`` then); ``Sealed`` while sealed."""
         if self._signer is not None and not self._root.sealed:
             return
         async with self._lock:
@@ -50,7 +51,7 @@ class PurposeKeys:
                 raise self._root.sealed_error()
             stored = dict(await self._store.purpose_keys())
             for purpose in PURPOSES:
-                if purpose not in stored:
+                if purpose not in stored and create:
                     # Another node may make it first (Conflict): then that one is used.
                     with contextlib.suppress(Conflict):
                         await self._root.write_wrapped(

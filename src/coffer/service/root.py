@@ -29,9 +29,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
-from coffer.crypto.hsm import HsmUnavailable
+from coffer.crypto.hsm import HsmUnavailable, calls_of
 from coffer.crypto.root import (
     RootCipher,
     RootKeyError,
@@ -53,7 +54,7 @@ from coffer.domain.seal import (
     StaleRootGeneration,
     Wrapped,
 )
-from coffer.errors import InvalidUnsealKey, KeyIntegrityError, Sealed
+from coffer.errors import CofferError, Conflict, InvalidUnsealKey, KeyIntegrityError, Sealed
 from coffer.storage.repositories import RootStore
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class RootOfTrust:
         self._store: RootStore | None = None
         self._listeners: list[Listener] = []
         self._shares: list[bytes] = []
+        #: Retired generations whose keys this process has destroyed (once is enough).
+        self._forgotten: set[int] = set()
         self._manual = False
         self._reason: str | None = "the root key is not opened yet"
         self._hsm: ThreadPoolExecutor | None = None
@@ -96,10 +99,11 @@ class RootOfTrust:
         self._lock = asyncio.Lock()
 
     def _add_executor(self) -> None:
-        # A PKCS #11 session is used by one thread at a time: the HSM's calls all run on this
-        # one. The other seals work in memory, on the caller's thread.
-        if self._hsm is None and SealType.PKCS11 in self._seals:
-            self._hsm = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coffer-hsm")
+        # The HSM's calls all run on the one thread of its module in this process (a session
+        # is used by one thread at a time); the other seals work in memory, on the caller's.
+        hsm = self._seals.get(SealType.PKCS11)
+        if self._hsm is None and isinstance(hsm, Pkcs11Seal):
+            self._hsm = calls_of(hsm.token.library)
 
     def add_seal(self, seal: Seal) -> None:
         """A seal for new generations of another kind (``coffer operator migrate-seal``)."""
@@ -173,6 +177,12 @@ class RootOfTrust:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._hsm, work)
 
+    def _run_sync(self, work: Callable[[], T]) -> T:
+        """``work`` on the seal's thread, waited for (before or after the event loop)."""
+        if self._hsm is None:
+            return work()
+        return self._hsm.submit(work).result()
+
     # --- opening and sealing ----------------------------------------------------------------------
 
     def open_sync(self) -> None:
@@ -180,7 +190,7 @@ class RootOfTrust:
         seal holds another root key; a seal that cannot be used now (a token away, the Shamir
         seal) leaves the root sealed with the reason."""
         try:
-            self._open_all()
+            self._run_sync(self._open_all)
         except Sealed as exc:
             self._reason = exc.message
         except HsmUnavailable as exc:
@@ -200,16 +210,15 @@ class RootOfTrust:
         held: Mapping[int, RootCipher],
     ) -> dict[int, RootCipher]:
         """The ciphers of every live generation of ``generations``: those ``held`` already, the
-        others opened by their seals and checked against their check values; what this node
-        held of retired generations is destroyed. Raises ``WrongRootKey`` if the active one does
-        not open, ``Sealed`` or ``HsmUnavailable`` if a seal cannot be used now. Changes no
-        state of this object: the caller takes the result whole."""
+        others opened by their seals and checked against their check values. Raises
+        ``WrongRootKey`` if the active one does not open, ``Sealed`` or ``HsmUnavailable`` if a
+        seal cannot be used now. Changes no state of this object and destroys nothing: the
+        caller takes the result whole, and retires old generations only after (``_retire``)."""
         opened = dict(held)
         for number in sorted(generations):
             generation = generations[number]
             if not generation.live:
-                if opened.pop(number, None) is not None:
-                    self._seal(generation.seal_type).forget(self.identity, number)
+                opened.pop(number, None)
                 continue
             if number in opened:
                 continue
@@ -297,15 +306,19 @@ class RootOfTrust:
             assert isinstance(shamir, ShamirSeal)
             shares, self._shares = self._shares, []
             shamir.use(combine(shares))
+            opened = False
             try:
                 await self._reload()
                 await self._run(self._open_all)
+                opened = True
             except (WrongRootKey, Sealed, HsmUnavailable, KeyIntegrityError) as exc:
-                shamir.use(None)
                 log.error("the unseal key shares did not open the root key: %s", exc)
                 raise InvalidUnsealKey(
                     "these shares do not open the root key; give the threshold's number again"
                 ) from None
+            finally:
+                if not opened:  # whatever went wrong (the database away too): nothing kept
+                    shamir.use(None)
             self._manual = False
         log.warning("unsealed with %d share(s)", len(shares))
         await self._notify(False)
@@ -375,11 +388,18 @@ class RootOfTrust:
         """``wrapped``'s content, wrapped again by the active generation (a root rotation)."""
         return await self.wrap(await self.unwrap(wrapped.blob, aad), aad)
 
-    async def _guarded(self, work: Callable[[], T]) -> T:
+    async def _guarded(self, work: Callable[[], T], *, locked: bool = False) -> T:
+        """``work`` on the seal's thread; an HSM that fails seals this server (``locked``: the
+        caller holds the lock already)."""
         try:
             return await self._run(work)
         except HsmUnavailable as exc:
-            await self._lost(exc.message)
+            if locked:
+                if not self.sealed:
+                    log.error("sealed: %s", exc.message)
+                    await self._drop(exc.message)
+            else:
+                await self._lost(exc.message)
             raise self.sealed_error() from None
 
     async def _lost(self, reason: str) -> None:
@@ -391,20 +411,21 @@ class RootOfTrust:
     # --- generations ------------------------------------------------------------------------------
 
     async def _read(self) -> tuple[Installation, dict[int, RootGeneration]]:
-        """The installation and its generations as stored now (as held, without a store)."""
+        """The installation and its generations as stored now, read as one snapshot (as held,
+        without a store)."""
         if self._store is None:
             return self._installation, dict(self._generations)
-        installation = await self._store.installation()
-        generations = {g.generation: g for g in await self._store.root_generations()}
-        return installation or self._installation, generations
+        installation, generations = await self._store.root_state()
+        return installation or self._installation, {g.generation: g for g in generations}
 
     async def _reload(self) -> None:
         self._installation, self._generations = await self._read()
 
     async def refresh(self) -> None:
-        """Read the generations again (another node rotated): open new ones, forget retired
-        ones, all at once — requests never see a state between the two. If the active
-        generation cannot be opened here, this node seals itself."""
+        """Read the generations again (another node rotated): open new ones, and take the new
+        state all at once — requests never see a state between the two. Retired generations'
+        keys are destroyed after (``_retire``). If the active generation cannot be opened here,
+        this node seals itself."""
         async with self._lock:
             installation, generations = await self._read()
             if self.sealed:
@@ -414,43 +435,99 @@ class RootOfTrust:
                 ciphers = await self._run(
                     lambda: self._opened(installation, generations, self._ciphers)
                 )
+            except RootKeyError as exc:
+                # The key file went (an operator's mistake): the keys held stay in use, and
+                # readiness says what is wrong before a restart would fail.
+                log.error("root key generation %d cannot be read: %s",
+                          installation.active_generation, exc.message)  # fmt: skip
+                return
             except (WrongRootKey, Sealed, HsmUnavailable) as exc:
                 reason = (
                     f"root key generation {installation.active_generation} cannot be opened: {exc}"
                 )
                 log.error("sealed: %s", reason)
+                await self._drop(reason)  # while the state held still says open: listeners hear
                 self._installation, self._generations = installation, generations
-                await self._drop(reason)
                 return
+            retired = [n for n, g in generations.items() if not g.live and n not in self._forgotten]
+            if retired:
+                ciphers = await self._retire(retired, generations, ciphers)
             self._installation, self._generations, self._ciphers = (
                 installation, generations, ciphers,
             )  # fmt: skip
             await self._run(self._keep)
 
-    async def new_generation(self, seal_type: SealType) -> tuple[RootGeneration, NewKey]:
-        """A key for the next generation, made by the seal of ``seal_type`` (not stored yet)."""
-        active = self._installation.active_generation
-        previous = (active, self._cipher(active))
-        number = active + 1
+    async def _retire(
+        self,
+        numbers: Sequence[int],
+        generations: Mapping[int, RootGeneration],
+        ciphers: dict[int, RootCipher],
+    ) -> dict[int, RootCipher]:
+        """Destroy what is kept of newly retired generations (``root.key.old``, the HSM key
+        object), but only once no stored blob names one of them — each blob's own authenticated
+        header says which generation wrapped it, whatever a column says. A generation that the
+        database calls retired while blobs still need it keeps its key, with an alarm: a writer
+        of the database must not make a server destroy a key."""
+        assert self._store is not None
+        needed = set()
+        for row in await self._store.all_root_wrapped():
+            try:
+                needed.add(generation_of(row.wrapped.blob))
+            except KeyIntegrityError:
+                log.error("integrity: the %s blob of %s is not a root-wrapped blob", row.table,
+                          row.ref)  # fmt: skip
+        kept = dict(ciphers)
+        for number in numbers:
+            generation = generations[number]
+            if number in needed:
+                log.error(
+                    "integrity: root key generation %d is marked retired but stored blobs still "
+                    "need it; its key is kept", number,
+                )  # fmt: skip
+                if number in self._ciphers:
+                    kept[number] = self._ciphers[number]
+                continue
+            held = number in self._ciphers
+            if generation.seal_type in self._seals:
+                seal = self._seals[generation.seal_type]
+                await self._run(partial(seal.forget, self.identity, generation, held=held))
+            self._forgotten.add(number)
+        return kept
 
-        def make() -> tuple[NewKey, bytes]:
-            made = self._seal(seal_type).make(self.identity, number, previous)
-            return made, make_check_value(made.cipher, self.identity, number)
-
-        made, check = await self._guarded(make)
-        generation = RootGeneration(
-            number, seal_type, check, made.sealed_key, datetime.now(UTC), None
-        )
-        return generation, made
-
-    async def adopt(self, installation: Installation, generation: RootGeneration,
-                    cipher: RootCipher) -> None:  # fmt: skip
-        """Generation ``generation`` was stored as the active one."""
+    async def rotate(
+        self, seal_type: SealType, store: Callable[[RootGeneration], Awaitable[Installation]]
+    ) -> RootGeneration:
+        """Make the next generation's key with the seal of ``seal_type`` and store it, as the
+        active generation, with ``store`` — holding this object's lock throughout, so that
+        nothing of this process runs between the key's making and its storing. If ``store``
+        refuses (``Conflict``: another rotation began first) the key is abandoned; after any
+        other failure (whether the commit happened is unknown) it is left where it is."""
         async with self._lock:
+            if self.sealed:
+                raise self.sealed_error()
+            active = self._installation.active_generation
+            previous = (active, self._cipher(active))
+            number = active + 1
+            seal = self._seal(seal_type)
+
+            def make() -> tuple[NewKey, bytes]:
+                made = seal.make(self.identity, number, previous)
+                return made, make_check_value(made.cipher, self.identity, number)
+
+            made, check = await self._guarded(make, locked=True)
+            generation = RootGeneration(number, seal_type, check, made.sealed_key,
+                                        datetime.now(UTC), None, made.ref)  # fmt: skip
+            try:
+                installation = await store(generation)
+            except Conflict:
+                await self._run(lambda: seal.abandon(self.identity, number, made))
+                raise
+            await self._run(lambda: seal.adopt(self.identity, number, made))
             self._installation = installation
-            self._generations[generation.generation] = generation
-            self._ciphers[generation.generation] = cipher
+            self._generations[number] = generation
+            self._ciphers[number] = made.cipher
             await self._run(self._keep)
+            return generation
 
     # --- health -----------------------------------------------------------------------------------
 
@@ -498,22 +575,23 @@ class RootOfTrust:
         await self._notify(False)
 
     async def watch_forever(self, interval: float) -> None:
-        if SealType.PKCS11 not in self._seals:
-            return
+        """Every ``interval``: read the generations again (a rotation another node began, even if
+        its notification was missed) and look at the HSM."""
         while True:
             await asyncio.sleep(interval)
             try:
+                await self.refresh()
                 await self.watch()
+            except CofferError:
+                continue  # the database or the seal away: said once where it changes state
             except Exception:
-                log.exception("the HSM watcher failed")
+                log.exception("the seal's watcher failed")
 
     def close(self) -> None:
         hsm = self._seals.get(SealType.PKCS11)
         if isinstance(hsm, Pkcs11Seal):
             with contextlib.suppress(Exception):
-                hsm.token.close()
-        if self._hsm is not None:
-            self._hsm.shutdown(wait=False)
+                self._run_sync(hsm.token.close)
 
 
 __all__ = ["RootKeyError", "RootOfTrust", "WrongRootKey", "share_bytes"]

@@ -27,9 +27,17 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from coffer.crypto.root import generation_of
 from coffer.crypto.wrapping import kek_aad, purpose_key_aad, wrapping_key_aad
-from coffer.domain.seal import RootStatus, SealConfig, SealType
-from coffer.errors import Conflict, Sealed
+from coffer.domain.seal import (
+    Installation,
+    RootGeneration,
+    RootStatus,
+    RootWrappedRow,
+    SealConfig,
+    SealType,
+)
+from coffer.errors import Conflict, KeyIntegrityError, Sealed
 from coffer.service.changes import Changes
 from coffer.service.operations import Operations
 from coffer.service.root import RootOfTrust
@@ -43,6 +51,16 @@ AAD_OF: dict[str, Callable[[str], bytes]] = {
     "wrapping_keys": wrapping_key_aad,
     "purpose_keys": purpose_key_aad,
 }
+
+
+def _generation(row: RootWrappedRow) -> int:
+    """The generation a stored blob's own header names (a malformed blob counts as current:
+    nothing can rewrap it, and it must not hold a rotation up for ever)."""
+    try:
+        return generation_of(row.wrapped.blob)
+    except KeyIntegrityError:
+        log.error("integrity: the %s blob of %s is not a root-wrapped blob", row.table, row.ref)
+        return 1 << 31
 
 
 class RootRotation:
@@ -65,6 +83,7 @@ class RootRotation:
         self._batch = batch_size
         self._grace = grace_seconds
         self._running = asyncio.Lock()
+        self._starting = asyncio.Lock()
         self._task: asyncio.Task[bool] | None = None
 
     async def status(self) -> RootStatus:
@@ -84,15 +103,20 @@ class RootRotation:
     async def start(self, seal: SealConfig | None = None) -> RootStatus:
         """Make and store the next generation (``seal``: move to another seal; default: the
         installation's own). ``Conflict`` if a rotation is under way."""
-        await self._root.refresh()
-        if self._root.sealed:
-            raise self._root.sealed_error()
-        if (await self.status()).rotating:
-            raise Conflict("a root rotation is already under way: see coffer operator root-status")
-        target = seal if seal is not None else self._root.installation.seal
-        generation, made = await self._root.new_generation(target.type)
-        installation = await self._store.begin_root_rotation(generation, target)
-        await self._root.adopt(installation, generation, made.cipher)
+        async with self._starting:
+            await self._root.refresh()
+            if self._root.sealed:
+                raise self._root.sealed_error()
+            if (await self.status()).rotating:
+                raise Conflict(
+                    "a root rotation is already under way: see coffer operator root-status"
+                )
+            target = seal if seal is not None else self._root.installation.seal
+
+            async def store(generation: RootGeneration) -> Installation:
+                return await self._store.begin_root_rotation(generation, target)
+
+            generation = await self._root.rotate(target.type, store)
         await self._changes.root_changed()
         log.warning(
             "root rotation to generation %d (%s seal) begun", generation.generation,
@@ -112,8 +136,14 @@ class RootRotation:
                     return False
                 if self._root.active_generation != status.active_generation:
                     await self._root.refresh()
-                rows = await self._store.wrapped_by_root_below(status.active_generation,
-                                                               self._batch)  # fmt: skip
+                active = status.active_generation
+                rows = await self._store.wrapped_by_root_below(active, self._batch)
+                if not rows:
+                    # What the columns say is done; what the blobs say counts: a blob whose
+                    # own header names an old generation (a column a writer changed) is
+                    # rewrapped too, before the old generation may go.
+                    rows = [r for r in await self._store.all_root_wrapped()
+                            if _generation(r) < active][: self._batch]  # fmt: skip
                 if rows:
                     rewrapped = [
                         (row, await self._root.rewrap(row.wrapped, AAD_OF[row.table](row.ref)))

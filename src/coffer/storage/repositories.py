@@ -103,6 +103,14 @@ class RootStore(Protocol):
 
     async def installation(self) -> Installation | None: ...
 
+    async def root_state(self) -> tuple[Installation | None, Sequence[RootGeneration]]:
+        """The installation and its generations, read as one snapshot."""
+        ...
+
+    async def all_root_wrapped(self) -> Sequence[RootWrappedRow]:
+        """Every blob the root key wraps."""
+        ...
+
     async def forget_deleted(self) -> None:
         """Drop what the engine keeps of deleted and replaced rows, where it can (after a
         crypto-shred or a root rotation)."""

@@ -109,6 +109,8 @@ root_keys = Table(
     Column("sealed_key", LargeBinary, nullable=True),
     Column("created_at", Timestamp, nullable=False),
     Column("retired_at", Timestamp, nullable=True),
+    # Where the seal keeps the key (PKCS #11: the key object's label, unique per attempt).
+    Column("seal_ref", String(200), nullable=True),
 )
 
 #: Random keys for one purpose each (the audit checkpoint signing key, …), wrapped by the root.

@@ -327,6 +327,14 @@ class SqlStore:
     async def installation(self) -> Installation | None:
         return await self._read_sync(sql_root.read_installation)
 
+    async def root_state(self) -> tuple[Installation | None, Sequence[RootGeneration]]:
+        if self._read_engine is not None:  # SQLite: statements share a snapshot only in a BEGIN
+            return await self._read_in_thread(sql_root.read_state, snapshot=True)
+        return await self._read_sync(sql_root.read_state)  # one transaction (autobegin)
+
+    async def all_root_wrapped(self) -> Sequence[RootWrappedRow]:
+        return await self._read_sync(sql_root.all_wrapped)
+
     async def root_generations(self) -> Sequence[RootGeneration]:
         return await self._read_sync(sql_root.read_generations)
 

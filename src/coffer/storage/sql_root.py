@@ -56,7 +56,6 @@ def _seal_config(seal_type: str, raw: dict[str, Any]) -> SealConfig:
         threshold=raw.get("threshold"),
         shares=raw.get("shares"),
         share_digests=tuple(raw.get("shareDigests", ())),
-        pkcs11_library=raw.get("pkcs11Library"),
         pkcs11_token=raw.get("pkcs11Token"),
     )
 
@@ -66,7 +65,6 @@ def seal_config_json(seal: SealConfig) -> dict[str, Any]:
         "threshold": seal.threshold,
         "shares": seal.shares,
         "shareDigests": list(seal.share_digests),
-        "pkcs11Library": seal.pkcs11_library,
         "pkcs11Token": seal.pkcs11_token,
     }
     return {name: value for name, value in raw.items() if value not in (None, [])}
@@ -89,6 +87,7 @@ def _generation(row: Row[Any]) -> RootGeneration:
         sealed_key=bytes(row.sealed_key) if row.sealed_key is not None else None,
         created_at=_utc(row.created_at) or row.created_at,
         retired_at=_utc(row.retired_at),
+        seal_ref=row.seal_ref,
     )
 
 
@@ -101,6 +100,21 @@ def read_installation(conn: Connection) -> Installation | None:
 def read_generations(conn: Connection) -> list[RootGeneration]:
     table = schema.root_keys
     return [_generation(r) for r in conn.execute(select(table).order_by(table.c.generation))]
+
+
+def read_state(conn: Connection) -> tuple[Installation | None, list[RootGeneration]]:
+    """The installation and its generations (call inside one read transaction: a snapshot)."""
+    return read_installation(conn), read_generations(conn)
+
+
+def all_wrapped(conn: Connection) -> list[RootWrappedRow]:
+    """Every blob the root key wraps (the generation as the column says; the blob's own header
+    is what counts)."""
+    found: list[RootWrappedRow] = []
+    for table, key, blob in ROOT_WRAPPED:
+        rows = conn.execute(select(table.c[key], table.c[blob], table.c.root_generation)).all()
+        found += [RootWrappedRow(table.name, r[0], Wrapped(r[2], bytes(r[1]))) for r in rows]
+    return found
 
 
 def lock_installation(conn: Connection) -> Installation:
@@ -138,6 +152,7 @@ def insert_generation(conn: Connection, generation: RootGeneration) -> None:
             sealed_key=generation.sealed_key,
             created_at=generation.created_at,
             retired_at=generation.retired_at,
+            seal_ref=generation.seal_ref,
         )
     )
 

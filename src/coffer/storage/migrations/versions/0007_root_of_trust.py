@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("sealed_key", sa.LargeBinary(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("seal_ref", sa.String(length=200), nullable=True),
         sa.PrimaryKeyConstraint("generation", name=op.f("pk_root_keys")),
     )
     op.create_table(
