@@ -592,6 +592,3 @@ class RootOfTrust:
         if isinstance(hsm, Pkcs11Seal):
             with contextlib.suppress(Exception):
                 self._run_sync(hsm.token.close)
-
-
-__all__ = ["RootKeyError", "RootOfTrust", "WrongRootKey", "share_bytes"]
