@@ -29,6 +29,7 @@ from coffer.iam.tokens import new_token, token_digest
 from coffer.scheduler.jobs import Scheduler
 from coffer.service.services import Services
 from coffer.service.tenants import Bootstrapped
+from coffer.storage.changes import AddBinding, AddPrincipal, AddProject, AddToken, ChangeSet
 from tests.postgres import new_schema, private_cluster
 
 T = TypeVar("T")
@@ -123,21 +124,21 @@ class Kms:
                 now,
             )
             token = new_token()
-            async with self.services.store.transaction() as tx:
-                await tx.add_principal(principal)
-                await tx.add_token(
-                    new_identity("tok"), principal.identity, token_digest(token), now, None
+            changes: list[Any] = [
+                AddPrincipal(principal),
+                AddToken(new_identity("tok"), principal.identity, token_digest(token), now, None),
+            ]
+            if policy is not None:
+                binding = RoleBinding(
+                    new_identity("rb"),
+                    principal.identity,
+                    organisation or self.org,
+                    policy,
+                    scope_kind,
+                    scope_identity,
                 )
-                if policy is not None:
-                    binding = RoleBinding(
-                        new_identity("rb"),
-                        principal.identity,
-                        organisation or self.org,
-                        policy,
-                        scope_kind,
-                        scope_identity,
-                    )
-                    await tx.add_binding(binding, now)
+                changes.append(AddBinding(binding, now))
+            await self.services.audit_store.apply_change(ChangeSet(changes))
             return token
 
         token = self.run(add)
@@ -147,11 +148,7 @@ class Kms:
     def add_project(self, name: str) -> Project:
         project = Project(new_identity("prj"), self.org, name, name, datetime.now(UTC))
 
-        async def add() -> None:
-            async with self.services.store.transaction() as tx:
-                await tx.add_project(project)
-
-        self.run(add)
+        self.run(self.services.audit_store.apply_change, AddProject(project))
         return project
 
     def create_key(

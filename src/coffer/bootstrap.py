@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from coffer.api.app import create_app
 from coffer.api.errors import status_of
 from coffer.audit.committer import BatchCommitter, Committer
-from coffer.audit.events import AuditSink, DiscardingSink
+from coffer.audit.events import ApplyingSink, AuditEvent, AuditSink
 from coffer.audit.log import AuditLog
 from coffer.audit.process import ProcessCommitter, WriterStartup
 from coffer.audit.verify import Verification, verify_chain
@@ -260,8 +260,10 @@ def build_services(
     root: RootOfTrust | None = None,
     clock: Callable[[], datetime] = utc_now,
     timer: Callable[[], float] = time.monotonic,
-    audit_sink: AuditSink | None = None,
+    observe: Callable[[AuditEvent], Awaitable[None]] | None = None,
 ) -> Services:
+    """Everything a server runs, over ``settings``. ``observe``: keep no audit log, apply each
+    change on its own and show its event to this (tests that look at events)."""
     store = SqlStore(
         create_engine_for(settings.url, settings.database_pool_size),
         create_read_engine_for(settings.url),
@@ -285,7 +287,7 @@ def build_services(
     audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
     audit_log = None
     committer: Committer | None = None
-    if settings.audit_sink == "database":
+    if settings.audit_sink == "database" and observe is None:
 
         async def writer_startup() -> WriterStartup:
             return WriterStartup(settings, await purposes.checkpoint_seed())
@@ -308,8 +310,8 @@ def build_services(
             committer,
             batch_meter=observe_audit_batch if settings.metrics else None,
         )
-    sink: AuditSink = audit_sink or audit_log or DiscardingSink()
-    operations = Operations(access, sink, clock, audit_status, audit_store.apply_key_write)
+    sink: AuditSink = audit_log or ApplyingSink(audit_store.apply_change, observe)
+    operations = Operations(access, sink, clock, audit_status)
     scope = KeyScope(
         store,
         KeyCache(
@@ -321,7 +323,7 @@ def build_services(
         regions_of(settings),
     )
     wrapping = WrappingKeys(store, root, clock, timer)
-    tenants = TenantService(store, root, clock)
+    tenants = TenantService(root, clock)
     bus, lease = _coordination(settings, store)
     changes = Changes(scope.keys, keyring, access, bus, root)
     rotation = RootRotation(
@@ -563,7 +565,8 @@ async def initialise(settings: Settings, seal: SealChoice | None = None) -> Boot
         services = build_services(settings, root=root)
         try:
             await services.purposes.load()
-            boot = await services.tenants.bootstrap()
+            # Installing is not a request: its changes are applied on their own.
+            boot = await services.tenants.bootstrap(services.audit_store.apply_change)
         finally:
             await services.close()
         return replace(boot, installation=identity, unseal_keys=shares)
@@ -711,7 +714,7 @@ async def migrate_seal(
             root.add_seal(seal)
             async with services.operations.begin_system("sys.seal.migrate") as op:
                 op.event.resource_identity = root.identity
-                await services.rotation.start(config)
+                await services.rotation.start(op.commit, config)
             show(new_shares)
         if not await services.rotation.run():
             raise ConfigError(

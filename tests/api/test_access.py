@@ -152,7 +152,7 @@ def test_other_organisations_keys_are_invisible(kms: Kms) -> None:
     """Two organisations on one server: neither sees the other's keys, even by identity."""
 
     async def second_org() -> tuple[str, str]:
-        boot = await kms.services.tenants.bootstrap("Second")
+        boot = await kms.services.tenants.bootstrap(kms.services.audit_store.apply_change, "Second")
         return boot.organisation.identity, boot.token
 
     # The bootstrap helper names its organisation "default"; give the second one its own slug.

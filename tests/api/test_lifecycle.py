@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from coffer.domain.permissions import ScopeKind
 from coffer.errors import Unavailable
-from coffer.storage import schema, sql_writes
+from coffer.storage import changes, schema
 from tests.api.test_access import error
 from tests.conftest import Kms, sync_engine
 
@@ -303,7 +303,7 @@ def test_a_failed_write_during_rotation_leaves_the_key_as_it_was(
     def failing_add_version(*args: Any) -> Any:
         raise Unavailable()  # after the key row's update ran in the same transaction
 
-    monkeypatch.setattr(sql_writes, "add_version_statement", failing_add_version)
+    monkeypatch.setattr(changes, "add_version_statement", failing_add_version)
     error(call(kms, "POST", "k", "rotate"), 503, "unavailable")
     monkeypatch.undo()
 

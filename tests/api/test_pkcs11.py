@@ -22,6 +22,7 @@ from coffer.crypto.root import SoftwareCipher, open_blob
 from coffer.crypto.wrapping import kek_aad
 from coffer.errors import KeyIntegrityError
 from tests.api.test_access import error
+from tests.api.test_root_rotation import begin_rotation
 from tests.conftest import (
     HsmToken,
     Kms,
@@ -207,7 +208,7 @@ def test_two_rotations_begun_at_once_keep_the_winners_key_in_the_token(hsm_kms: 
 
     async def race() -> list[Any]:
         try:
-            outcomes = await asyncio.gather(*(n.rotation.start() for n in nodes),
+            outcomes = await asyncio.gather(*(begin_rotation(n) for n in nodes),
                                             return_exceptions=True)  # fmt: skip
             winner = next(n for n, o in zip(nodes, outcomes, strict=True)
                           if not isinstance(o, BaseException))  # fmt: skip

@@ -22,8 +22,10 @@ from coffer.config import ConfigError, Settings
 from coffer.crypto.root import SoftwareCipher, open_blob, opens_check_value
 from coffer.crypto.signing import legacy_signing_seed
 from coffer.crypto.wrapping import kek_aad, purpose_key_aad, wrapping_key_aad
-from coffer.domain.seal import SealType
+from coffer.domain.seal import SealType, StaleRootGeneration
 from coffer.errors import KeyIntegrityError
+from coffer.service.context import RequestMeta
+from coffer.service.iam import OrganisationSpec
 from coffer.service.services import Services
 from coffer.storage import schema
 from tests.api.test_access import error
@@ -154,6 +156,12 @@ def test_rotating_the_root_rewraps_everything_and_retires_the_old_key(kms: Kms) 
     assert actions.count("sys.root.rotate.complete") == 1
 
 
+async def begin_rotation(services: Services) -> Any:
+    """What ``POST /v1/sys/rotate-root`` does, as the server itself."""
+    async with services.operations.begin_system("sys.root.rotate") as op:
+        return await services.rotation.start(op.commit)
+
+
 async def rewrap_one_batch(services: Services) -> None:
     rows = await services.store.wrapped_by_root_below(2, 1)
     rewrapped = [(r, await services.root.rewrap(r.wrapped, kek_aad(r.ref))) for r in rows]
@@ -166,7 +174,7 @@ def test_a_rotation_stopped_half_way_resumes_at_the_next_start(tmp_path: Path) -
     for kms in open_kms(settings, boot):
         made = populate(kms)
         # Begun, one batch rewrapped, then the server stops (its background run is not started).
-        kms.run(kms.services.rotation.start)
+        kms.run(begin_rotation, kms.services)
         kms.run(rewrap_one_batch, kms.services)
         assert kms.run(kms.services.rotation.status).remaining == 5
     for restarted in open_kms(settings, boot):
@@ -177,18 +185,21 @@ def test_a_rotation_stopped_half_way_resumes_at_the_next_start(tmp_path: Path) -
 
 def test_a_node_that_did_not_hear_of_the_rotation_wraps_with_the_new_key(kms: Kms) -> None:
     """Node B still holds generation 1 as the active one when A's rotation completes: its new
-    organisation is turned back by the database and wrapped again, never stored under a
-    retired generation (docs/security.md, root rotation)."""
+    organisation is turned back by the database (503, to retry: B reads the generations again
+    at once), never stored under a retired generation (docs/security.md, root rotation)."""
     populate(kms)
     other = build_services(kms.settings)  # node B: same database, same key files
+    meta = RequestMeta(request_id="b", token=kms.boot.token)
 
     async def on_b() -> str:
         try:
             # While A's rotation is under way, B wraps with generation 1: still live, rewrapped.
-            during = await other.tenants.create_organisation("During", "during", kms_enabled=True)
+            during = await other.iam.create_organisation(meta, lambda: OrganisationSpec("During"))
             await kms_rotation_completes()
             assert other.root.active_generation == 1, "B has not heard of the rotation"
-            after = await other.tenants.create_organisation("After", "after", kms_enabled=True)
+            with pytest.raises(StaleRootGeneration):
+                await other.iam.create_organisation(meta, lambda: OrganisationSpec("After"))
+            after = await other.iam.create_organisation(meta, lambda: OrganisationSpec("After"))
             return f"{during.identity} {after.identity}"
         finally:
             await other.close()
@@ -196,7 +207,7 @@ def test_a_node_that_did_not_hear_of_the_rotation_wraps_with_the_new_key(kms: Km
     async def kms_rotation_completes() -> None:
         assert await kms.services.rotation.run()
 
-    kms.run(kms.services.rotation.start)
+    kms.run(begin_rotation, kms.services)
     during, after = kms.run(on_b).split()
     generations = {blob: generation for _, blob, generation, _ in root_blobs(kms)}
     assert set(generations.values()) == {2}
@@ -221,7 +232,7 @@ def test_one_rotation_at_a_time_and_only_for_platform_administrators(kms: Kms) -
     error(kms.client.get("/v1/sys/root", headers={"Authorization": f"Bearer {app}"}),
           403, "forbidden")  # fmt: skip
     error(kms.client.post("/v1/sys/rotate-root"), 401, "unauthenticated")
-    kms.run(kms.services.rotation.start)
+    kms.run(begin_rotation, kms.services)
     error(kms.post("/v1/sys/rotate-root"), 409, "conflict")
     assert kms.run(kms.services.rotation.run)
     assert kms.post("/v1/sys/rotate-root").status_code == 202
@@ -289,7 +300,7 @@ def test_two_processes_beginning_a_rotation_at_once_leave_one_generation_and_its
 
     async def race() -> list[Any]:
         try:
-            return list(await asyncio.gather(*(n.rotation.start() for n in nodes),
+            return list(await asyncio.gather(*(begin_rotation(n) for n in nodes),
                                              return_exceptions=True))  # fmt: skip
         finally:
             for node in nodes:
@@ -311,7 +322,7 @@ def test_a_database_writer_cannot_make_a_server_destroy_a_root_key(kms: Kms) -> 
     """Marking a generation retired while blobs still need it (A5) destroys nothing; marking
     the active one retired seals the server (and says so) instead of using another key."""
     made = populate(kms)
-    kms.run(kms.services.rotation.start)  # generation 2 active, every blob still under 1
+    kms.run(begin_rotation, kms.services)  # generation 2 active, every blob still under 1
     old_key = (kms.settings.data_dir / "root.key.old").read_bytes()
     engine = sync_engine(kms.settings)
     table = schema.root_keys

@@ -81,7 +81,7 @@ def test_two_schedulers_racing_rotate_each_due_key_once(kms: Kms) -> None:
 
     async def race() -> tuple[list[str], int, list[AuditEvent]]:
         recorders = [Recorder(), Recorder()]
-        nodes = [build_services(kms.settings, clock=kms.clock, audit_sink=r) for r in recorders]
+        nodes = [build_services(kms.settings, clock=kms.clock, observe=r.write) for r in recorders]
         schedulers = [build_scheduler(node, kms.clock) for node in nodes]
         # Both nodes read the due keys before either writes: the worst interleaving.
         barrier = asyncio.Barrier(2)

@@ -17,6 +17,7 @@ from coffer.crypto.aead import AeadKey
 from coffer.crypto.algorithms import algorithm_for
 from coffer.domain.keys import KeySpec
 from coffer.domain.keytypes import KeyType
+from coffer.storage.changes import AddKey
 from tests.conftest import SUITE_SECRETS, Kms, initialised, make_settings, open_kms
 
 KEYS = "/v1/kms/nl-01/keys"
@@ -44,8 +45,7 @@ def plant(kms: Kms, key_type: str, material: bytes) -> str:
 
     async def add() -> None:
         wrapped = await kms.services.keyring.wrap(key, 1, material)
-        async with kms.services.store.transaction() as tx:
-            await tx.add_key(key, {1: wrapped})
+        await kms.services.audit_store.apply_change(AddKey(key, {1: wrapped}))
 
     kms.run(add)
     return key.identity

@@ -15,10 +15,10 @@ from coffer.audit.chain import checkpoint_message, row_of
 from coffer.audit.events import AuditEvent
 from coffer.domain.audit import ChainRow, Checkpoint
 from coffer.errors import CofferError
-from coffer.storage.repositories import AuditStore, KeyWrite
+from coffer.storage.repositories import AuditStore, Change
 
-#: One entry of a batch: the event, and the key change committed with it (if any).
-Entry = tuple[AuditEvent, KeyWrite | None]
+#: One entry of a batch: the event, and the change committed with it (if any).
+Entry = tuple[AuditEvent, Change | None]
 
 #: The HTTP status a request's answer carries, for its record: given the action and the error.
 StatusOf = Callable[[str, CofferError | None], int]

@@ -6,9 +6,12 @@ MACs, key material or tokens.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from coffer.storage.repositories import Change
 
 
 @dataclass(slots=True)
@@ -36,14 +39,28 @@ class AuditEvent:
 
 
 class AuditSink(Protocol):
-    async def write(self, event: AuditEvent) -> None:
-        """Persist ``event``; return only once it is durable. Raise if it cannot be written."""
+    async def write(self, event: AuditEvent, change: Change | None = None) -> None:
+        """Persist ``event`` and apply ``change`` with it, both or neither; return only once
+        both are durable. Raise if the record cannot be written (then the change is not
+        applied either), or the change's refusal (then the record says so)."""
         ...
 
 
-class DiscardingSink:
-    """Keeps nothing. The durable, hash-chained sink replaces it; until then, and in
-    benchmarks that measure what the audit costs, requests pass through this one."""
+class ApplyingSink:
+    """Keeps no record: applies each change on its own, and shows the event to ``observe`` if
+    given. For the benchmark that measures what the audit log costs (``audit_sink =
+    "discard"``) and for tests that look at events; never what a server records with."""
 
-    async def write(self, event: AuditEvent) -> None:
-        return None
+    def __init__(
+        self,
+        apply: Callable[[Change], Awaitable[None]],
+        observe: Callable[[AuditEvent], Awaitable[None]] | None = None,
+    ) -> None:
+        self._apply = apply
+        self._observe = observe
+
+    async def write(self, event: AuditEvent, change: Change | None = None) -> None:
+        if change is not None:
+            await self._apply(change)
+        if self._observe is not None:
+            await self._observe(event)

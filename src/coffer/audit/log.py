@@ -20,13 +20,13 @@ from coffer.audit.committer import Committer, Signer, checkpoint_of
 from coffer.audit.events import AuditEvent
 from coffer.domain.audit import PruneMark
 from coffer.errors import Conflict, Unavailable
-from coffer.storage.repositories import AuditStore, KeyWrite
+from coffer.storage.repositories import AuditStore, Change
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 
-_Entry = tuple[AuditEvent, KeyWrite | None, "asyncio.Future[None]"]
+_Entry = tuple[AuditEvent, Change | None, "asyncio.Future[None]"]
 
 
 class AuditLog:
@@ -49,10 +49,10 @@ class AuditLog:
         #: Sizes of the latest batches committed (the group-commit figure for metrics).
         self.batches: deque[int] = deque(maxlen=1000)
 
-    async def write(self, event: AuditEvent, change: KeyWrite | None = None) -> None:
+    async def write(self, event: AuditEvent, change: Change | None = None) -> None:
         """Return once ``event`` is durable. With a ``change``, the change is applied in the
-        same transaction: both or neither. If the change is refused (``Conflict``: the key
-        moved), the event is recorded as that failure and the error is raised here."""
+        same transaction: both or neither. If the change is refused (``Conflict``, …), the
+        event is recorded as that failure and the error is raised here."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((event, change, done))
         if self._flusher is None:

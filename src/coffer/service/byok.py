@@ -50,8 +50,7 @@ class WrappingKeys:
             material = await asyncio.to_thread(WrappingKey.generate)
 
             async def write(wrapped: Wrapped) -> None:
-                async with self._store.transaction() as tx:
-                    await tx.add_wrapping_key(region.identity, wrapped, self._clock())
+                await self._store.add_wrapping_key(region.identity, wrapped, self._clock())
 
             try:
                 await self._root.write_wrapped(material, aad, write)

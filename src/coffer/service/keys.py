@@ -21,6 +21,7 @@ from coffer.service.context import Caller, Input, RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.operations import Operations
 from coffer.service.scope import KeyScope
+from coffer.storage.changes import AddKey
 from coffer.storage.repositories import Store
 
 
@@ -144,8 +145,7 @@ class KeyService:
             op.touch(key)
             wrapped = await self._keyring.wrap(key, 1, material)
             try:
-                async with self._store.transaction() as tx:
-                    await tx.add_key(key, {1: wrapped})
+                await op.commit(AddKey(key, {1: wrapped}))
             except Conflict:
                 raise Conflict(
                     f"a key with slug {key.slug!r} already exists in this region and scope"

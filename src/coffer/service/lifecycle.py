@@ -23,7 +23,7 @@ from coffer.service.keyring import Keyring
 from coffer.service.keys import Scoped
 from coffer.service.operations import Operation, Operations
 from coffer.service.scope import KeyScope
-from coffer.storage.repositories import KeyWrite
+from coffer.storage.changes import KeyWrite
 
 
 @dataclass(frozen=True, slots=True)

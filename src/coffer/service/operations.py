@@ -1,27 +1,28 @@
-"""The one place every KMS request passes through: who is calling, and the audit record.
+"""The one place every request passes through: who is calling, the audit record, and the change.
 
 Each service method runs inside ``async with operations.begin(meta, action) as op``. The operation
-authenticates the caller (spec §1.1 steps 1–4), collects what the request touched, and on the
-way out writes exactly one audit record, success or failure. If that record cannot be written
-the request fails with ``Unavailable`` (fail closed).
+authenticates the caller (spec §1.1 steps 1–4), collects what the request touched, and writes
+exactly one audit record, success or failure. A request that changes anything hands its change
+(``coffer.storage.changes``) to ``op.commit``: the change and the record are committed in one
+transaction, so a change is never stored without its record, and a record that cannot be written
+leaves no change. If the record cannot be written the request fails with ``Unavailable`` (fail
+closed).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
 
 from coffer.audit.events import AuditEvent, AuditSink
-from coffer.audit.log import AuditLog
 from coffer.domain.keys import Key
 from coffer.domain.regions import Region
 from coffer.domain.tenants import Organisation, Principal, Project
 from coffer.errors import (
     CofferError,
-    Conflict,
     Forbidden,
     Internal,
     KmsNotEnabled,
@@ -29,7 +30,7 @@ from coffer.errors import (
 )
 from coffer.service.access import AccessService
 from coffer.service.context import Caller, RequestMeta
-from coffer.storage.repositories import KeyWrite
+from coffer.storage.repositories import Change
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +38,21 @@ log = logging.getLogger(__name__)
 #: (``None`` on success). Supplied by the composition root, which knows the API's table.
 StatusOf = Callable[[str, CofferError | None], int]
 
-#: Applies a key change on its own, when no durable audit log records it.
-ApplyChange = Callable[[KeyWrite], Awaitable[None]]
-
 
 class Operation:
-    __slots__ = ("_access", "_apply", "_meta", "_recorded", "_sink", "_status_of", "event")
+    __slots__ = ("_access", "_meta", "_recorded", "_sink", "_status_of", "event")
 
     def __init__(
         self,
         access: AccessService,
         sink: AuditSink | None,
         status_of: StatusOf,
-        apply: ApplyChange,
         meta: RequestMeta,
         event: AuditEvent,
     ) -> None:
         self._access = access
         self._sink = sink
         self._status_of = status_of
-        self._apply = apply
         self._recorded = False
         self._meta = meta
         self.event = event
@@ -94,21 +90,22 @@ class Operation:
             raise KmsNotEnabled()
         return caller
 
-    async def commit(self, change: KeyWrite) -> None:
-        """Apply a change to a key together with this operation's audit record: both are
-        committed or neither (a change is never left without its record). ``Conflict`` if the
-        key moved since it was read; ``Unavailable`` if the log cannot be written."""
-        if isinstance(self._sink, AuditLog):
-            self._recorded = True
-            self.event.status = self._status_of(self.event.action, None)
+    async def commit(self, change: Change) -> None:
+        """Apply ``change`` together with this operation's audit record: both are committed or
+        neither (a change is never left without its record). Raises the change's refusal
+        (``Conflict`` if what it changes moved since it was read, …), recorded as the
+        request's failure, or ``Unavailable`` if the log cannot be written."""
+        if self._sink is None:
+            raise AssertionError("a change needs an operation with an audit action")
+        self._recorded = True
+        self.event.status = self._status_of(self.event.action, None)
+        try:
             await self._sink.write(self.event, change)
-        else:  # no durable log (discarded, or a sink of the caller's): the change alone
-            try:
-                await self._apply(change)
-            except Conflict:
-                if change.quiet_if_refused:
-                    self._sink = None  # a race another node won: nothing happened here
-                raise
+        except CofferError:
+            raise
+        except Exception as write_error:
+            log.exception("audit record %s could not be written", self.event.event_id)
+            raise Unavailable("the audit log cannot be written") from write_error
 
     def at_region(self, region: Region) -> None:
         self.event.region = region.slug
@@ -149,13 +146,11 @@ class Operations:
         sink: AuditSink,
         clock: Callable[[], datetime],
         status_of: StatusOf,
-        apply: ApplyChange,
     ) -> None:
         self._access = access
         self._sink = sink
         self._clock = clock
         self._status_of = status_of
-        self._apply = apply
 
     def begin_system(self, action: str) -> Operation:
         """An operation the server performs by itself (scheduled rotation, purge)."""
@@ -175,4 +170,4 @@ class Operations:
             user_agent=meta.user_agent,
         )
         sink = self._sink if action else None
-        return Operation(self._access, sink, self._status_of, self._apply, meta, event)
+        return Operation(self._access, sink, self._status_of, meta, event)

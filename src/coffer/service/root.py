@@ -49,6 +49,7 @@ from coffer.crypto.shamir import combine
 from coffer.domain.seal import (
     Installation,
     RootGeneration,
+    SealConfig,
     SealStatus,
     SealType,
     StaleRootGeneration,
@@ -495,35 +496,39 @@ class RootOfTrust:
         return kept
 
     async def rotate(
-        self, seal_type: SealType, store: Callable[[RootGeneration], Awaitable[Installation]]
+        self,
+        seal: SealConfig,
+        store: Callable[[RootGeneration], Awaitable[None]],
     ) -> RootGeneration:
-        """Make the next generation's key with the seal of ``seal_type`` and store it, as the
-        active generation, with ``store`` — holding this object's lock throughout, so that
-        nothing of this process runs between the key's making and its storing. If ``store``
-        refuses (``Conflict``: another rotation began first) the key is abandoned; after any
-        other failure (whether the commit happened is unknown) it is left where it is."""
+        """Make the next generation's key with the seal ``seal`` describes and store it, as
+        the active generation (``seal`` the installation's seal from then on), with ``store`` —
+        holding this object's lock throughout, so that nothing of this process runs between the
+        key's making and its storing. If ``store`` refuses (``Conflict``: another rotation began
+        first) the key is abandoned; after any other failure (whether the commit happened is
+        unknown) it is left where it is."""
         async with self._lock:
             if self.sealed:
                 raise self.sealed_error()
             active = self._installation.active_generation
             previous = (active, self._cipher(active))
             number = active + 1
-            seal = self._seal(seal_type)
+            maker = self._seal(seal.type)
 
             def make() -> tuple[NewKey, bytes]:
-                made = seal.make(self.identity, number, previous)
+                made = maker.make(self.identity, number, previous)
                 return made, make_check_value(made.cipher, self.identity, number)
 
             made, check = await self._guarded(make, locked=True)
-            generation = RootGeneration(number, seal_type, check, made.sealed_key,
+            generation = RootGeneration(number, seal.type, check, made.sealed_key,
                                         datetime.now(UTC), None, made.ref)  # fmt: skip
             try:
-                installation = await store(generation)
+                await store(generation)
             except Conflict:
-                await self._run(lambda: seal.abandon(self.identity, number, made))
+                await self._run(lambda: maker.abandon(self.identity, number, made))
                 raise
-            await self._run(lambda: seal.adopt(self.identity, number, made))
-            self._installation = installation
+            await self._run(lambda: maker.adopt(self.identity, number, made))
+            self._installation = Installation(self.identity, seal, number,
+                                              self._installation.created_at)  # fmt: skip
             self._generations[number] = generation
             self._ciphers[number] = made.cipher
             await self._run(self._keep)

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from coffer.crypto.root import generation_of
 from coffer.crypto.wrapping import kek_aad, purpose_key_aad, wrapping_key_aad
 from coffer.domain.seal import (
-    Installation,
     RootGeneration,
     RootStatus,
     RootWrappedRow,
@@ -41,7 +40,12 @@ from coffer.errors import Conflict, KeyIntegrityError, Sealed
 from coffer.service.changes import Changes
 from coffer.service.operations import Operations
 from coffer.service.root import RootOfTrust
-from coffer.storage.repositories import RootStore
+from coffer.storage.changes import BeginRootRotation, FinishRootRotation
+from coffer.storage.repositories import Change, RootStore
+from coffer.storage.sql_root import RotationIncomplete
+
+#: Commits a change with an operation's audit record.
+Commit = Callable[[Change], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,7 @@ class RootRotation:
         root: RootOfTrust,
         store: RootStore,
         changes: Changes,
-        operations: Operations | None,
+        operations: Operations,
         clock: Callable[[], datetime],
         *,
         batch_size: int = 500,
@@ -100,9 +104,10 @@ class RootRotation:
         return RootStatus(installation.identity, installation.seal.type, active, previous,
                           remaining)  # fmt: skip
 
-    async def start(self, seal: SealConfig | None = None) -> RootStatus:
-        """Make and store the next generation (``seal``: move to another seal; default: the
-        installation's own). ``Conflict`` if a rotation is under way."""
+    async def start(self, commit: Commit, seal: SealConfig | None = None) -> RootStatus:
+        """Make the next generation and store it with ``commit`` (an operation's: the change
+        and its audit record together). ``seal``: move to another seal; default: the
+        installation's own. ``Conflict`` if a rotation is under way."""
         async with self._starting:
             await self._root.refresh()
             if self._root.sealed:
@@ -113,10 +118,10 @@ class RootRotation:
                 )
             target = seal if seal is not None else self._root.installation.seal
 
-            async def store(generation: RootGeneration) -> Installation:
-                return await self._store.begin_root_rotation(generation, target)
+            async def store(generation: RootGeneration) -> None:
+                await commit(BeginRootRotation(generation, target))
 
-            generation = await self._root.rotate(target.type, store)
+            generation = await self._root.rotate(target, store)
         await self._changes.root_changed()
         log.warning(
             "root rotation to generation %d (%s seal) begun", generation.generation,
@@ -155,10 +160,8 @@ class RootRotation:
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue
-                retired = await self._store.finish_root_rotation(self._clock())
-                if retired is None:
+                if not await self._finish(status):
                     continue  # a blob was written under an old generation meanwhile
-                await self._finished(status, retired)
                 return True
 
     def _grace_left(self, status: RootStatus) -> float:
@@ -167,17 +170,21 @@ class RootRotation:
         active = next(g for g in self._root.generations if g.generation == status.active_generation)
         return self._grace - (self._clock() - active.created_at).total_seconds()
 
-    async def _finished(self, status: RootStatus, retired: Sequence[int]) -> None:
+    async def _finish(self, status: RootStatus) -> bool:
+        """Retire the old generations, with the audit record that says so; ``False`` if a blob
+        is still wrapped by one of them (then nothing changed, and nothing is recorded)."""
+        async with self._operations.begin_system("sys.root.rotate.complete") as op:
+            op.event.resource_identity = self._root.identity
+            try:
+                await op.commit(FinishRootRotation(self._clock()))
+            except RotationIncomplete:
+                return False
         await self._store.forget_deleted()
         await self._root.refresh()
         await self._changes.root_changed()
-        log.warning(
-            "root rotation complete: generation %d is the root key; generation(s) %s retired",
-            status.active_generation, ", ".join(map(str, retired)),
-        )  # fmt: skip
-        if self._operations is not None:
-            async with self._operations.begin_system("sys.root.rotate.complete") as op:
-                op.event.resource_identity = self._root.identity
+        log.warning("root rotation complete: generation %d is the root key",
+                    status.active_generation)  # fmt: skip
+        return True
 
     def kick(self) -> None:
         """Run the rotation under way in the background on this node (if it is not running)."""

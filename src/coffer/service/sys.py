@@ -86,7 +86,7 @@ class SysService:
         async with self._ops.begin(meta, "sys.root.rotate") as op:
             await self._platform_admin(op)
             op.event.resource_identity = self._root.identity
-            status = await self._rotation.start()
+            status = await self._rotation.start(op.commit)
         self._rotation.kick()
         return status
 

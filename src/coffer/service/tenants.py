@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,12 +16,12 @@ from coffer.domain.identity import (
     new_identity,
 )
 from coffer.domain.permissions import RoleBinding, ScopeKind
-from coffer.domain.seal import Wrapped
 from coffer.domain.slugs import slugify
 from coffer.domain.tenants import Organisation, Principal, PrincipalKind
 from coffer.iam.tokens import new_token, token_digest
 from coffer.service.root import RootOfTrust
-from coffer.storage.repositories import Store
+from coffer.storage.changes import AddBinding, AddOrganisation, AddPrincipal, AddToken, ChangeSet
+from coffer.storage.repositories import Change
 
 #: What the administrator ``coffer init`` makes may do in the first organisation.
 ADMIN_POLICIES = ("kms:FullAccess", "audit:ReadAccess")
@@ -40,9 +40,12 @@ class Bootstrapped:
     unseal_keys: tuple[str, ...] = field(default=(), repr=False)
 
 
+#: Commits a change (with the operation's audit record, or on its own at ``coffer init``).
+Commit = Callable[[Change], Awaitable[None]]
+
+
 class TenantService:
-    def __init__(self, store: Store, root: RootOfTrust, clock: Callable[[], datetime]) -> None:
-        self._store = store
+    def __init__(self, root: RootOfTrust, clock: Callable[[], datetime]) -> None:
         self._root = root
         self._clock = clock
 
@@ -56,22 +59,22 @@ class TenantService:
             object_version=1,
         )
 
-    async def create_organisation(self, name: str, slug: str, *, kms_enabled: bool) -> Organisation:
-        """A new organisation with its own KEK (``Conflict`` if the slug is taken)."""
+    async def catch_up(self) -> None:
+        """Read the root key generations again (a rotation completed unheard)."""
+        await self._root.refresh()
+
+    async def new_organisation(
+        self, name: str, slug: str | None, *, kms_enabled: bool
+    ) -> tuple[Organisation, AddOrganisation]:
+        """A new organisation with its own KEK, and the change that stores it (``Conflict`` if
+        its slug is taken by then)."""
         organisation = self._new_organisation(name, slug, kms_enabled)
-
-        async def write(kek: Wrapped) -> Organisation:
-            async with self._store.transaction() as tx:
-                await tx.add_organisation(organisation, kek)
-            return organisation
-
         # Each organisation has its own KEK, stored only wrapped by the root key; destroying it
         # crypto-shreds every key of the organisation.
-        return await self._root.write_wrapped(
-            os.urandom(WRAPPING_KEY_BYTES), kek_aad(organisation.identity), write
-        )
+        kek = await self._root.wrap(os.urandom(WRAPPING_KEY_BYTES), kek_aad(organisation.identity))
+        return organisation, AddOrganisation(organisation, kek)
 
-    async def bootstrap(self, organisation_name: str = "Default") -> Bootstrapped:
+    async def bootstrap(self, commit: Commit, organisation_name: str = "Default") -> Bootstrapped:
         """The first organisation (slug ``default``, KMS on) and a platform administrator whose
         token holds ``kms:FullAccess`` and ``audit:ReadAccess`` on it, in one transaction."""
         now = self._clock()
@@ -83,33 +86,30 @@ class TenantService:
             created_at=now,
         )
         token = new_token()
-        organisation = self._new_organisation(organisation_name, "default", kms_enabled=True)
-
-        async def write(kek: Wrapped) -> None:
-            async with self._store.transaction() as tx:
-                await tx.add_organisation(organisation, kek)
-                await tx.add_principal(principal)
-                await tx.add_token(
-                    new_identity(TOKEN_PREFIX),
-                    principal.identity,
-                    token_digest(token),
-                    now,
-                    None,
-                )
-                for policy in ADMIN_POLICIES:
-                    await tx.add_binding(
-                        RoleBinding(
-                            identity=new_identity(BINDING_PREFIX),
-                            principal_identity=principal.identity,
-                            organisation_identity=organisation.identity,
-                            policy=policy,
-                            scope_kind=ScopeKind.ORGANISATION,
-                            scope_identity=None,
-                        ),
-                        now,
-                    )
-
-        await self._root.write_wrapped(
-            os.urandom(WRAPPING_KEY_BYTES), kek_aad(organisation.identity), write
+        organisation, added = await self.new_organisation(
+            organisation_name, "default", kms_enabled=True
         )
+        bindings = [
+            AddBinding(
+                RoleBinding(
+                    identity=new_identity(BINDING_PREFIX),
+                    principal_identity=principal.identity,
+                    organisation_identity=organisation.identity,
+                    policy=policy,
+                    scope_kind=ScopeKind.ORGANISATION,
+                    scope_identity=None,
+                ),
+                now,
+            )
+            for policy in ADMIN_POLICIES
+        ]
+        await commit(
+            ChangeSet([
+                added,
+                AddPrincipal(principal),
+                AddToken(new_identity(TOKEN_PREFIX), principal.identity, token_digest(token),
+                         now, None),
+                *bindings,
+            ])
+        )  # fmt: skip
         return Bootstrapped(organisation, principal, token)

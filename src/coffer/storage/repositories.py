@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
 from coffer.domain.keys import Key, KeyFilter, KeyStatus
@@ -19,7 +19,6 @@ from coffer.domain.seal import (
     Installation,
     RootGeneration,
     RootWrappedRow,
-    SealConfig,
     Wrapped,
 )
 from coffer.domain.tenants import Organisation, Principal, Project, TokenInfo
@@ -34,67 +33,24 @@ class TokenRecord:
     revoked_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class KeyWrite:
-    """A lifecycle change of one key, applied in the same transaction as its audit record:
-    ``update`` (at ``objectVersion - 1``) with an optional new version (number, wrapped
-    material), or ``delete`` (purge, if still pending at its ``objectVersion``)."""
+class Change(Protocol):
+    """A write of one request (``coffer.storage.changes``), applied in the transaction of its
+    audit record: all of it or none of it."""
 
-    update: Key | None = None
-    new_version: tuple[int, bytes] | None = None
-    delete: Key | None = None
-    #: Refused (the key moved: another node did it first) leaves no audit record either.
-    quiet_if_refused: bool = False
+    @property
+    def quiet_if_refused(self) -> bool:
+        """Whether a refusal (a race another node won) leaves no audit record either."""
+        ...
 
-    def __repr__(self) -> str:
-        key = self.update or self.delete
-        identity = key.identity if key is not None else "-"
-        return f"KeyWrite(key={identity!r}, new_version={self.new_version is not None})"
+    def apply(self, conn: Any) -> None:
+        """Run its statements on ``conn`` (a synchronous SQLAlchemy connection); raise a
+        ``CofferError`` (``Conflict``, …) to refuse."""
+        ...
 
 
 class Transaction(Protocol):
-    async def add_organisation(self, organisation: Organisation, wrapped_kek: Wrapped) -> None:
-        """Insert an organisation and its KEK (``StaleRootGeneration`` if the root key generation
-        that wrapped it was retired meanwhile)."""
-        ...
-
-    async def add_project(self, project: Project) -> None: ...
-
-    async def add_principal(self, principal: Principal) -> None: ...
-
-    async def add_token(
-        self,
-        identity: str,
-        principal_identity: str,
-        digest: bytes,
-        created_at: datetime,
-        expires_at: datetime | None,
-    ) -> None: ...
-
-    async def add_binding(self, binding: RoleBinding, created_at: datetime) -> None: ...
-
-    async def revoke_token(self, identity: str, at: datetime) -> None: ...
-
-    async def remove_binding(self, identity: str) -> None: ...
-
-    async def set_kms_enabled(self, organisation: Organisation) -> None:
-        """Store the organisation's feature gate (``Conflict`` if it moved meanwhile)."""
-        ...
-
-    async def add_wrapping_key(self, region: str, wrapped: Wrapped, created_at: datetime) -> None:
-        """Store a region's BYOK wrapping key; ``Conflict`` if the region has one."""
-        ...
-
-    async def add_key(self, key: Key, wrapped_versions: Mapping[int, bytes]) -> None:
-        """Insert a key and its versions; ``Conflict`` if the slug is taken in its scope,
-        ``OrganisationShredded`` if its organisation was shredded meanwhile."""
-        ...
-
-    async def shred_organisation(self, identity: str, at: datetime) -> Sequence[Key]:
-        """Destroy the organisation's KEK and every key and version of it; mark it shredded.
-        The keys destroyed (``NotFound`` if there is no such organisation, ``Conflict`` if it
-        was shredded already)."""
-        ...
+    @property
+    def connection(self) -> Any: ...
 
 
 class RootStore(Protocol):
@@ -118,10 +74,6 @@ class RootStore(Protocol):
 
     async def root_generations(self) -> Sequence[RootGeneration]: ...
 
-    async def begin_root_rotation(self, new: RootGeneration, seal: SealConfig) -> Installation:
-        """Store generation ``new`` as the active one (``Conflict`` if a rotation is under way)."""
-        ...
-
     async def wrapped_by_root_below(
         self, generation: int, limit: int
     ) -> Sequence[RootWrappedRow]: ...
@@ -132,12 +84,11 @@ class RootStore(Protocol):
 
     async def count_wrapped_by_root_below(self, generation: int) -> int: ...
 
-    async def finish_root_rotation(self, now: datetime) -> Sequence[int] | None:
-        """Retire the generations before the active one; their numbers, or ``None`` if blobs
-        are still wrapped by them (nothing changed)."""
-        ...
-
     async def purpose_keys(self) -> Mapping[str, Wrapped]: ...
+
+    async def add_wrapping_key(self, region: str, wrapped: Wrapped, now: datetime) -> None:
+        """A region's BYOK wrapping key; ``Conflict`` if the region has one."""
+        ...
 
     async def add_purpose_key(self, purpose: str, wrapped: Wrapped, now: datetime) -> None:
         """``Conflict`` if the purpose has a key already (another node made it first)."""
@@ -221,14 +172,15 @@ class AuditStore(Protocol):
         """(sequence number, hash) of the newest record: (0, 32 zero bytes) when empty."""
         ...
 
-    async def append_audit(self, writes: Sequence[KeyWrite | None], build: BuildRows) -> None:
-        """One durable transaction: lock the chain head, apply each key write (each on its own,
-        so one that fails with ``Conflict`` leaves the others), then append the rows ``build``
-        makes knowing which failed and where the chain stands, and move the head."""
+    async def append_audit(self, changes: Sequence[Change | None], build: BuildRows) -> None:
+        """One durable transaction: lock the chain head, apply each change (each on its own,
+        so one that is refused leaves the others), then append the rows ``build`` makes knowing
+        which were refused and where the chain stands, and move the head."""
         ...
 
-    async def apply_key_write(self, write: KeyWrite) -> None:
-        """Apply a key write on its own (when no audit log records it)."""
+    async def apply_change(self, change: Change) -> None:
+        """Apply a change on its own, in a transaction of its own (``coffer init``, and a sink
+        that keeps no records); raises its refusal."""
         ...
 
     async def add_audit_checkpoint(self, checkpoint: Checkpoint) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coffer.domain.keys import Key, KeyFilter, KeyStatus
 from coffer.domain.permissions import RoleBinding
-from coffer.domain.seal import Installation, RootGeneration, RootWrappedRow, SealConfig, Wrapped
+from coffer.domain.seal import Installation, RootGeneration, RootWrappedRow, Wrapped
 from coffer.domain.tenants import Organisation, Project
 from coffer.errors import Conflict, Unavailable
 from coffer.storage import schema, sql_root
@@ -338,9 +338,6 @@ class SqlStore:
     async def root_generations(self) -> Sequence[RootGeneration]:
         return await self._read_sync(sql_root.read_generations)
 
-    async def begin_root_rotation(self, new: RootGeneration, seal: SealConfig) -> Installation:
-        return await self._write_sync(lambda conn: sql_root.begin_rotation(conn, new, seal))
-
     async def wrapped_by_root_below(self, generation: int, limit: int) -> Sequence[RootWrappedRow]:
         return await self._read_sync(lambda conn: sql_root.wrapped_below(conn, generation, limit))
 
@@ -355,14 +352,13 @@ class SqlStore:
     async def count_wrapped_by_root_below(self, generation: int) -> int:
         return await self._read_sync(lambda conn: sql_root.count_wrapped_below(conn, generation))
 
-    async def finish_root_rotation(self, now: datetime) -> Sequence[int] | None:
-        try:
-            return await self._write_sync(lambda conn: sql_root.finish_rotation(conn, now))
-        except sql_root.RotationIncomplete:
-            return None
-
     async def purpose_keys(self) -> Mapping[str, Wrapped]:
         return await self._read_sync(sql_root.read_purpose_keys)
+
+    async def add_wrapping_key(self, region: str, wrapped: Wrapped, now: datetime) -> None:
+        await self._write_sync(
+            lambda conn: sql_root.insert_wrapping_key(conn, region, wrapped, now)
+        )
 
     async def add_purpose_key(self, purpose: str, wrapped: Wrapped, now: datetime) -> None:
         await self._write_sync(

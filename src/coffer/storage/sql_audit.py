@@ -17,10 +17,9 @@ from sqlalchemy.sql.expression import Executable
 from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
 from coffer.errors import CofferError, Conflict, Unavailable
 from coffer.storage import schema
-from coffer.storage.repositories import BuildRows, KeyWrite
+from coffer.storage.repositories import BuildRows, Change
 from coffer.storage.rows import utc
 from coffer.storage.sql import SqlStore
-from coffer.storage.sql_writes import apply_key_write
 
 _HEAD_ID = 1
 
@@ -77,41 +76,41 @@ class SqlAuditStore:
             row = (await conn.execute(select(head.c.seq, head.c.hash))).one()
         return int(row.seq), bytes(row.hash)
 
-    async def append_audit(self, writes: Sequence[KeyWrite | None], build: BuildRows) -> None:
+    async def append_audit(self, changes: Sequence[Change | None], build: BuildRows) -> None:
         # The whole batch goes to the database in one hop to a worker thread, on a plain
         # (synchronous) connection: through the async driver every statement was a round trip
         # through the busy event loop. The loop itself never waits on the disk or on a lock.
         try:
-            await asyncio.to_thread(self._append_sync, writes, build)
+            await asyncio.to_thread(self._append_sync, changes, build)
         except IntegrityError:
             raise Conflict() from None
         except (DBAPIError, PoolTimeout) as exc:
             raise Unavailable() from exc
 
-    async def apply_key_write(self, write: KeyWrite) -> None:
+    async def apply_change(self, change: Change) -> None:
         try:
-            await asyncio.to_thread(self._apply_alone, write)
+            await asyncio.to_thread(self._apply_alone, change)
         except IntegrityError:
             raise Conflict() from None
         except (DBAPIError, PoolTimeout) as exc:
             raise Unavailable() from exc
 
-    def _apply_alone(self, write: KeyWrite) -> None:
+    def _apply_alone(self, change: Change) -> None:
         with self._writer.begin() as conn:
-            apply_key_write(conn, write)
+            change.apply(conn)
 
-    def _append_sync(self, writes: Sequence[KeyWrite | None], build: BuildRows) -> None:
+    def _append_sync(self, changes: Sequence[Change | None], build: BuildRows) -> None:
         if self._turns is None:
-            self._append_locked(writes, build)
+            self._append_locked(changes, build)
             return
         with self._turns.open("a") as turn:
             fcntl.flock(turn, fcntl.LOCK_EX)
             try:
-                self._append_locked(writes, build)
+                self._append_locked(changes, build)
             finally:
                 fcntl.flock(turn, fcntl.LOCK_UN)
 
-    def _append_locked(self, writes: Sequence[KeyWrite | None], build: BuildRows) -> None:
+    def _append_locked(self, changes: Sequence[Change | None], build: BuildRows) -> None:
         head = schema.audit_chain_head
         with self._writer.begin() as conn:
             # The head is locked first, by every writer (SQLite's BEGIN IMMEDIATE has already
@@ -122,13 +121,13 @@ class SqlAuditStore:
             ).one()
             start = (int(locked.seq), bytes(locked.hash))
             outcomes: list[CofferError | None] = []
-            for write in writes:
-                if write is None:
+            for change in changes:
+                if change is None:
                     outcomes.append(None)
                     continue
                 savepoint = conn.begin_nested()
                 try:
-                    apply_key_write(conn, write)
+                    change.apply(conn)
                 except CofferError as refused:  # this change only; the batch goes on
                     savepoint.rollback()
                     outcomes.append(refused)

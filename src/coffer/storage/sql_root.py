@@ -245,9 +245,12 @@ def rewrap(conn: Connection, rewrapped: Sequence[tuple[RootWrappedRow, Wrapped]]
             )
 
 
-class RotationIncomplete(Exception):
+class RotationIncomplete(Conflict):
     """Blobs are still wrapped by an old generation: ``finish_rotation`` raised it so that its
     transaction rolls back, and the rotation goes on rewrapping."""
+
+    code = "rotation_incomplete"
+    default_message = "blobs are still wrapped by an old root key generation"
 
 
 def finish_rotation(conn: Connection, now: datetime) -> list[int]:
@@ -284,6 +287,16 @@ def insert_purpose_key(conn: Connection, purpose: str, wrapped: Wrapped, now: da
     conn.execute(
         schema.purpose_keys.insert().values(
             purpose=purpose, wrapped=wrapped.blob, root_generation=wrapped.generation,
+            created_at=now,
+        )
+    )  # fmt: skip
+    guard_generation(conn, wrapped.generation)
+
+
+def insert_wrapping_key(conn: Connection, region: str, wrapped: Wrapped, now: datetime) -> None:
+    conn.execute(
+        schema.wrapping_keys.insert().values(
+            region=region, wrapped_private=wrapped.blob, root_generation=wrapped.generation,
             created_at=now,
         )
     )  # fmt: skip
