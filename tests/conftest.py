@@ -25,7 +25,7 @@ from coffer.domain.identity import SERVICE_ACCOUNT_PREFIX, new_identity
 from coffer.domain.permissions import RoleBinding, ScopeKind
 from coffer.domain.seal import SealType
 from coffer.domain.tenants import Principal, PrincipalKind, Project
-from coffer.iam.tokens import new_token, token_digest
+from coffer.iam.tokens import new_token
 from coffer.scheduler.jobs import Scheduler
 from coffer.service.services import Services
 from coffer.service.tenants import Bootstrapped
@@ -126,7 +126,13 @@ class Kms:
             token = new_token()
             changes: list[Any] = [
                 AddPrincipal(principal),
-                AddToken(new_identity("tok"), principal.identity, token_digest(token), now, None),
+                AddToken(
+                    new_identity("tok"),
+                    principal.identity,
+                    self.services.purposes.token_digest(token),
+                    now,
+                    None,
+                ),
             ]
             if policy is not None:
                 binding = RoleBinding(

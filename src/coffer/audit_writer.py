@@ -19,7 +19,9 @@ from typing import IO
 from coffer.audit.committer import BatchCommitter
 from coffer.audit.process import WriterStartup, read_frame, serve
 from coffer.bootstrap import audit_status, settle_garbage_collector, utc_now
+from coffer.crypto.integrity import RowMacs
 from coffer.crypto.signing import CheckpointSigner
+from coffer.service.integrity import RowIntegrity
 from coffer.storage.database import create_engine_for, create_sync_engine_for
 from coffer.storage.sql import SqlStore
 from coffer.storage.sql_audit import SqlAuditStore
@@ -27,8 +29,10 @@ from coffer.storage.sql_audit import SqlAuditStore
 
 async def _run(startup: WriterStartup, requests: IO[bytes], replies: IO[bytes]) -> None:
     settings = startup.settings
-    store = SqlStore(create_engine_for(settings.url, pool_size=1))
-    audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
+    macs = RowMacs(startup.row_mac_key)
+    # The writer reads no authenticated row but through the changes, which check their MACs.
+    store = SqlStore(create_engine_for(settings.url, pool_size=1), RowIntegrity(lambda: macs))
+    audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url), lambda: macs)
     try:
         committer = BatchCommitter(
             audit_store,

@@ -81,6 +81,7 @@ from coffer.service.caches import KeyCache
 from coffer.service.changes import ChangeBus, Changes
 from coffer.service.crypto import CryptoService
 from coffer.service.iam import IamService
+from coffer.service.integrity import RowIntegrity
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
@@ -264,13 +265,19 @@ def build_services(
 ) -> Services:
     """Everything a server runs, over ``settings``. ``observe``: keep no audit log, apply each
     change on its own and show its event to this (tests that look at events)."""
+    # Reads check rows with the row MAC key, which the purpose keys load once the root is open.
+    purposes: PurposeKeys
+    integrity = RowIntegrity(lambda: purposes.row_macs, metered=settings.metrics)
     store = SqlStore(
         create_engine_for(settings.url, settings.database_pool_size),
+        integrity,
         create_read_engine_for(settings.url),
     )
     root = root if root is not None else open_root(settings)
     root.attach(store)
-    purposes = PurposeKeys(root, store, clock)
+    writer_engine = create_sync_engine_for(settings.url)
+    purposes = PurposeKeys(root, store, clock, writer_engine)
+    purposes.load_sync()  # the root open (file, PKCS #11): before the first request
     signer = PurposeSigner(purposes)
     access = AccessService(
         store,
@@ -278,19 +285,22 @@ def build_services(
         cache_size=settings.cache_size,
         cache_ttl=settings.cache_ttl_seconds,
         timer=timer,
+        digest_of=purposes.token_digest,
         oidc=OidcVerifier(settings.oidc) if settings.oidc is not None else None,
         metered=settings.metrics,
     )
     keyring = Keyring(
         store, root, cache_size=settings.cache_size, timer=timer, metered=settings.metrics
     )
-    audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
+    audit_store = SqlAuditStore(store, writer_engine, lambda: purposes.row_macs)
     audit_log = None
     committer: Committer | None = None
     if settings.audit_sink == "database" and observe is None:
 
         async def writer_startup() -> WriterStartup:
-            return WriterStartup(settings, await purposes.checkpoint_seed())
+            return WriterStartup(
+                settings, await purposes.checkpoint_seed(), await purposes.row_mac_key()
+            )
 
         committer = (
             ProcessCommitter([sys.executable, "-m", "coffer.audit_writer"], writer_startup)
@@ -323,7 +333,7 @@ def build_services(
         regions_of(settings),
     )
     wrapping = WrappingKeys(store, root, clock, timer)
-    tenants = TenantService(root, clock)
+    tenants = TenantService(root, clock, purposes.token_digest)
     bus, lease = _coordination(settings, store)
     changes = Changes(scope.keys, keyring, access, bus, root)
     rotation = RootRotation(
@@ -344,6 +354,7 @@ def build_services(
             if committer is not None:
                 await committer.close()
         else:
+            await purposes.load()  # before the first request is let through
             rotation.kick()  # a rotation that waited for the seal goes on
 
     root.on_change(seal_changed)
@@ -361,6 +372,7 @@ def build_services(
         store=store,
         root=root,
         purposes=purposes,
+        integrity=integrity,
         rotation=rotation,
         sys=SysService(root, rotation, purposes, operations),
         operations=operations,
@@ -422,7 +434,15 @@ def build_app(
         if not services.root.sealed:
             services.rotation.kick()  # a rotation a stopped server left half done
 
-    background = [services.changes.listen_forever, watch_the_seal, resume_rotation]
+    async def record_integrity_failures() -> None:
+        await services.integrity.record_forever(services.operations)
+
+    background = [
+        services.changes.listen_forever,
+        watch_the_seal,
+        resume_rotation,
+        record_integrity_failures,
+    ]
     if run_scheduler:
         background.append(scheduler.run_forever)
     app = create_app(services, background=background)
@@ -623,7 +643,7 @@ def _install_legacy(settings: Settings, key: bytes) -> None:
             if sql_root.read_installation(conn) is not None:
                 return  # another node of this database did it first
             sql_root.insert_installation(
-                conn, Installation(identity, SealConfig(SealType.FILE), 1, now)
+                conn, Installation(identity, SealConfig(SealType.FILE), 1, now), storage_version=0
             )
             check = make_check_value(cipher, identity, 1)
             sql_root.insert_generation(conn, RootGeneration(1, SealType.FILE, check, None, now))
@@ -745,8 +765,11 @@ async def verify_audit(
     """Walk the audit chain of an initialised data directory (``coffer audit verify``).
     ``shares(threshold)`` gives the unseal key shares of a Shamir-sealed installation."""
     root = open_data_dir(settings)
-    store = SqlStore(create_engine_for(settings.url))
-    audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url))
+    purposes: PurposeKeys
+    store = SqlStore(create_engine_for(settings.url), RowIntegrity(lambda: purposes.row_macs))
+    audit_store = SqlAuditStore(
+        store, create_sync_engine_for(settings.url), lambda: purposes.row_macs
+    )
     root.attach(store)
     try:
         if root.sealed and root.seal_type is SealType.SHAMIR and shares is not None:

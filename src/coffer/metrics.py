@@ -73,6 +73,13 @@ AUDIT_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
     registry=REGISTRY,
 )
+INTEGRITY_FAILURES = Counter(
+    "coffer_integrity_failures",
+    "Rows of the database refused because their MAC was not theirs or they were rolled back to "
+    "an older version than the audit trail records, by table.",
+    ["table"],
+    registry=REGISTRY,
+)
 if MULTIPROC_ENV not in os.environ:
     # Memory and CPU of this process (not available per worker in multiprocess mode).
     ProcessCollector(registry=REGISTRY)
@@ -113,6 +120,10 @@ class RequestMeter:
 
 def observe_audit_batch(size: int) -> None:
     AUDIT_BATCH_SIZE.observe(size)
+
+
+def count_integrity_failure(table: str) -> None:
+    INTEGRITY_FAILURES.labels(table).inc()
 
 
 def render() -> bytes:

@@ -383,6 +383,8 @@ class AuditContext(msgspec.Struct, kw_only=True):
     errorCode: str | None
     plaintextBytes: int | None
     ciphertextBytes: int | None
+    # Absent from records written before the storage barrier.
+    objectVersion: int | None = None
     client_ip: str | None
     user_agent: str | None
     requestId: str

@@ -75,11 +75,7 @@ def test_unknown_and_foreign_organisations_get_the_same_403(kms: Kms) -> None:
 
 def test_kms_feature_gate_blocks_everything_but_the_summary(kms: Kms) -> None:
     kms.create_key("app-encryption")
-    engine = sync_engine(kms.settings)
-    with engine.begin() as conn:
-        conn.execute(update(schema.organisations).values(kms_enabled=False))
-    engine.dispose()
-    kms.services.access.forget_all()
+    assert kms.post(f"/v1/organisations/{kms.org}/disable-kms").status_code == 200
 
     summary = kms.get("/v1/kms/summary")
     assert summary.status_code == 200

@@ -263,10 +263,14 @@ def test_separation_of_duties(kms: Kms) -> None:
 def test_tokens_are_looked_up_by_digest_never_compared_as_strings(
     kms: Kms, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No token string is ever compared: the server hashes what it is given (SHA-256) and looks
-    the digest up in an index, so a timing difference can only ever reveal something about a
-    digest, which says nothing about any valid token."""
+    """No token string is ever compared: the server digests what it is given (HMAC-SHA-256 of
+    its SHA-256 under the token digest key) and looks the digest up in an index, so a timing
+    difference can only ever reveal something about a digest, which says nothing about any
+    valid token."""
     import hashlib
+    import hmac
+
+    from coffer.service.purposes import TOKEN_DIGEST
 
     token, _ = app_token(kms, kms.org, "kms:ReadAccess")
     asked: list[bytes] = []
@@ -279,4 +283,7 @@ def test_tokens_are_looked_up_by_digest_never_compared_as_strings(
     monkeypatch.setattr(kms.services.store, "find_token", recording)
     kms.services.access.forget_all()
     ok(kms.get(KEYS, headers=as_org(kms, kms.org, token)))
-    assert asked == [hashlib.sha256(token.encode()).digest()]
+    key = kms.services.purposes._keys[TOKEN_DIGEST]
+    plain = hashlib.sha256(token.encode()).digest()
+    assert asked == [hmac.new(key, plain, hashlib.sha256).digest()]
+    assert asked[0] != plain

@@ -107,7 +107,8 @@ def test_rotating_the_root_rewraps_everything_and_retires_the_old_key(kms: Kms) 
     old_key = kms.settings.root_key_path.read_bytes()
     before = root_blobs(kms)
     assert {generation for _, _, generation, _ in before} == {1}
-    assert len(before) == 4 + 1 + 1  # four KEKs, the region's BYOK key, the checkpoint key
+    # Four KEKs, the region's BYOK key, the purpose keys (checkpoint signing, row MAC, token digest)
+    assert len(before) == 4 + 1 + 3
     signature_key = kms.run(kms.services.purposes.checkpoint_seed)
 
     started = kms.post("/v1/sys/rotate-root")
@@ -176,7 +177,7 @@ def test_a_rotation_stopped_half_way_resumes_at_the_next_start(tmp_path: Path) -
         # Begun, one batch rewrapped, then the server stops (its background run is not started).
         kms.run(begin_rotation, kms.services)
         kms.run(rewrap_one_batch, kms.services)
-        assert kms.run(kms.services.rotation.status).remaining == 5
+        assert kms.run(kms.services.rotation.status).remaining == 7
     for restarted in open_kms(settings, boot):
         assert wait_until_rotated(restarted)["activeGeneration"] == 2
         assert {generation for _, _, generation, _ in root_blobs(restarted)} == {2}

@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from starlette.testclient import TestClient
 
 from coffer.bootstrap import build_app, open_data_dir, verify_audit
 from coffer.config import ConfigError, Settings
-from coffer.storage.database import schema_revision
+from coffer.storage.database import create_sync_engine_for, schema_revision
 
 pytestmark = pytest.mark.sqlite_only  # the fixture is a SQLite file
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "legacy-0.1.0"
@@ -68,6 +70,66 @@ def test_a_legacy_data_directory_upgrades_and_keeps_working(tmp_path: Path) -> N
     result = asyncio.run(verify_audit(settings))
     assert result.ok, result.problem
     assert result.checkpoints >= 2
+
+
+def authentic_rows(services: Any) -> dict[str, tuple[int, int]]:
+    """Per authenticated table: (rows stored, rows whose MAC is their own)."""
+    from sqlalchemy import select
+
+    from coffer.storage import schema, verified
+
+    engine = create_sync_engine_for(services.settings.url)
+    checker = services.integrity
+    read = {
+        "organisations": lambda c, r: verified.organisations(c, checker, r, current=False),
+        "principals": lambda c, r: verified.principals(checker, r),
+        "tokens": lambda c, r: verified.tokens(c, checker, r, current=False),
+        "role_bindings": lambda c, r: verified.bindings(c, checker, r, current=False),
+        "keys": lambda c, r: verified.key_rows(c, checker, r, current=False),
+    }
+    found = {}
+    try:
+        with engine.connect() as conn:
+            for table, check in read.items():
+                rows = conn.execute(select(schema.metadata.tables[table])).all()
+                found[table] = (len(rows), len(check(conn, rows)))
+    finally:
+        engine.dispose()
+    return found
+
+
+def test_the_upgrade_gives_every_row_its_mac_and_every_token_a_keyed_digest(
+    tmp_path: Path,
+) -> None:
+    """Rows written before the storage barrier have no MAC and tokens a plain SHA-256 digest:
+    the first start with the root open moves them over, once, and the token made then still
+    works without anyone knowing it."""
+    settings = Settings(data_dir=legacy_dir(tmp_path))
+    boot = json.loads((FIXTURE / "boot.json").read_text())
+    plain = hashlib.sha256(boot["token"].encode()).digest()
+    assert plain in (settings.data_dir / "coffer.db").read_bytes()  # as 0.1.0 stored it
+    headers = {"Authorization": f"Bearer {boot['token']}", "X-Organisation-Identity": "default"}
+    open_data_dir(settings).close()  # as `coffer serve` does first: the schema migrated
+    with TestClient(build_app(settings, run_scheduler=False)) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        counts = authentic_rows(services)
+        assert all(stored == good and stored > 0 for stored, good in counts.values()), counts
+        assert client.get(KEYS, headers=headers).status_code == 200
+        assert client.get("/v1/iam/tokens", headers=headers).status_code == 200
+    engine = create_sync_engine_for(settings.url)
+    try:
+        with engine.connect() as conn:
+            version = conn.exec_driver_sql("SELECT storage_version FROM installation").scalar()
+    finally:
+        engine.dispose()
+    with closing(sqlite3.connect(settings.database_path)) as db:  # the log folded in, too
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert version == 1
+    data = b"".join(p.read_bytes() for p in settings.data_dir.iterdir() if p.is_file())
+    assert plain not in data
+    # A second start finds nothing to do, and the token still works.
+    with TestClient(build_app(settings, run_scheduler=False)) as client:
+        assert client.get(KEYS, headers=headers).status_code == 200
 
 
 def test_a_legacy_data_directory_with_a_wrong_root_key_is_refused_untouched(

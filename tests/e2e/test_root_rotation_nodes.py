@@ -184,7 +184,8 @@ def test_root_rotation_survives_load_and_a_killed_node(
         state = remaining(b.port, headers)
         assert (state["activeGeneration"], state["remaining"]) == (2, 0)
         blobs = root_blobs(url)
-        assert len(blobs) == ORGANISATIONS + 1 + 1 + 1
+        # The KEKs, the Default organisation's, the region's BYOK key, three purpose keys.
+        assert len(blobs) == ORGANISATIONS + 1 + 1 + 3
         assert {generation for _, _, generation in blobs} == {2}
         for blob, aad, _ in blobs:
             with pytest.raises(KeyIntegrityError):

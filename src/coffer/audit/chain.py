@@ -48,6 +48,7 @@ def record_of(event: AuditEvent, seq: int) -> dict[str, Any]:
             "errorCode": event.error_code,
             "plaintextBytes": event.plaintext_bytes,
             "ciphertextBytes": event.ciphertext_bytes,
+            "objectVersion": event.object_version,
             "client_ip": event.client_ip,
             "user_agent": event.user_agent,
             "requestId": event.request_id,

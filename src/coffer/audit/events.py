@@ -36,6 +36,9 @@ class AuditEvent:
     error_code: str | None = None
     plaintext_bytes: int | None = None
     ciphertext_bytes: int | None = None
+    #: The version of the row the action changed, after it (the storage barrier compares a
+    #: row's version with the newest change recorded of it: docs/security.md).
+    object_version: int | None = None
 
 
 class AuditSink(Protocol):

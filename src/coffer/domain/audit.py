@@ -49,6 +49,8 @@ RESOURCE_TYPES = {
     "service_account": "iam.service_account.",
     "token": "iam.token.",
     "role_binding": "iam.role_binding.",
+    # A row of the database refused by the storage barrier (``integrity.failure``, by the server).
+    "storage_row": "integrity.",
 }
 
 

@@ -53,6 +53,8 @@ class TokenInfo:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    #: 1 when made, 2 once revoked (the storage barrier: docs/security.md).
+    object_version: int = 1
 
     def usable(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)

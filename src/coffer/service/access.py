@@ -12,7 +12,6 @@ from coffer.domain.permissions import Grants
 from coffer.domain.tenants import Principal, PrincipalKind
 from coffer.errors import Forbidden, OrganisationRequired, Unauthenticated
 from coffer.iam.oidc import OidcVerifier, looks_like_jwt
-from coffer.iam.tokens import token_digest
 from coffer.metrics import CacheMeter
 from coffer.service.caches import Cache
 from coffer.service.context import Caller
@@ -34,10 +33,13 @@ class AccessService:
         cache_size: int,
         cache_ttl: float,
         timer: Callable[[], float],
+        digest_of: Callable[[str], bytes],
         oidc: OidcVerifier | None = None,
         metered: bool = False,
     ) -> None:
+        """``digest_of``: a token's stored digest (keyed: ``PurposeKeys.token_digest``)."""
         self._store = store
+        self._digest_of = digest_of
         self._clock = clock
         self._oidc = oidc
         self._oidc_threads = (
@@ -63,7 +65,7 @@ class AccessService:
         if not token or len(token) > MAX_OIDC_TOKEN_LENGTH:
             raise Unauthenticated()
         if self._oidc is not None and looks_like_jwt(token):
-            digest = token_digest(token)
+            digest = self._digest_of(token)
             if self._unknown.get(digest):
                 raise Unauthenticated()
             try:
@@ -88,7 +90,7 @@ class AccessService:
     async def _coffer_token(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthenticated()
-        digest = token_digest(token)
+        digest = self._digest_of(token)
         if self._unknown.get(digest):
             raise Unauthenticated()
         record = await self._tokens.get_or_load(digest, lambda: self._store.find_token(digest))

@@ -42,7 +42,7 @@ from coffer.errors import (
     NotFound,
     OrganisationRequired,
 )
-from coffer.iam.tokens import new_token, token_digest
+from coffer.iam.tokens import new_token
 from coffer.service.access import MAX_REF_LENGTH
 from coffer.service.changes import Changes
 from coffer.service.context import Input, RequestMeta
@@ -224,7 +224,9 @@ class IamService:
                     f"to shred {found.slug!r}, confirm with its slug or identity (--confirm)"
                 )
             now = self._clock()
-            await op.commit(ShredOrganisation(found.identity, now))
+            await op.commit(
+                ShredOrganisation(found.identity, now, object_version=found.object_version + 1)
+            )
             await self._store.forget_deleted()
             await self._changes.organisation_shredded(found.identity)
             log.warning("organisation %s crypto-shredded: its KEK and keys destroyed",
@@ -310,7 +312,7 @@ class IamService:
             )
             op.event.resource_identity = info.identity
             await op.commit(
-                AddToken(info.identity, account.identity, token_digest(token), now,
+                AddToken(info.identity, account.identity, self._tenants.token_digest(token), now,
                          info.expires_at)
             )  # fmt: skip
             return NewToken(info, account, token)
@@ -330,9 +332,10 @@ class IamService:
             if found.revoked_at is not None:
                 return found
             now = self._clock()
-            await op.commit(RevokeToken(found.identity, now))
+            revoked = replace(found, revoked_at=now, object_version=found.object_version + 1)
+            await op.commit(RevokeToken(found.identity, now, object_version=revoked.object_version))
             await self._changes.access_changed()
-            return replace(found, revoked_at=now)
+            return revoked
 
     # --- role bindings --------------------------------------------------------------------------
 

@@ -99,6 +99,8 @@ class Operation:
             raise AssertionError("a change needs an operation with an audit action")
         self._recorded = True
         self.event.status = self._status_of(self.event.action, None)
+        if change.object_version is not None:
+            self.event.object_version = change.object_version
         try:
             await self._sink.write(self.event, change)
         except CofferError:

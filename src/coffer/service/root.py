@@ -347,6 +347,18 @@ class RootOfTrust:
         blob = await self._guarded(lambda: seal_blob(cipher, generation, plaintext, aad))
         return Wrapped(generation, blob)
 
+    def wrap_sync(self, plaintext: bytes, aad: bytes) -> Wrapped:
+        """``wrap`` at start, before any event loop."""
+        generation = self._installation.active_generation
+        cipher = self._cipher(generation)
+        blob = self._run_sync(lambda: seal_blob(cipher, generation, plaintext, aad))
+        return Wrapped(generation, blob)
+
+    def unwrap_sync(self, blob: bytes, aad: bytes) -> bytes:
+        """``unwrap`` at start, before any event loop (of a generation held open)."""
+        cipher = self._cipher(generation_of(blob))
+        return self._run_sync(lambda: open_blob(cipher, blob, aad))
+
     async def unwrap(self, blob: bytes, aad: bytes) -> bytes:
         """The plaintext of a blob wrapped by any live generation. ``StaleRootGeneration`` if
         its generation was retired (read the row again: a rotation rewrapped it)."""

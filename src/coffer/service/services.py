@@ -14,6 +14,7 @@ from coffer.service.audit import AuditService
 from coffer.service.changes import Changes
 from coffer.service.crypto import CryptoService
 from coffer.service.iam import IamService
+from coffer.service.integrity import RowIntegrity
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
@@ -42,6 +43,8 @@ class Services:
     store: Store
     root: RootOfTrust
     purposes: PurposeKeys
+    #: What reads do with authenticated rows; its failures are audited by a background job.
+    integrity: RowIntegrity
     rotation: RootRotation
     sys: SysService
     operations: Operations

@@ -18,7 +18,7 @@ from coffer.domain.identity import (
 from coffer.domain.permissions import RoleBinding, ScopeKind
 from coffer.domain.slugs import slugify
 from coffer.domain.tenants import Organisation, Principal, PrincipalKind
-from coffer.iam.tokens import new_token, token_digest
+from coffer.iam.tokens import new_token
 from coffer.service.root import RootOfTrust
 from coffer.storage.changes import AddBinding, AddOrganisation, AddPrincipal, AddToken, ChangeSet
 from coffer.storage.repositories import Change
@@ -45,9 +45,16 @@ Commit = Callable[[Change], Awaitable[None]]
 
 
 class TenantService:
-    def __init__(self, root: RootOfTrust, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        root: RootOfTrust,
+        clock: Callable[[], datetime],
+        token_digest: Callable[[str], bytes],
+    ) -> None:
+        """``token_digest``: a token's stored digest (``PurposeKeys.token_digest``)."""
         self._root = root
         self._clock = clock
+        self.token_digest = token_digest
 
     def _new_organisation(self, name: str, slug: str | None, kms_enabled: bool) -> Organisation:
         return Organisation(
@@ -107,7 +114,7 @@ class TenantService:
             ChangeSet([
                 added,
                 AddPrincipal(principal),
-                AddToken(new_identity(TOKEN_PREFIX), principal.identity, token_digest(token),
+                AddToken(new_identity(TOKEN_PREFIX), principal.identity, self.token_digest(token),
                          now, None),
                 *bindings,
             ])

@@ -6,25 +6,30 @@ savepoint of its own, so a change is never stored without its record and a recor
 written leaves no change. A change that is refused — a ``Conflict``, a row that moved, an
 organisation shredded meanwhile — rolls back alone, and its record says so. Changes travel to the
 audit writer process in a pickle: they hold domain values and bytes, and their ``apply`` runs on
-a synchronous connection there.
+a synchronous connection there. Every authenticated row a change writes is written with its MAC
+(``coffer.domain.integrity``), computed there over exactly what is written; a change that
+updates such a row reads it first and refuses if its MAC is not the row's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from coffer.domain import integrity
 from coffer.domain.keys import Key
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.seal import RootGeneration, SealConfig, Wrapped
 from coffer.domain.tenants import Organisation, Principal, Project
-from coffer.errors import Conflict, NotFound, OrganisationShredded
+from coffer.errors import Conflict, KeyIntegrityError, NotFound, OrganisationShredded
 from coffer.storage import schema, sql_root
+from coffer.storage.repositories import Macs
+from coffer.storage.rows import organisation_of, utc_or_none
 from coffer.storage.sql_writes import (
     CHANGED_SINCE_READ,
     UPDATED_ELSEWHERE,
@@ -45,7 +50,11 @@ class AddOrganisation:
     kek: Wrapped = field(repr=False)
     quiet_if_refused: bool = False
 
-    def apply(self, conn: Connection) -> None:
+    @property
+    def object_version(self) -> int | None:
+        return self.organisation.object_version
+
+    def apply(self, conn: Connection, macs: Macs) -> None:
         organisation = self.organisation
         conn.execute(
             schema.organisations.insert().values(
@@ -55,6 +64,7 @@ class AddOrganisation:
                 kms_enabled=organisation.kms_enabled,
                 created_at=organisation.created_at,
                 object_version=organisation.object_version,
+                mac=macs.of("organisations", integrity.organisation_fields(organisation)),
             )
         )
         conn.execute(
@@ -75,17 +85,23 @@ class SetKmsEnabled:
     organisation: Organisation
     quiet_if_refused: bool = False
 
-    def apply(self, conn: Connection) -> None:
+    @property
+    def object_version(self) -> int | None:
+        return self.organisation.object_version
+
+    def apply(self, conn: Connection, macs: Macs) -> None:
         table = schema.organisations
+        organisation = self.organisation
         result = conn.execute(
             table.update()
             .where(
-                table.c.identity == self.organisation.identity,
-                table.c.object_version == self.organisation.object_version - 1,
+                table.c.identity == organisation.identity,
+                table.c.object_version == organisation.object_version - 1,
             )
             .values(
-                kms_enabled=self.organisation.kms_enabled,
-                object_version=self.organisation.object_version,
+                kms_enabled=organisation.kms_enabled,
+                object_version=organisation.object_version,
+                mac=macs.of("organisations", integrity.organisation_fields(organisation)),
             )
         )
         if result.rowcount != 1:
@@ -98,23 +114,47 @@ class ShredOrganisation:
 
     identity: str
     at: datetime
+    #: Its version after the change, for the audit record (as the service read it, plus one).
+    object_version: int | None = None
     quiet_if_refused: bool = False
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
         organisations, keys, versions = schema.organisations, schema.keys, schema.key_versions
         # The organisation row first: its lock orders this against key creations (AddKey).
-        marked = conn.execute(
+        conn.execute(
             organisations.update()
-            .where(organisations.c.identity == self.identity, organisations.c.shredded_at.is_(None))
-            .values(shredded_at=self.at)
+            .where(organisations.c.identity == self.identity)
+            .values(identity=organisations.c.identity)
         )
-        if marked.rowcount != 1:
-            exists = conn.scalar(
-                select(organisations.c.identity).where(organisations.c.identity == self.identity)
-            )
-            if exists is None:
-                raise NotFound("organisation not found")
+        row = conn.execute(
+            select(organisations).where(organisations.c.identity == self.identity)
+        ).first()
+        if row is None:
+            raise NotFound("organisation not found")
+        if row.shredded_at is not None:
             raise Conflict("this organisation was shredded already")
+        stored = organisation_of(row)
+        authentic = macs.verify(
+            "organisations", integrity.organisation_fields(stored), _bytes(row.mac)
+        )
+        # A row that is not Coffer's is shredded all the same, but none of its values is
+        # vouched for by the new MAC: the feature gate is closed.
+        shredded = replace(
+            stored,
+            kms_enabled=stored.kms_enabled and authentic,
+            object_version=row.object_version + 1,
+            shredded_at=self.at,
+        )
+        conn.execute(
+            organisations.update()
+            .where(organisations.c.identity == self.identity)
+            .values(
+                shredded_at=self.at,
+                kms_enabled=shredded.kms_enabled,
+                object_version=shredded.object_version,
+                mac=macs.of("organisations", integrity.organisation_fields(shredded)),
+            )
+        )
         owned = select(keys.c.identity).where(keys.c.organisation_identity == self.identity)
         conn.execute(versions.delete().where(versions.c.key_identity.in_(owned)))
         conn.execute(keys.delete().where(keys.c.organisation_identity == self.identity))
@@ -129,8 +169,9 @@ class ShredOrganisation:
 class AddProject:
     project: Project
     quiet_if_refused: bool = False
+    object_version: ClassVar[None] = None
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
         project = self.project
         conn.execute(
             schema.projects.insert().values(
@@ -147,8 +188,9 @@ class AddProject:
 class AddPrincipal:
     principal: Principal
     quiet_if_refused: bool = False
+    object_version: ClassVar[None] = None
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
         principal = self.principal
         conn.execute(
             schema.principals.insert().values(
@@ -158,6 +200,7 @@ class AddPrincipal:
                 platform_admin=principal.platform_admin,
                 created_at=principal.created_at,
                 organisation_identity=principal.organisation_identity,
+                mac=macs.of("principals", integrity.principal_fields(principal)),
             )
         )
 
@@ -172,8 +215,12 @@ class AddToken:
     created_at: datetime
     expires_at: datetime | None
     quiet_if_refused: bool = False
+    object_version: ClassVar[int] = 1
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
+        fields = integrity.token_fields(
+            self.identity, self.principal_identity, self.digest, self.expires_at, None, 1
+        )
         conn.execute(
             schema.tokens.insert().values(
                 identity=self.identity,
@@ -181,6 +228,8 @@ class AddToken:
                 digest=self.digest,
                 created_at=self.created_at,
                 expires_at=self.expires_at,
+                object_version=1,
+                mac=macs.of("tokens", fields),
             )
         )
 
@@ -189,14 +238,36 @@ class AddToken:
 class RevokeToken:
     identity: str
     at: datetime
+    #: Its version after the change, for the audit record (as the service read it, plus one).
+    object_version: int | None = None
     quiet_if_refused: bool = False
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
         table = schema.tokens
+        row = conn.execute(
+            select(table).where(table.c.identity == self.identity).with_for_update()
+        ).first()
+        if row is None or row.revoked_at is not None:
+            return
+        expires_at = utc_or_none(row.expires_at)
+        stored = integrity.token_fields(
+            row.identity, row.principal_identity, bytes(row.digest), expires_at, None,
+            row.object_version,
+        )  # fmt: skip
+        if not macs.verify("tokens", stored, _bytes(row.mac)):
+            raise KeyIntegrityError()  # not a row Coffer wrote: nothing to revoke from it
+        revoked = integrity.token_fields(
+            row.identity, row.principal_identity, bytes(row.digest), expires_at, self.at,
+            row.object_version + 1,
+        )  # fmt: skip
         conn.execute(
             table.update()
-            .where(table.c.identity == self.identity, table.c.revoked_at.is_(None))
-            .values(revoked_at=self.at)
+            .where(table.c.identity == self.identity)
+            .values(
+                revoked_at=self.at,
+                object_version=row.object_version + 1,
+                mac=macs.of("tokens", revoked),
+            )
         )
 
 
@@ -205,8 +276,9 @@ class AddBinding:
     binding: RoleBinding
     created_at: datetime
     quiet_if_refused: bool = False
+    object_version: ClassVar[None] = None
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
         binding = self.binding
         conn.execute(
             schema.role_bindings.insert().values(
@@ -217,6 +289,7 @@ class AddBinding:
                 scope_kind=binding.scope_kind.value,
                 scope_identity=binding.scope_identity,
                 created_at=self.created_at,
+                mac=macs.of("role_bindings", integrity.binding_fields(binding)),
             )
         )
 
@@ -225,8 +298,9 @@ class AddBinding:
 class RemoveBinding:
     identity: str
     quiet_if_refused: bool = False
+    object_version: ClassVar[None] = None
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
         table = schema.role_bindings
         conn.execute(table.delete().where(table.c.identity == self.identity))
 
@@ -240,7 +314,11 @@ class AddKey:
     wrapped_versions: Mapping[int, bytes] = field(repr=False)
     quiet_if_refused: bool = False
 
-    def apply(self, conn: Connection) -> None:
+    @property
+    def object_version(self) -> int | None:
+        return self.key.object_version
+
+    def apply(self, conn: Connection, macs: Macs) -> None:
         organisations = schema.organisations
         # Held until commit: a shredding of the organisation waits for this key, or this key
         # sees the organisation shredded (sql_root explains the pattern).
@@ -251,7 +329,7 @@ class AddKey:
         ).scalar()
         if shredded is not None:
             raise OrganisationShredded()
-        conn.execute(key_insert_statement(self.key))
+        conn.execute(key_insert_statement(self.key, _key_mac(macs, self.key)))
         for version, blob in self.wrapped_versions.items():
             conn.execute(add_version_statement(self.key, version, blob))
 
@@ -268,14 +346,19 @@ class KeyWrite:
     #: Refused (the key moved: another node did it first) leaves no audit record either.
     quiet_if_refused: bool = False
 
+    @property
+    def object_version(self) -> int | None:
+        return self.update.object_version if self.update is not None else None
+
     def __repr__(self) -> str:
         key = self.update or self.delete
         identity = key.identity if key is not None else "-"
         return f"KeyWrite(key={identity!r}, new_version={self.new_version is not None})"
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
         if self.update is not None:
-            expect_one(conn.execute(update_key_statement(self.update)), UPDATED_ELSEWHERE)
+            statement = update_key_statement(self.update, _key_mac(macs, self.update))
+            expect_one(conn.execute(statement), UPDATED_ELSEWHERE)
             if self.new_version is not None:
                 version, wrapped = self.new_version
                 conn.execute(add_version_statement(self.update, version, wrapped))
@@ -292,8 +375,9 @@ class BeginRootRotation:
     generation: RootGeneration
     seal: SealConfig
     quiet_if_refused: bool = False
+    object_version: ClassVar[None] = None
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
         sql_root.begin_rotation(conn, self.generation, self.seal)
 
 
@@ -304,8 +388,9 @@ class FinishRootRotation:
 
     at: datetime
     quiet_if_refused: bool = True
+    object_version: ClassVar[None] = None
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
         sql_root.finish_rotation(conn, self.at)
 
 
@@ -315,7 +400,16 @@ class ChangeSet:
 
     changes: Sequence[Any]
     quiet_if_refused: bool = False
+    object_version: ClassVar[None] = None
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, conn: Connection, macs: Macs) -> None:
         for change in self.changes:
-            change.apply(conn)
+            change.apply(conn, macs)
+
+
+def _key_mac(macs: Macs, key: Key) -> bytes:
+    return macs.of("keys", integrity.key_fields(key))
+
+
+def _bytes(value: Any) -> bytes | None:
+    return bytes(value) if value is not None else None

@@ -33,6 +33,27 @@ class TokenRecord:
     revoked_at: datetime | None
 
 
+class Macs(Protocol):
+    """Row MACs under the root of trust's purpose key (``coffer.crypto.integrity.RowMacs``)."""
+
+    def of(self, table: str, values: tuple[Any, ...]) -> bytes: ...
+
+    def verify(self, table: str, values: tuple[Any, ...], mac: bytes | None) -> bool: ...
+
+
+class Integrity(Protocol):
+    """What reads do with authenticated rows (``coffer.service.integrity``)."""
+
+    def check(self, table: str, identity: str, values: tuple[Any, ...], mac: bytes | None) -> bool:
+        """Whether ``mac`` is the row's; a row that fails is reported (log, metric, audit) and
+        must be treated as absent."""
+        ...
+
+    def report(self, table: str, identity: str, what: str) -> None:
+        """Report an integrity failure of another kind (a row rolled back, …)."""
+        ...
+
+
 class Change(Protocol):
     """A write of one request (``coffer.storage.changes``), applied in the transaction of its
     audit record: all of it or none of it."""
@@ -42,9 +63,15 @@ class Change(Protocol):
         """Whether a refusal (a race another node won) leaves no audit record either."""
         ...
 
-    def apply(self, conn: Any) -> None:
-        """Run its statements on ``conn`` (a synchronous SQLAlchemy connection); raise a
-        ``CofferError`` (``Conflict``, …) to refuse."""
+    @property
+    def object_version(self) -> int | None:
+        """The version of the row it changes, after it (``None``: a row without versions, or
+        several rows), written into its audit record as ``objectVersion``."""
+        ...
+
+    def apply(self, conn: Any, macs: Macs) -> None:
+        """Run its statements on ``conn`` (a synchronous SQLAlchemy connection), writing each
+        authenticated row with its MAC; raise a ``CofferError`` (``Conflict``, …) to refuse."""
         ...
 
 

@@ -47,6 +47,7 @@ organisations = Table(
     Column("object_version", Integer, nullable=False),
     # Set when the organisation was crypto-shredded: its KEK and keys are gone for good.
     Column("shredded_at", Timestamp, nullable=True),
+    Column("mac", LargeBinary(32), nullable=True),
 )
 
 organisation_keks = Table(
@@ -96,6 +97,8 @@ installation = Table(
     Column("seal_config", JSON, nullable=False),
     Column("active_generation", Integer, nullable=False),
     Column("created_at", Timestamp, nullable=False),
+    # 0: rows without MACs and plain token digests (before 0008); 1: the storage barrier.
+    Column("storage_version", Integer, nullable=False, server_default="0"),
 )
 
 #: One row per generation of the root key: its check value, and its key sealed for other nodes
@@ -151,6 +154,7 @@ principals = Table(
     Column(
         "organisation_identity", String(64), ForeignKey("organisations.identity"), nullable=True
     ),
+    Column("mac", LargeBinary(32), nullable=True),
     Index("ix_principals_organisation_name", "organisation_identity", "name", unique=True),
 )
 
@@ -164,11 +168,13 @@ tokens = Table(
         ForeignKey("principals.identity"),
         nullable=False,
     ),
-    # SHA-256 of the token; the token itself is never stored.
+    # HMAC(k_tokens, SHA-256(token)) (crypto/integrity.py); the token itself is never stored.
     Column("digest", LargeBinary(32), nullable=False, unique=True),
     Column("created_at", Timestamp, nullable=False),
     Column("expires_at", Timestamp, nullable=True),
     Column("revoked_at", Timestamp, nullable=True),
+    Column("object_version", Integer, nullable=False, server_default="1"),
+    Column("mac", LargeBinary(32), nullable=True),
 )
 
 role_bindings = Table(
@@ -192,6 +198,7 @@ role_bindings = Table(
     Column("scope_kind", String(32), nullable=False),
     Column("scope_identity", String(64), nullable=True),
     Column("created_at", Timestamp, nullable=False),
+    Column("mac", LargeBinary(32), nullable=True),
 )
 
 keys = Table(
@@ -227,6 +234,8 @@ keys = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     Column("object_version", Integer, nullable=False),
+    # HMAC of the covered fields under a purpose key (domain/integrity.py).
+    Column("mac", LargeBinary(32), nullable=True),
     UniqueConstraint("organisation_identity", "region", "project_identity", "slug"),
     # Listing walks one scope in (createdAt, identity) order.
     Index(
@@ -269,6 +278,8 @@ audit_events = Table(
     Column("hash", LargeBinary(32), nullable=False),
     Index("ix_audit_events_organisation_seq", "organisation_identity", "seq"),
     Index("ix_audit_events_created_at", "created_at"),
+    # The newest change of an object (a row rolled back to an older version is told by it).
+    Index("ix_audit_events_resource_changes", "resource_identity", "action", "seq"),
 )
 
 # The newest link of the chain. Every append moves it in the same transaction, compare-and-swap:

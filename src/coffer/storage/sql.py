@@ -20,14 +20,11 @@ from coffer.domain.permissions import RoleBinding
 from coffer.domain.seal import Installation, RootGeneration, RootWrappedRow, Wrapped
 from coffer.domain.tenants import Organisation, Project
 from coffer.errors import Conflict, Unavailable
-from coffer.storage import schema, sql_root
-from coffer.storage.repositories import TokenRecord
+from coffer.storage import schema, sql_root, verified
+from coffer.storage.repositories import Integrity, TokenRecord
 from coffer.storage.rows import (
-    binding_of,
     identity_first,
     keys_of,
-    organisation_of,
-    principal_of,
     project_of,
     utc_or_none,
     versions_of,
@@ -47,8 +44,11 @@ class SqlStore:
     SQL). docs/benchmarks.md has the measurement.
     """
 
-    def __init__(self, engine: AsyncEngine, read_engine: Engine | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, integrity: Integrity, read_engine: Engine | None = None
+    ) -> None:
         self._engine = engine
+        self._integrity = integrity
         self._read_engine = read_engine
 
     @property
@@ -119,14 +119,14 @@ class SqlStore:
 
     async def find_organisation(self, ref: str) -> Organisation | None:
         table = schema.organisations
-        async with self.reading() as conn:
-            rows = (
-                await conn.execute(
-                    select(table).where(or_(table.c.identity == ref, table.c.slug == ref))
-                )
-            ).all()
-        rows = identity_first(rows, ref)
-        return organisation_of(rows[0]) if rows else None
+        query = select(table).where(or_(table.c.identity == ref, table.c.slug == ref))
+
+        def read(conn: Connection) -> Organisation | None:
+            rows = identity_first(conn.execute(query).all(), ref)
+            found = verified.organisations(conn, self._integrity, rows, current=True)
+            return found[0] if found else None
+
+        return await self._read_sync(read)
 
     async def wrapped_kek(self, organisation_identity: str) -> bytes | None:
         table = schema.organisation_keks
@@ -155,40 +155,40 @@ class SqlStore:
     async def find_token(self, digest: bytes) -> TokenRecord | None:
         tokens, principals = schema.tokens, schema.principals
         query = (
-            select(
-                tokens.c.identity.label("token_identity"),
-                tokens.c.expires_at,
-                tokens.c.revoked_at,
-                principals,
-            )
+            select(tokens, *(c.label(f"p_{c.name}") for c in principals.columns))
             .join(principals, principals.c.identity == tokens.c.principal_identity)
             .where(tokens.c.digest == digest)
         )
-        async with self.reading() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None:
-            return None
-        return TokenRecord(
-            identity=row.token_identity,
-            principal=principal_of(row),
-            expires_at=utc_or_none(row.expires_at),
-            revoked_at=utc_or_none(row.revoked_at),
-        )
+
+        def read(conn: Connection) -> TokenRecord | None:
+            rows = verified.tokens(conn, self._integrity, conn.execute(query).all(), current=True)
+            if not rows:
+                return None
+            owner = verified.principal(self._integrity, rows[0], "p_")
+            if owner is None:
+                return None
+            return TokenRecord(
+                identity=rows[0].identity,
+                principal=owner,
+                expires_at=utc_or_none(rows[0].expires_at),
+                revoked_at=utc_or_none(rows[0].revoked_at),
+            )
+
+        return await self._read_sync(read)
 
     async def bindings(
         self, principal_identity: str, organisation_identity: str
     ) -> Sequence[RoleBinding]:
         table = schema.role_bindings
-        async with self.reading() as conn:
-            rows = (
-                await conn.execute(
-                    select(table).where(
-                        table.c.principal_identity == principal_identity,
-                        table.c.organisation_identity == organisation_identity,
-                    )
-                )
-            ).all()
-        return [binding_of(row) for row in rows]
+        query = select(table).where(
+            table.c.principal_identity == principal_identity,
+            table.c.organisation_identity == organisation_identity,
+        )
+        return await self._read_sync(
+            lambda conn: verified.bindings(
+                conn, self._integrity, conn.execute(query).all(), current=True
+            )
+        )
 
     async def _with_versions(self, conn: AsyncConnection, rows: Sequence[Row[Any]]) -> list[Key]:
         if not rows:
@@ -209,17 +209,16 @@ class SqlStore:
             table.c.project_identity == project_column(project_identity),
             or_(table.c.identity == ref, table.c.slug == ref),
         )
+
+        def read(conn: Connection) -> list[Key]:
+            rows = verified.key_rows(conn, self._integrity, conn.execute(query).all(), current=True)
+            rows = identity_first(rows, ref)[:1]
+            return keys_of(rows, conn.execute(versions_of(rows))) if rows else []
+
         if self._read_engine is not None:
-
-            def read(conn: Connection) -> list[Key]:
-                rows = identity_first(conn.execute(query).all(), ref)[:1]
-                return keys_of(rows, conn.execute(versions_of(rows))) if rows else []
-
             found = await self._read_in_thread(read, snapshot=True)
         else:
-            async with self.reading() as conn:
-                rows = (await conn.execute(query)).all()
-                found = await self._with_versions(conn, identity_first(rows, ref)[:1])
+            found = await self._read_sync(read)
         return found[0] if found else None
 
     async def list_keys(
@@ -250,6 +249,9 @@ class SqlStore:
         )
         async with self.reading() as conn:
             rows = (await conn.execute(query)).all()
+            rows = await conn.run_sync(
+                lambda c: verified.key_rows(c, self._integrity, rows, current=False)
+            )
             if key_filter.labels:
                 wanted = key_filter.labels.items()
                 rows = [row for row in rows if wanted <= dict(row.labels).items()]
@@ -276,6 +278,11 @@ class SqlStore:
         query = select(table).where(*conditions).order_by(table.c.identity).limit(limit)
         async with self.reading() as conn:
             rows = (await conn.execute(query)).all()
+            # The scheduler acts on these: a forged or rolled-back row (one that would have a
+            # key purged) is left out.
+            rows = await conn.run_sync(
+                lambda c: verified.key_rows(c, self._integrity, rows, current=True)
+            )
             return await self._with_versions(conn, rows)
 
     async def keys_due_for_rotation(self, now: datetime, limit: int) -> Sequence[Key]:
@@ -319,6 +326,11 @@ class SqlStore:
     async def _read_sync(self, work: Callable[[Connection], T]) -> T:
         async with self.reading() as conn:
             return await conn.run_sync(work)
+
+    async def read_verified(self, work: Callable[[Connection, Integrity], T]) -> T:
+        """``work`` on a synchronous connection, with what checks authenticated rows
+        (``coffer.storage.verified``)."""
+        return await self._read_sync(lambda conn: work(conn, self._integrity))
 
     async def _write_sync(self, work: Callable[[Connection], T]) -> T:
         async with self.transaction() as tx:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy.sql.expression import Executable
 from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
 from coffer.errors import CofferError, Conflict, Unavailable
 from coffer.storage import schema
-from coffer.storage.repositories import BuildRows, Change
+from coffer.storage.repositories import BuildRows, Change, Macs
 from coffer.storage.rows import utc
 from coffer.storage.sql import SqlStore
 
@@ -56,9 +56,12 @@ AUDIT_LOCK_SUFFIX = ".audit-lock"
 class SqlAuditStore:
     """The audit tables, on the same engine (and database) as the keys."""
 
-    def __init__(self, store: SqlStore, writer: Engine) -> None:
+    def __init__(self, store: SqlStore, writer: Engine, macs: Callable[[], Macs]) -> None:
+        """``macs``: the row MACs the changes write with (called when a change is applied:
+        the purpose key is loaded after the root of trust opens)."""
         self._store = store
         self._writer = writer
+        self._macs = macs
         # SQLite has one writer at a time, and a writer that finds the database locked sleeps in
         # steps of 1, 2, 5, 10… ms before it tries again. The audit writers of several server
         # processes queue on a file lock instead, and the next one starts the moment the last
@@ -97,7 +100,7 @@ class SqlAuditStore:
 
     def _apply_alone(self, change: Change) -> None:
         with self._writer.begin() as conn:
-            change.apply(conn)
+            change.apply(conn, self._macs())
 
     def _append_sync(self, changes: Sequence[Change | None], build: BuildRows) -> None:
         if self._turns is None:
@@ -121,13 +124,15 @@ class SqlAuditStore:
             ).one()
             start = (int(locked.seq), bytes(locked.hash))
             outcomes: list[CofferError | None] = []
+            macs = self._macs() if any(changes) else None
             for change in changes:
                 if change is None:
                     outcomes.append(None)
                     continue
                 savepoint = conn.begin_nested()
                 try:
-                    change.apply(conn)
+                    assert macs is not None
+                    change.apply(conn, macs)
                 except CofferError as refused:  # this change only; the batch goes on
                     savepoint.rollback()
                     outcomes.append(refused)

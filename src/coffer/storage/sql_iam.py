@@ -1,5 +1,6 @@
 """``IamStore`` on SQLAlchemy Core: the reads of IAM administration (organisations, projects,
-service accounts, tokens, role bindings). Its writes go through ``SqlTransaction``."""
+service accounts, tokens, role bindings), each authenticated row checked before it is shown or
+used (``coffer.storage.verified``). Its writes are changes (``coffer.storage.changes``)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,8 @@ from sqlalchemy.engine import Row
 
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.tenants import Organisation, Principal, PrincipalKind, Project, TokenInfo
-from coffer.storage import schema
-from coffer.storage.rows import (
-    binding_of,
-    identity_first,
-    organisation_of,
-    principal_of,
-    project_of,
-    utc,
-    utc_or_none,
-)
+from coffer.storage import schema, verified
+from coffer.storage.rows import project_of, utc, utc_or_none
 from coffer.storage.sql import SqlStore
 
 
@@ -31,6 +24,7 @@ def _token(row: Row[Any]) -> TokenInfo:
         created_at=utc(row.created_at),
         expires_at=utc_or_none(row.expires_at),
         revoked_at=utc_or_none(row.revoked_at),
+        object_version=row.object_version,
     )
 
 
@@ -51,7 +45,11 @@ class SqlIamStore:
                 schema.role_bindings.c.principal_identity == member
             )
             query = query.where(table.c.identity.in_(bound))
-        return [organisation_of(row) for row in await self._rows(query)]
+        return await self._store.read_verified(
+            lambda conn, checker: verified.organisations(
+                conn, checker, conn.execute(query).all(), current=False
+            )
+        )
 
     async def projects(self, organisation_identity: str) -> Sequence[Project]:
         table = schema.projects
@@ -61,6 +59,11 @@ class SqlIamStore:
             .order_by(table.c.created_at, table.c.identity)
         )
         return [project_of(row) for row in await self._rows(query)]
+
+    async def _principals(self, query: Any) -> list[Principal]:
+        return await self._store.read_verified(
+            lambda conn, checker: verified.principals(checker, conn.execute(query).all())
+        )
 
     async def service_accounts(self, organisation_identity: str) -> Sequence[Principal]:
         table = schema.principals
@@ -72,7 +75,7 @@ class SqlIamStore:
             )
             .order_by(table.c.created_at, table.c.identity)
         )
-        return [principal_of(row) for row in await self._rows(query)]
+        return await self._principals(query)
 
     async def find_service_account(self, organisation_identity: str, ref: str) -> Principal | None:
         """A service account of the organisation, by identity or by name."""
@@ -82,13 +85,13 @@ class SqlIamStore:
             table.c.kind == PrincipalKind.SERVICE_ACCOUNT.value,
             or_(table.c.identity == ref, table.c.name == ref),
         )
-        rows = identity_first(await self._rows(query), ref)
-        return principal_of(rows[0]) if rows else None
+        found = sorted(await self._principals(query), key=lambda p: p.identity != ref)
+        return found[0] if found else None
 
     async def find_principal(self, identity: str) -> Principal | None:
         table = schema.principals
-        rows = await self._rows(select(table).where(table.c.identity == identity))
-        return principal_of(rows[0]) if rows else None
+        found = await self._principals(select(table).where(table.c.identity == identity))
+        return found[0] if found else None
 
     @staticmethod
     def _tokens_of(organisation_identity: str) -> Any:
@@ -99,17 +102,26 @@ class SqlIamStore:
             .where(principals.c.organisation_identity == organisation_identity)
         )
 
+    async def _tokens(self, query: Any) -> list[TokenInfo]:
+        # Current: a token put back unrevoked is not listed as usable.
+        rows = await self._store.read_verified(
+            lambda conn, checker: verified.tokens(
+                conn, checker, conn.execute(query).all(), current=True
+            )
+        )
+        return [_token(row) for row in rows]
+
     async def tokens(self, organisation_identity: str) -> Sequence[TokenInfo]:
         """The tokens of the organisation's service accounts."""
         query = self._tokens_of(organisation_identity).order_by(
             schema.tokens.c.created_at, schema.tokens.c.identity
         )
-        return [_token(row) for row in await self._rows(query)]
+        return await self._tokens(query)
 
     async def find_token(self, organisation_identity: str, identity: str) -> TokenInfo | None:
         query = self._tokens_of(organisation_identity).where(schema.tokens.c.identity == identity)
-        rows = await self._rows(query)
-        return _token(rows[0]) if rows else None
+        found = await self._tokens(query)
+        return found[0] if found else None
 
     async def role_bindings(self, organisation_identity: str) -> Sequence[RoleBinding]:
         table = schema.role_bindings
@@ -118,13 +130,23 @@ class SqlIamStore:
             .where(table.c.organisation_identity == organisation_identity)
             .order_by(table.c.created_at, table.c.identity)
         )
-        return [binding_of(row) for row in await self._rows(query)]
+        return await self._store.read_verified(
+            lambda conn, checker: verified.bindings(
+                conn, checker, conn.execute(query).all(), current=True
+            )
+        )
 
     async def has_key(self, organisation_identity: str, key_identity: str) -> bool:
         """Whether the organisation has a key with identity ``key_identity``."""
         table = schema.keys
-        query = select(table.c.identity).where(
+        query = select(table).where(
             table.c.organisation_identity == organisation_identity,
             table.c.identity == key_identity,
         )
-        return bool(await self._rows(query))
+        return bool(
+            await self._store.read_verified(
+                lambda conn, checker: verified.key_rows(
+                    conn, checker, conn.execute(query).all(), current=False
+                )
+            )
+        )

@@ -35,6 +35,9 @@ from coffer.errors import Conflict
 from coffer.storage import schema
 
 INSTALLATION_ROW = 1
+#: The storage version this code writes (``installation.storage_version``; ``barrier``): 1 since
+#: the storage barrier (row MACs, keyed token digests).
+STORAGE_VERSION = 1
 
 #: Every table whose rows hold a blob wrapped by the root key: (table, key column, blob column).
 ROOT_WRAPPED = (
@@ -130,7 +133,11 @@ def lock_installation(conn: Connection) -> Installation:
     return found
 
 
-def insert_installation(conn: Connection, installation: Installation) -> None:
+def insert_installation(
+    conn: Connection, installation: Installation, *, storage_version: int = STORAGE_VERSION
+) -> None:
+    """``storage_version``: that of the rows already there (0: older than the storage barrier,
+    upgraded when the root is first open)."""
     conn.execute(
         schema.installation.insert().values(
             id=INSTALLATION_ROW,
@@ -139,6 +146,7 @@ def insert_installation(conn: Connection, installation: Installation) -> None:
             seal_config=seal_config_json(installation.seal),
             active_generation=installation.active_generation,
             created_at=installation.created_at,
+            storage_version=storage_version,
         )
     )
 

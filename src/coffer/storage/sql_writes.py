@@ -57,7 +57,7 @@ def expect_one(result: Any, message: str) -> None:
         raise Conflict(message)
 
 
-def key_insert_statement(key: Key) -> Executable:
+def key_insert_statement(key: Key, mac: bytes) -> Executable:
     return schema.keys.insert().values(
         identity=key.identity,
         organisation_identity=key.organisation_identity,
@@ -73,6 +73,7 @@ def key_insert_statement(key: Key) -> Executable:
         export_allowed=key.export_allowed,
         allow_rotation=key.allow_rotation,
         created_at=key.created_at,
+        mac=mac,
         **_mutable_columns(key),
     )
 
@@ -84,13 +85,13 @@ def add_version_statement(key: Key, version: int, wrapped: bytes) -> Executable:
     )
 
 
-def update_key_statement(key: Key) -> Executable:
-    """The key's lifecycle fields, if the row is still at ``key.object_version - 1``."""
+def update_key_statement(key: Key, mac: bytes) -> Executable:
+    """The key's lifecycle fields and MAC, if the row is still at ``key.object_version - 1``."""
     table = schema.keys
     return (
         table.update()
         .where(table.c.identity == key.identity, table.c.object_version == key.object_version - 1)
-        .values(**_mutable_columns(key))
+        .values(mac=mac, **_mutable_columns(key))
     )
 
 
