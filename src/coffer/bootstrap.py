@@ -155,6 +155,10 @@ CREATED_ACTIONS = frozenset(
 )
 
 
+#: How long a BYOK wrapping key is still accepted after its successor was made.
+BYOK_OVERLAP_HOURS = 24
+
+
 def audit_status(action: str, error: CofferError | None) -> int:
     """The HTTP status the API answers with, for the audit record (the API's own table)."""
     if error is not None:
@@ -290,7 +294,12 @@ def build_services(
         metered=settings.metrics,
     )
     keyring = Keyring(
-        store, root, cache_size=settings.cache_size, timer=timer, metered=settings.metrics
+        store,
+        root,
+        cache_size=settings.cache_size,
+        timer=timer,
+        metered=settings.metrics,
+        report=integrity.report,
     )
     audit_store = SqlAuditStore(store, writer_engine, lambda: purposes.row_macs)
     audit_log = None
@@ -332,7 +341,14 @@ def build_services(
         ),
         regions_of(settings),
     )
-    wrapping = WrappingKeys(store, root, clock, timer)
+    wrapping = WrappingKeys(
+        store,
+        keyring,
+        clock,
+        timer,
+        lifetime=timedelta(days=settings.byok_wrapping_key_lifetime_days),
+        overlap=timedelta(hours=BYOK_OVERLAP_HOURS),
+    )
     tenants = TenantService(root, clock, purposes.token_digest)
     bus, lease = _coordination(settings, store)
     changes = Changes(scope.keys, keyring, access, bus, root)

@@ -32,6 +32,7 @@ FILE_SETTINGS = frozenset(
         "scheduler_interval_seconds",
         "scheduler_takeover_seconds",
         "deletion_retention_days",
+        "byok_wrapping_key_lifetime_days",
         "audit_sink",
         "audit_writer",
         "audit_checkpoint_every",
@@ -102,6 +103,9 @@ class Settings:
     scheduler_takeover_seconds: float = 10.0
     #: How long a deleted key stays pending before it is purged (at least one day).
     deletion_retention_days: int = 30
+    #: How long an organisation's BYOK wrapping key is handed out before a successor is made (the
+    #: one before is still accepted for 24 hours after that).
+    byok_wrapping_key_lifetime_days: int = 30
     #: ``database`` (durable, hash-chained) or ``discard`` (only to measure what the audit costs).
     audit_sink: str = "database"
     #: ``process``: records are built and committed by a writer process of their own (another
@@ -250,13 +254,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
             raise ConfigError(f"{path}: 'root_rotation_grace_seconds' must be a number, at least 0")
         values["root_rotation_grace_seconds"] = float(grace)
-    if "deletion_retention_days" in raw:
-        days = raw["deletion_retention_days"]
-        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
-            raise ConfigError(
-                f"{path}: 'deletion_retention_days' must be a whole number, at least 1"
-            )
-        values["deletion_retention_days"] = days
+    for name in ("deletion_retention_days", "byok_wrapping_key_lifetime_days"):
+        if name in raw:
+            days = raw[name]
+            if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+                raise ConfigError(f"{path}: '{name}' must be a whole number, at least 1")
+            values[name] = days
     if "audit_sink" in raw:
         if raw["audit_sink"] not in AUDIT_SINKS:
             raise ConfigError(f"{path}: 'audit_sink' must be one of {', '.join(AUDIT_SINKS)}")

@@ -214,6 +214,16 @@ class Sealed(Unavailable):
     default_message = "Coffer is sealed; see GET /v1/sys/seal-status"
 
 
+class IntegrityFailure(Unavailable):
+    """A row of the database failed its integrity check where absence would not do (a key's
+    wrapped material, an organisation's KEK): the row was tampered with, and it is reported."""
+
+    code = "integrity"
+    default_message = (
+        "stored data failed its integrity check; the operator has been alerted (see the logs)"
+    )
+
+
 class RegionUnavailable(Unavailable):
     code = "region_unavailable"
     default_message = "KMS is not available in this region"

@@ -92,6 +92,9 @@ class CreateKeyRequest(Request):
 class WrappingKeyResponse(Response):
     public_key: str
     algorithm: str
+    # An extension: when this key stops being handed out (a successor is made then; this one is
+    # still accepted for imports for 24 hours after that).
+    expires_at: datetime | None = None
 
 
 class UpdateRotationRequest(Request):

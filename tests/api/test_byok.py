@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,10 +13,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+from sqlalchemy import select
 
 from coffer.domain.identity import new_identity
+from coffer.storage import schema
 from tests.api.test_access import error
-from tests.conftest import SUITE_SECRETS, Kms, initialised, make_settings, open_kms
+from tests.conftest import SUITE_SECRETS, Kms, initialised, make_settings, open_kms, sync_engine
 
 KEYS = "/v1/kms/nl-01/keys"
 IMPORT_HASHES = {"sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
@@ -195,3 +198,103 @@ def test_pkcs1_and_sec1_der_import_too_and_export_as_pkcs8(kms: Kms) -> None:
         assert response.status_code == 201, response.text
         out = kms.post(f"{KEYS}/{response.json()['identity']}/export").json()["keyMaterial"]
         assert base64.b64decode(out) == der(private)
+
+
+# --- one series of wrapping keys per organisation and region --------------------------------------
+
+
+@pytest.fixture
+def fresh(tmp_path: Any) -> Iterator[Kms]:
+    """An app of its own: these tests move its clock."""
+    settings = make_settings(tmp_path / "data")
+    yield from open_kms(settings, initialised(settings))
+
+
+def fetched(kms: Kms, headers: dict[str, str] | None = None) -> tuple[rsa.RSAPublicKey, str]:
+    response = kms.get("/v1/kms/nl-01/wrapping-key", headers=headers or kms.headers)
+    assert response.status_code == 200, response.text
+    key = serialization.load_pem_public_key(response.json()["publicKey"].encode())
+    assert isinstance(key, rsa.RSAPublicKey)
+    return key, response.json()["expiresAt"]
+
+
+def wrap_with(public: rsa.RSAPublicKey, target: bytes) -> str:
+    SUITE_SECRETS.update({target.hex(), b64(target)})
+    ephemeral = os.urandom(32)
+    oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
+    return b64(public.encrypt(ephemeral, oaep) + aes_key_wrap_with_padding(ephemeral, target))
+
+
+def unwrap_error(response: Any) -> str:
+    message: str = error(response, 400, "invalid_key_material")["message"]
+    return message
+
+
+def test_a_blob_wrapped_for_one_organisation_does_not_import_into_another(fresh: Kms) -> None:
+    """The reviewer's attack: a blob that organisation A wrapped, imported into organisation B
+    with ``exportAllowed`` so that B could export A's key. B's wrapping key is B's own: the blob
+    does not open there, and the error is the one every bad blob gets."""
+    kms = fresh
+    other = kms.post("/v1/organisations", {"name": "Organisation B"}).json()["identity"]
+    in_b = {**kms.headers, "X-Organisation-Identity": other}
+    bound = kms.post("/v1/iam/role-bindings",
+                     {"principal": kms.boot.principal.identity, "policy": "kms:FullAccess"},
+                     headers=in_b)  # fmt: skip
+    assert bound.status_code == 201
+    key_a, _ = fetched(kms)
+    key_b, _ = fetched(kms, in_b)
+    assert key_a.public_numbers() != key_b.public_numbers()
+
+    target = os.urandom(32)
+    blob = wrap_with(key_a, target)
+    body = {"name": "stolen", "keyType": "aes256-gcm96", "importKeyMaterial": blob,
+            "exportAllowed": True}  # fmt: skip
+    refused = unwrap_error(kms.post(KEYS, body, headers=in_b))
+    garbage = unwrap_error(
+        import_key(kms, "aes256-gcm96", b64(os.urandom(len(base64.b64decode(blob)))))
+    )
+    assert refused == garbage
+    assert kms.get(KEYS, headers=in_b).json() == []
+    # A's own import of the same blob works.
+    assert kms.post(KEYS, {**body, "name": "mine"}).status_code == 201
+    # Shredding B destroys its wrapping keys with its KEK.
+    shred = kms.post(f"/v1/organisations/{other}/shred", {"confirm": other})
+    assert shred.status_code == 200, shred.text
+    engine = sync_engine(kms.settings)
+    with engine.connect() as conn:
+        table = schema.byok_wrapping_keys
+        owners = {r[0] for r in conn.execute(select(table.c.organisation_identity))}
+    engine.dispose()
+    assert owners == {kms.org}
+
+
+def test_wrapping_keys_rotate_after_their_lifetime_and_the_last_one_is_accepted_for_a_day(
+    fresh: Kms,
+) -> None:
+    kms = fresh
+    first, expires = fetched(kms)
+    now = kms.clock()
+    lifetime = datetime.fromisoformat(expires) - now
+    assert timedelta(days=30) - timedelta(minutes=1) < lifetime <= timedelta(days=30)
+    assert fetched(kms)[0].public_numbers() == first.public_numbers()  # stable until then
+    early = wrap_with(first, os.urandom(32))
+    late = wrap_with(first, os.urandom(32))
+
+    kms.clock.advance(days=30, seconds=1)
+    second, expires_second = fetched(kms)
+    assert second.public_numbers() != first.public_numbers()
+    assert datetime.fromisoformat(expires_second) > datetime.fromisoformat(expires)
+    # A client that fetched the first key just before still imports with it for 24 hours.
+    assert import_key(kms, "aes256-gcm96", early).status_code == 201
+    assert import_key(kms, "aes256-gcm96", wrap_with(second, os.urandom(32))).status_code == 201
+    kms.clock.advance(hours=24, seconds=1)
+    unwrap_error(import_key(kms, "aes256-gcm96", late))
+    assert import_key(kms, "aes256-gcm96", wrap_with(second, os.urandom(32))).status_code == 201
+
+
+def test_the_wrapping_key_lifetime_is_configurable(tmp_path: Any) -> None:
+    settings = make_settings(tmp_path / "data", byok_wrapping_key_lifetime_days=2)
+    for kms in open_kms(settings, initialised(settings)):
+        _, expires = fetched(kms)
+        lifetime = datetime.fromisoformat(expires) - kms.clock()
+        assert timedelta(days=2) - timedelta(minutes=1) < lifetime <= timedelta(days=2)

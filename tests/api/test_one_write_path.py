@@ -80,6 +80,8 @@ CASES: dict[str, Callable[[Kms], Request]] = {
     "delete_role_binding": lambda kms: ("DELETE",
                                         f"/v1/iam/role-bindings/{binding(kms)['identity']}", None),
     "rotate_root": lambda kms: ("POST", "/v1/sys/rotate-root", None),
+    # The first request of an organisation makes its wrapping key.
+    "wrapping_key": lambda kms: ("GET", "/v1/kms/nl-01/wrapping-key", None),
 }  # fmt: skip
 
 

@@ -21,7 +21,7 @@ from coffer.bootstrap import SealChoice, build_services, open_root
 from coffer.config import ConfigError, Settings
 from coffer.crypto.root import SoftwareCipher, open_blob, opens_check_value
 from coffer.crypto.signing import legacy_signing_seed
-from coffer.crypto.wrapping import kek_aad, purpose_key_aad, wrapping_key_aad
+from coffer.crypto.wrapping import kek_aad, purpose_key_aad
 from coffer.domain.seal import SealType, StaleRootGeneration
 from coffer.errors import KeyIntegrityError
 from coffer.service.context import RequestMeta
@@ -54,7 +54,6 @@ def root_blobs(kms: Kms) -> list[tuple[str, bytes, int, bytes]]:
     with engine.connect() as conn:
         for table, key, blob, aad in (
             (schema.organisation_keks, "organisation_identity", "wrapped_kek", kek_aad),
-            (schema.wrapping_keys, "region", "wrapped_private", wrapping_key_aad),
             (schema.purpose_keys, "purpose", "wrapped", purpose_key_aad),
         ):
             for row in conn.execute(select(table.c[key], table.c[blob], table.c.root_generation)):
@@ -107,8 +106,9 @@ def test_rotating_the_root_rewraps_everything_and_retires_the_old_key(kms: Kms) 
     old_key = kms.settings.root_key_path.read_bytes()
     before = root_blobs(kms)
     assert {generation for _, _, generation, _ in before} == {1}
-    # Four KEKs, the region's BYOK key, the purpose keys (checkpoint signing, row MAC, token digest)
-    assert len(before) == 4 + 1 + 3
+    # Four KEKs and the purpose keys (checkpoint signing, row MAC, token digest); BYOK wrapping
+    # keys are wrapped by their organisation's KEK, and need no rewrapping.
+    assert len(before) == 4 + 3
     signature_key = kms.run(kms.services.purposes.checkpoint_seed)
 
     started = kms.post("/v1/sys/rotate-root")
@@ -177,7 +177,7 @@ def test_a_rotation_stopped_half_way_resumes_at_the_next_start(tmp_path: Path) -
         # Begun, one batch rewrapped, then the server stops (its background run is not started).
         kms.run(begin_rotation, kms.services)
         kms.run(rewrap_one_batch, kms.services)
-        assert kms.run(kms.services.rotation.status).remaining == 7
+        assert kms.run(kms.services.rotation.status).remaining == 6
     for restarted in open_kms(settings, boot):
         assert wait_until_rotated(restarted)["activeGeneration"] == 2
         assert {generation for _, _, generation, _ in root_blobs(restarted)} == {2}

@@ -596,3 +596,50 @@ def test_no_database_file_holds_the_plain_digest_of_a_token(kms: Kms) -> None:
         assert plain.hex().encode() not in data
         assert token.encode() not in data
     assert kms.services.purposes.token_digest(w.app_token) in data
+
+
+# --- blobs bound by their associated data ---------------------------------------------------------
+
+
+def test_a_blob_moved_to_another_row_does_not_open_and_is_noticed(
+    kms: Kms, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Key versions and organisation KEKs are authenticated by the AES-GCM associated data that
+    binds each blob to its row: a blob copied from another key or organisation does not open.
+    Absence would not do here (a decrypt cannot go on without its version), so the request
+    answers 503 ``integrity``, and the row is reported."""
+    w = make_world(kms)
+    caplog.set_level(logging.ERROR, logger="coffer.service.integrity")
+    before = failures("key_versions"), failures("organisation_keks")
+    sealed = ok(kms.post(f"{KEYS}/other/encrypt", {"plaintext": "c2VjcmV0"}))["ciphertext"]
+    versions, keks = schema.key_versions, schema.organisation_keks
+    engine = sync_engine(kms.settings)
+    with engine.connect() as conn:
+        foreign = conn.execute(
+            select(versions.c.wrapped_material).where(
+                versions.c.key_identity == w.key, versions.c.version == 1
+            )
+        ).scalar_one()
+        elsewhere = conn.execute(
+            select(keks.c.wrapped_kek).where(keks.c.organisation_identity == w.elsewhere)
+        ).scalar_one()
+    engine.dispose()
+    w.write(
+        update(versions)
+        .where(versions.c.key_identity == w.other_key)
+        .values(wrapped_material=foreign)
+    )
+    kms.services.keyring.clear()
+    refused = kms.post(f"{KEYS}/other/decrypt", {"ciphertext": sealed})
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "integrity"
+    assert_noticed(w, "key_versions", f"{w.other_key}/1", caplog, before[0])
+
+    w.write(
+        update(keks).where(keks.c.organisation_identity == kms.org).values(wrapped_kek=elsewhere)
+    )
+    kms.services.keyring.clear()
+    refused = kms.post(f"{KEYS}/k/encrypt", {"plaintext": "c2VjcmV0"})
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "integrity"
+    assert_noticed(w, "organisation_keks", kms.org, caplog, before[1])

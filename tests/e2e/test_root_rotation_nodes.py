@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from coffer.crypto.root import SoftwareCipher, open_blob
-from coffer.crypto.wrapping import kek_aad, purpose_key_aad, wrapping_key_aad
+from coffer.crypto.wrapping import kek_aad, purpose_key_aad
 from coffer.errors import KeyIntegrityError
 from tests.conftest import SUITE_SECRETS
 from tests.e2e.processes import clean_env, http_get, http_post, run_coffer, stop
@@ -95,12 +95,6 @@ def root_blobs(url: str) -> list[tuple[bytes, bytes, int]]:
             (bytes(blob), kek_aad(ref), gen)
             for ref, blob, gen in conn.execute(
                 "SELECT organisation_identity, wrapped_kek, root_generation FROM organisation_keks"
-            )
-        ]
-        rows += [
-            (bytes(blob), wrapping_key_aad(ref), gen)
-            for ref, blob, gen in conn.execute(
-                "SELECT region, wrapped_private, root_generation FROM wrapping_keys"
             )
         ]
         rows += [
@@ -184,8 +178,8 @@ def test_root_rotation_survives_load_and_a_killed_node(
         state = remaining(b.port, headers)
         assert (state["activeGeneration"], state["remaining"]) == (2, 0)
         blobs = root_blobs(url)
-        # The KEKs, the Default organisation's, the region's BYOK key, three purpose keys.
-        assert len(blobs) == ORGANISATIONS + 1 + 1 + 3
+        # The KEKs, the Default organisation's, three purpose keys.
+        assert len(blobs) == ORGANISATIONS + 1 + 3
         assert {generation for _, _, generation in blobs} == {2}
         for blob, aad, _ in blobs:
             with pytest.raises(KeyIntegrityError):

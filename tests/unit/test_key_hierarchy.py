@@ -110,6 +110,6 @@ def test_swapping_wrapped_material_between_stored_keys_fails_closed(kms: Kms) ->
     services = kms.client.app.state.services  # type: ignore[attr-defined]
     services.keyring._handles.clear()
     response = kms.post("/v1/kms/nl-01/keys/first/decrypt", {"ciphertext": ciphertext})
-    assert response.status_code == 500
-    assert response.json()["code"] == "internal"
+    assert response.status_code == 503
+    assert response.json()["code"] == "integrity"
     assert "material" not in response.text

@@ -121,10 +121,12 @@ async def create_key(request: Request) -> Response:
 
 
 async def wrapping_key(request: Request) -> Response:
-    pem = await http.services(request).keys.wrapping_key(
+    pem, expires_at = await http.services(request).keys.wrapping_key(
         http.meta(request), request.path_params["region"]
     )
-    return http.json(WrappingKeyResponse(public_key=pem, algorithm=BYOK_ALGORITHM))
+    return http.json(
+        WrappingKeyResponse(public_key=pem, algorithm=BYOK_ALGORITHM, expires_at=expires_at)
+    )
 
 
 async def get_key(request: Request) -> Response:

@@ -88,8 +88,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/kms/{region}/keys", keys.create_key, "Create a key",
              request=CreateKeyRequest, response=KmsKey, status=201, changes=True),
     Endpoint("GET", "/v1/kms/{region}/wrapping-key", keys.wrapping_key,
-             "The region's BYOK wrapping key (RSA-4096, RSA_OAEP_AES_KWP)",
-             response=WrappingKeyResponse),
+             "The organisation's BYOK wrapping key in the region (RSA-4096, RSA_OAEP_AES_KWP; "
+             "made on first use and when the last one is past its lifetime)",
+             response=WrappingKeyResponse, changes=True),
     Endpoint("GET", KEY, keys.get_key, "Get a key", response=KmsKey),
     Endpoint("POST", f"{KEY}/encrypt", crypto.encrypt, "Encrypt with a key",
              request=EncryptRequest, response=EncryptResponse),

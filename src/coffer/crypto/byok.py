@@ -21,7 +21,12 @@ WRAPPING_KEY_BITS = 4096
 EPHEMERAL_KEY_BYTES = 32
 
 # One message for every way unwrapping can fail, so that the answer is no padding oracle.
-_UNWRAP_FAILED = "importKeyMaterial could not be unwrapped with this region's wrapping key"
+#: The one error of every import that does not unwrap, whatever the cause (another
+#: organisation's key, another region's, a key no longer accepted, a damaged blob).
+UNWRAP_FAILED = (
+    "importKeyMaterial could not be unwrapped with this organisation's wrapping key for this "
+    "region (fetch the wrapping key again and wrap with it)"
+)
 
 
 class WrappingKey:
@@ -51,13 +56,13 @@ class WrappingKey:
         """The target key bytes inside ``blob``."""
         size = self._private.key_size // 8
         if len(blob) <= size:
-            raise InvalidKeyMaterial(_UNWRAP_FAILED)
+            raise InvalidKeyMaterial(UNWRAP_FAILED)
         digest = import_hash_of(hash_function)
         oaep = padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None)
         try:
             ephemeral = self._private.decrypt(blob[:size], oaep)
             if len(ephemeral) != EPHEMERAL_KEY_BYTES:
-                raise InvalidKeyMaterial(_UNWRAP_FAILED)
+                raise InvalidKeyMaterial(UNWRAP_FAILED)
             return aes_key_unwrap_with_padding(ephemeral, blob[size:])
         except (ValueError, InvalidUnwrap):
-            raise InvalidKeyMaterial(_UNWRAP_FAILED) from None
+            raise InvalidKeyMaterial(UNWRAP_FAILED) from None

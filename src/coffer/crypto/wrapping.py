@@ -31,9 +31,20 @@ def kek_aad(organisation_identity: str) -> bytes:
     return _aad("coffer/organisation-kek/v1", organisation_identity)
 
 
-def wrapping_key_aad(region_identity: str) -> bytes:
-    """Associated data of a region's BYOK wrapping key wrapped by the root key."""
-    return _aad("coffer/byok-wrapping-key/v1", region_identity)
+def organisation_wrapping_key_aad(
+    identity: str,
+    organisation_identity: str,
+    region_identity: str,
+    number: int,
+    created_at: str,
+    expires_at: str,
+) -> bytes:
+    """Associated data of an organisation's BYOK wrapping key in one region, wrapped by the
+    organisation's KEK: every column of its row (times as ISO 8601 UTC)."""
+    return _aad(
+        "coffer/byok-wrapping-key/v2", identity, organisation_identity, region_identity,
+        str(number), created_at, expires_at,
+    )  # fmt: skip
 
 
 def purpose_key_aad(purpose: str) -> bytes:

@@ -43,7 +43,14 @@ COVERED: dict[str, tuple[str, ...]] = {
 AEAD_BOUND: dict[str, tuple[str, ...]] = {
     "key_versions": ("key_identity", "version"),  # with the key's organisation and type
     "organisation_keks": ("organisation_identity",),
-    "wrapping_keys": ("region",),
+    "byok_wrapping_keys": (
+        "identity",
+        "organisation_identity",
+        "region",
+        "number",
+        "created_at",
+        "expires_at",
+    ),
     "purpose_keys": ("purpose",),
 }
 

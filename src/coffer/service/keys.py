@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from coffer.crypto.algorithms import KeyAlgorithm, algorithm_for
-from coffer.crypto.byok import WrappingKey
+from coffer.crypto.byok import UNWRAP_FAILED, WrappingKey
 from coffer.domain.keys import Key, KeyFilter, KeySpec, KeyStatus
 from coffer.domain.keytypes import Operation as KeyOperation
 from coffer.domain.keytypes import require
 from coffer.domain.permissions import Action
 from coffer.domain.regions import Region
 from coffer.domain.signing import ImportHash
-from coffer.errors import Conflict, OrganisationShredded
+from coffer.errors import Conflict, InvalidKeyMaterial, OrganisationShredded
 from coffer.service.byok import WrappingKeys
 from coffer.service.context import Caller, Input, RequestMeta
 from coffer.service.keyring import Keyring
@@ -130,9 +130,10 @@ class KeyService:
                 material = await asyncio.to_thread(algorithm.generate)
             else:
                 require(new.key_type, KeyOperation.IMPORT)
-                wrapping = await self._wrapping.get(region)
+                # Only this organisation's keys: a blob wrapped for another does not open.
+                accepted = await self._wrapping.accepted(caller.organisation.identity, region)
                 material = await asyncio.to_thread(
-                    self._unwrap, wrapping, algorithm, given.import_material, given.hash_function
+                    self._unwrap, accepted, algorithm, given.import_material, given.hash_function
                 )
             handle = algorithm.load(material)
             key = new.new_key(
@@ -156,18 +157,32 @@ class KeyService:
 
     @staticmethod
     def _unwrap(
-        wrapping: WrappingKey, algorithm: KeyAlgorithm, blob: bytes, hash_function: ImportHash
+        accepted: Sequence[WrappingKey],
+        algorithm: KeyAlgorithm,
+        blob: bytes,
+        hash_function: ImportHash,
     ) -> bytes:
         # An RSA-4096 decryption and, for RSA targets, a full key check: milliseconds of CPU.
-        return algorithm.import_material(wrapping.unwrap(blob, hash_function))
+        # Every accepted key is tried; whichever fails, the caller sees the one unwrap error.
+        failed: InvalidKeyMaterial | None = None
+        for wrapping in accepted:
+            try:
+                return algorithm.import_material(wrapping.unwrap(blob, hash_function))
+            except InvalidKeyMaterial as refused:
+                failed = refused
+        raise failed or InvalidKeyMaterial(UNWRAP_FAILED)
 
-    async def wrapping_key(self, meta: RequestMeta, region_ref: str) -> str:
-        """The region's BYOK wrapping key, PEM SubjectPublicKeyInfo (spec §5.11 step 1)."""
+    async def wrapping_key(self, meta: RequestMeta, region_ref: str) -> tuple[str, datetime]:
+        """The calling organisation's BYOK wrapping key in the region, PEM SubjectPublicKeyInfo
+        (spec §5.11 step 1), and when it stops being handed out."""
         async with self._ops.begin(meta, "kms.wrapping_key.read") as op:
             caller = await op.authorise()
             region = self._scope.region(op, region_ref)
             self._scope.require_collection(caller, Action.CREATE)
-            return (await self._wrapping.get(region)).public_pem
+            key, expires_at = await self._wrapping.current(
+                caller.organisation.identity, region, op.commit
+            )
+            return key.public_pem, expires_at
 
     async def get_key(self, meta: RequestMeta, region_ref: str, key_ref: str) -> Scoped:
         async with self._ops.begin(meta, "kms.key.read") as op:

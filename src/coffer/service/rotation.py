@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from coffer.crypto.root import generation_of
-from coffer.crypto.wrapping import kek_aad, purpose_key_aad, wrapping_key_aad
+from coffer.crypto.wrapping import kek_aad, purpose_key_aad
 from coffer.domain.seal import (
     RootGeneration,
     RootStatus,
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 #: The associated data each table's blobs were wrapped with.
 AAD_OF: dict[str, Callable[[str], bytes]] = {
     "organisation_keks": kek_aad,
-    "wrapping_keys": wrapping_key_aad,
     "purpose_keys": purpose_key_aad,
 }
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from coffer.domain import integrity
 from coffer.domain.keys import Key
@@ -28,7 +29,7 @@ from coffer.domain.seal import RootGeneration, SealConfig, Wrapped
 from coffer.domain.tenants import Organisation, Principal, Project
 from coffer.errors import Conflict, KeyIntegrityError, NotFound, OrganisationShredded
 from coffer.storage import schema, sql_root
-from coffer.storage.repositories import Macs
+from coffer.storage.repositories import Macs, WrappingKeyRecord
 from coffer.storage.rows import organisation_of, utc_or_none
 from coffer.storage.sql_writes import (
     CHANGED_SINCE_READ,
@@ -158,6 +159,11 @@ class ShredOrganisation:
         owned = select(keys.c.identity).where(keys.c.organisation_identity == self.identity)
         conn.execute(versions.delete().where(versions.c.key_identity.in_(owned)))
         conn.execute(keys.delete().where(keys.c.organisation_identity == self.identity))
+        conn.execute(
+            schema.byok_wrapping_keys.delete().where(
+                schema.byok_wrapping_keys.c.organisation_identity == self.identity
+            )
+        )
         conn.execute(
             schema.organisation_keks.delete().where(
                 schema.organisation_keks.c.organisation_identity == self.identity
@@ -365,6 +371,38 @@ class KeyWrite:
         if self.delete is not None:
             conn.execute(delete_versions_statement(self.delete))
             expect_one(conn.execute(delete_key_statement(self.delete)), CHANGED_SINCE_READ)
+
+
+@dataclass(frozen=True, slots=True)
+class AddWrappingKey:
+    """The next BYOK wrapping key of an organisation in a region, unless another node made that
+    number first (then nothing is written, and the caller reads the one that was)."""
+
+    record: WrappingKeyRecord
+    quiet_if_refused: bool = False
+    object_version: ClassVar[None] = None
+
+    def apply(self, conn: Connection, macs: Macs) -> None:
+        r = self.record
+        organisations = schema.organisations
+        # As AddKey: ordered against a shredding of the organisation.
+        shredded = conn.execute(
+            select(organisations.c.shredded_at)
+            .where(organisations.c.identity == r.organisation_identity)
+            .with_for_update(read=True)
+        ).scalar()
+        if shredded is not None:
+            raise OrganisationShredded()
+        insert = schema.byok_wrapping_keys.insert().values(
+            identity=r.identity, organisation_identity=r.organisation_identity, region=r.region,
+            number=r.number, wrapped_private=r.wrapped_private, created_at=r.created_at,
+            expires_at=r.expires_at,
+        )  # fmt: skip
+        try:
+            with conn.begin_nested():
+                conn.execute(insert)
+        except IntegrityError:
+            pass  # another node made this number first
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,6 +31,20 @@ class TokenRecord:
     principal: Principal
     expires_at: datetime | None
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WrappingKeyRecord:
+    """One BYOK wrapping key of an organisation in a region, its private key wrapped by the
+    organisation's KEK (``schema.byok_wrapping_keys``)."""
+
+    identity: str
+    organisation_identity: str
+    region: str
+    number: int
+    wrapped_private: bytes = field(repr=False)
+    created_at: datetime
+    expires_at: datetime
 
 
 class Macs(Protocol):
@@ -113,10 +127,6 @@ class RootStore(Protocol):
 
     async def purpose_keys(self) -> Mapping[str, Wrapped]: ...
 
-    async def add_wrapping_key(self, region: str, wrapped: Wrapped, now: datetime) -> None:
-        """A region's BYOK wrapping key; ``Conflict`` if the region has one."""
-        ...
-
     async def add_purpose_key(self, purpose: str, wrapped: Wrapped, now: datetime) -> None:
         """``Conflict`` if the purpose has a key already (another node made it first)."""
         ...
@@ -179,7 +189,11 @@ class Store(RootStore, Protocol):
 
     async def wrapped_version(self, key_identity: str, version: int) -> bytes | None: ...
 
-    async def wrapped_wrapping_key(self, region: str) -> bytes | None: ...
+    async def wrapping_keys(
+        self, organisation_identity: str, region: str, limit: int
+    ) -> Sequence[WrappingKeyRecord]:
+        """The organisation's newest BYOK wrapping keys in the region, newest first."""
+        ...
 
 
 #: Given the outcome of each key write (``None``: applied), the chain rows to append and an

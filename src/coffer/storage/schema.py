@@ -75,13 +75,22 @@ change_events = Table(
 )
 
 #: BYOK (spec §5.11): a region's RSA-4096 import key, private part wrapped by the root key.
-wrapping_keys = Table(
-    "wrapping_keys",
+#: BYOK wrapping keys (RSA-4096), one series per organisation and region: number 1, 2, … (a new
+#: one when the newest is past ``expires_at``). The private key is wrapped by the organisation's
+#: KEK, with associated data binding every other column, so a row is authentic or does not open.
+byok_wrapping_keys = Table(
+    "byok_wrapping_keys",
     metadata,
-    Column("region", String(64), primary_key=True),
+    Column("identity", String(64), primary_key=True),
+    Column(
+        "organisation_identity", String(64), ForeignKey("organisations.identity"), nullable=False
+    ),
+    Column("region", String(64), nullable=False),
+    Column("number", Integer, nullable=False),
     Column("wrapped_private", LargeBinary, nullable=False),
     Column("created_at", Timestamp, nullable=False),
-    Column("root_generation", Integer, nullable=False, server_default="1", index=True),
+    Column("expires_at", Timestamp, nullable=False),
+    UniqueConstraint("organisation_identity", "region", "number"),
 )
 
 # --- the root of trust (docs/security.md) ---------------------------------------------------------

@@ -21,11 +21,12 @@ from coffer.domain.seal import Installation, RootGeneration, RootWrappedRow, Wra
 from coffer.domain.tenants import Organisation, Project
 from coffer.errors import Conflict, Unavailable
 from coffer.storage import schema, sql_root, verified
-from coffer.storage.repositories import Integrity, TokenRecord
+from coffer.storage.repositories import Integrity, TokenRecord, WrappingKeyRecord
 from coffer.storage.rows import (
     identity_first,
     keys_of,
     project_of,
+    utc,
     utc_or_none,
     versions_of,
 )
@@ -313,13 +314,30 @@ class SqlStore:
                 blob = await conn.scalar(query)
         return bytes(blob) if blob is not None else None
 
-    async def wrapped_wrapping_key(self, region: str) -> bytes | None:
-        table = schema.wrapping_keys
+    async def wrapping_keys(
+        self, organisation_identity: str, region: str, limit: int
+    ) -> Sequence[WrappingKeyRecord]:
+        table = schema.byok_wrapping_keys
+        query = (
+            select(table)
+            .where(table.c.organisation_identity == organisation_identity, table.c.region == region)
+            .order_by(table.c.number.desc())
+            .limit(limit)
+        )
         async with self.reading() as conn:
-            blob = await conn.scalar(
-                select(table.c.wrapped_private).where(table.c.region == region)
+            rows = (await conn.execute(query)).all()
+        return [
+            WrappingKeyRecord(
+                identity=row.identity,
+                organisation_identity=row.organisation_identity,
+                region=row.region,
+                number=row.number,
+                wrapped_private=bytes(row.wrapped_private),
+                created_at=utc(row.created_at),
+                expires_at=utc(row.expires_at),
             )
-        return bytes(blob) if blob is not None else None
+            for row in rows
+        ]
 
     # --- the root of trust (sql_root) ---------------------------------------------------------
 
@@ -366,11 +384,6 @@ class SqlStore:
 
     async def purpose_keys(self) -> Mapping[str, Wrapped]:
         return await self._read_sync(sql_root.read_purpose_keys)
-
-    async def add_wrapping_key(self, region: str, wrapped: Wrapped, now: datetime) -> None:
-        await self._write_sync(
-            lambda conn: sql_root.insert_wrapping_key(conn, region, wrapped, now)
-        )
 
     async def add_purpose_key(self, purpose: str, wrapped: Wrapped, now: datetime) -> None:
         await self._write_sync(

@@ -42,7 +42,6 @@ STORAGE_VERSION = 1
 #: Every table whose rows hold a blob wrapped by the root key: (table, key column, blob column).
 ROOT_WRAPPED = (
     (schema.organisation_keks, "organisation_identity", "wrapped_kek"),
-    (schema.wrapping_keys, "region", "wrapped_private"),
     (schema.purpose_keys, "purpose", "wrapped"),
 )
 
@@ -295,16 +294,6 @@ def insert_purpose_key(conn: Connection, purpose: str, wrapped: Wrapped, now: da
     conn.execute(
         schema.purpose_keys.insert().values(
             purpose=purpose, wrapped=wrapped.blob, root_generation=wrapped.generation,
-            created_at=now,
-        )
-    )  # fmt: skip
-    guard_generation(conn, wrapped.generation)
-
-
-def insert_wrapping_key(conn: Connection, region: str, wrapped: Wrapped, now: datetime) -> None:
-    conn.execute(
-        schema.wrapping_keys.insert().values(
-            region=region, wrapped_private=wrapped.blob, root_generation=wrapped.generation,
             created_at=now,
         )
     )  # fmt: skip
