@@ -80,7 +80,7 @@ from coffer.service.byok import WrappingKeys
 from coffer.service.caches import KeyCache
 from coffer.service.changes import ChangeBus, Changes
 from coffer.service.crypto import CryptoService
-from coffer.service.iam import IamService
+from coffer.service.iam import MAX_TOKEN_LIFETIME, IamService, NewToken
 from coffer.service.integrity import RowIntegrity
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
@@ -540,14 +540,23 @@ def _new_seal(
     return config, seal, shares
 
 
-async def initialise(settings: Settings, seal: SealChoice | None = None) -> Bootstrapped:
+async def initialise(
+    settings: Settings,
+    seal: SealChoice | None = None,
+    *,
+    admin_token_lifetime: timedelta | None = None,
+) -> Bootstrapped:
     """Create the data directory, the root key in its seal, the schema, the first organisation
-    and an admin token.
+    and an admin token (expiring after ``admin_token_lifetime``, if given).
 
     Either everything is created or nothing is left behind: on failure the files this call made
     are removed again (and the HSM key it made destroyed).
     """
     choice = seal or SealChoice()
+    if admin_token_lifetime is not None and not (
+        timedelta(seconds=1) <= admin_token_lifetime <= MAX_TOKEN_LIFETIME
+    ):
+        raise ConfigError("the admin token's lifetime must be 1 second to 3650 days")
     data_dir = settings.data_dir
     existing = [p for p in (settings.database_path, settings.root_key_path) if p.exists()]
     if existing:
@@ -602,7 +611,9 @@ async def initialise(settings: Settings, seal: SealChoice | None = None) -> Boot
         try:
             await services.purposes.load()
             # Installing is not a request: its changes are applied on their own.
-            boot = await services.tenants.bootstrap(services.audit_store.apply_change)
+            boot = await services.tenants.bootstrap(
+                services.audit_store.apply_change, token_lifetime=admin_token_lifetime
+            )
         finally:
             await services.close()
         return replace(boot, installation=identity, unseal_keys=shares)
@@ -757,6 +768,38 @@ async def migrate_seal(
                 "the move to the new seal is stored but not complete: run the command again "
                 "to finish it (with the new seal's unseal key shares)"
             )
+    finally:
+        await services.close()
+
+
+async def generate_admin_token(
+    settings: Settings,
+    lifetime: timedelta | None = None,
+    shares: Callable[[int], Sequence[str]] | None = None,
+) -> NewToken:
+    """A new token for the platform administrator, made on the data directory with the root of
+    trust (``coffer operator generate-admin-token``: the way back in when every administrator
+    token is lost). The token's digest needs the token purpose key, which only the opened root
+    can unwrap, so whoever can write the database alone cannot do this. The change is written
+    with its audit record (``iam.token.create``, ``principalKind: "operator"``) in one
+    transaction, as every change is. Servers may keep running: the record takes its turn on the
+    chain like any other writer's.
+
+    ``shares(threshold)`` opens a Shamir-sealed installation."""
+    offline = replace(settings, audit_writer="thread", metrics=False)
+    root = open_data_dir(offline)
+    services = build_services(offline, root=root)
+    try:
+        if root.sealed and root.seal_type is SealType.SHAMIR and shares is not None:
+            await unseal_offline(root, shares(root.status().threshold))
+        if root.sealed:
+            raise ConfigError(f"the root of trust is sealed: {root.status().reason}")
+        if lifetime is not None and not timedelta(seconds=1) <= lifetime <= MAX_TOKEN_LIFETIME:
+            raise ConfigError("the token's lifetime must be 1 second to 3650 days")
+        try:
+            return await services.iam.recover_admin_token(lifetime)
+        except CofferError as exc:
+            raise ConfigError(exc.message) from None
     finally:
         await services.close()
 

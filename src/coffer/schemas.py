@@ -323,27 +323,35 @@ class CreateServiceAccountRequest(Request):
     name: str
 
 
-class TokenView(Response):
+class TokenView(Response, omit_defaults=True):
     identity: str
-    service_account_identity: str
+    #: ``None`` for a platform administrator's token.
+    service_account_identity: str | None
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    #: Whose token it is: the service account, or the platform administrator.
+    principal_identity: str
+    #: Set when revoking left no working platform administrator token.
+    warning: str | None = None
 
 
 class CreateTokenRequest(Request):
-    service_account: str
+    #: Required with ``X-Organisation-Identity``; absent for a platform administrator's token.
+    service_account: str | None = None
     expires_in_seconds: int | None = None
 
 
 class NewTokenResponse(Response):
-    """The token itself appears here once; Coffer keeps only its SHA-256 digest."""
+    """The token itself appears here once; Coffer keeps only a keyed digest."""
 
     identity: str
     token: str
-    service_account_identity: str
+    #: ``None`` for a platform administrator's token.
+    service_account_identity: str | None
     created_at: datetime
     expires_at: datetime | None
+    principal_identity: str
 
     def __repr__(self) -> str:
         return f"NewTokenResponse(identity={self.identity!r}, token=<redacted>)"

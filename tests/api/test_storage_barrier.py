@@ -1,4 +1,4 @@
-"""The storage barrier, played by its attacker: someone who can write the database (A3 of the
+"""The storage barrier, played by its attacker: someone who can write the database (A5 of the
 threat model) but holds no purpose key of the root of trust.
 
 Each attack edits, copies, moves or forges rows with plain SQL, then tries to use what it made

@@ -91,3 +91,40 @@ def test_an_operator_sets_up_an_application_through_the_cli(
     text = run_coffer("service-account", "list", "--org", "acme-payments", env=env)
     assert text.returncode == 0
     assert "checkout-api" in text.stdout
+
+
+def test_the_administrators_token_expires_is_listed_revoked_and_recovered_offline(
+    tmp_path: Path, serve: ServeFactory
+) -> None:
+    data_dir = tmp_path / "data"
+    boot = json.loads(run_coffer("init", "--data-dir", data_dir, "--admin-token-ttl", "30d",
+                                 "--output", "json").stdout)  # fmt: skip
+    SUITE_SECRETS.add(boot["token"])
+    assert boot["tokenExpiresAt"] is not None
+    port = free_port()
+    serve("--data-dir", data_dir, "--port", str(port), port=port)
+    # COFFER_ORG names an organisation: --admin still lists the platform's tokens.
+    env = clean_env(COFFER_URL=f"http://127.0.0.1:{port}", COFFER_TOKEN=boot["token"],
+                    COFFER_ORG="default")  # fmt: skip
+    (init,) = cli(env, "token", "list", "--admin")["items"]
+    assert init["principalIdentity"] == boot["principal"]
+    assert init["expiresAt"] is not None
+    second = cli(env, "token", "create", "--admin", "--expires-in", "1h")
+    SUITE_SECRETS.add(second["token"])
+    revoked = run_coffer("token", "revoke", init["identity"], env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "warning" not in revoked.stderr
+    assert run_coffer("org", "list", env=env).returncode == 1  # the init token: 401
+    env["COFFER_TOKEN"] = second["token"]
+    last = run_coffer("token", "revoke", second["identity"], env=env)
+    assert last.returncode == 0, last.stderr
+    assert "warning: no working platform administrator token is left" in last.stderr
+    assert "generate-admin-token" in last.stderr
+    assert run_coffer("org", "list", env=env).returncode == 1
+
+    recovered = cli(clean_env(), "operator", "generate-admin-token", "--data-dir", data_dir)
+    SUITE_SECRETS.add(recovered["token"])
+    assert recovered["principalIdentity"] == boot["principal"]
+    env["COFFER_TOKEN"] = recovered["token"]
+    assert "default" in [o["slug"] for o in cli(env, "org", "list")["items"]]
+    assert len(cli(env, "token", "list", "--admin")["items"]) == 3

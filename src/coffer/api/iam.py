@@ -70,13 +70,15 @@ def _account(account: Principal) -> ServiceAccountView:
     )
 
 
-def _token(info: TokenInfo) -> TokenView:
+def _token(info: TokenInfo, warning: str | None = None) -> TokenView:
     return TokenView(
         identity=info.identity,
-        service_account_identity=info.principal_identity,
+        service_account_identity=None if info.platform else info.principal_identity,
+        principal_identity=info.principal_identity,
         created_at=info.created_at,
         expires_at=info.expires_at,
         revoked_at=info.revoked_at,
+        warning=warning,
     )
 
 
@@ -190,7 +192,8 @@ async def create_token(request: Request) -> Response:
         NewTokenResponse(
             identity=created.info.identity,
             token=created.token,
-            service_account_identity=created.service_account.identity,
+            service_account_identity=None if created.info.platform else created.owner.identity,
+            principal_identity=created.owner.identity,
             created_at=created.info.created_at,
             expires_at=created.info.expires_at,
         ),
@@ -204,7 +207,7 @@ async def list_tokens(request: Request) -> Response:
 
 async def revoke_token(request: Request) -> Response:
     revoked = await _iam(request).revoke_token(http.meta(request), request.path_params["token"])
-    return http.json(_token(revoked))
+    return http.json(_token(revoked.info, revoked.warning))
 
 
 # --- role bindings --------------------------------------------------------------------------------

@@ -70,9 +70,15 @@ def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]
                 {
                     "name": "X-Organisation-Identity",
                     "in": "header",
-                    "required": True,
+                    "required": not endpoint.organisation_optional,
                     "schema": {"type": "string"},
-                    "description": "Organisation identity or slug",
+                    "description": "Organisation identity or slug"
+                    + (
+                        "; without it, a platform administrator acts on the platform "
+                        "administrators' tokens"
+                        if endpoint.organisation_optional
+                        else ""
+                    ),
                 },
                 {
                     "name": "X-Project-Identity",

@@ -67,6 +67,8 @@ class Endpoint:
     status: int = 200
     kms: bool = True  # needs a token and X-Organisation-Identity
     token_only: bool = False  # needs a token, no organisation header
+    #: Without X-Organisation-Identity, acts on the platform (a platform administrator's tokens).
+    organisation_optional: bool = False
     sealed_ok: bool = False  # answers while sealed (every other endpoint: 503 sealed)
     changes: bool = False  # stores a change (with its audit record, in one transaction)
     query: tuple[str, ...] = ()
@@ -157,13 +159,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/iam/service-accounts", iam.list_service_accounts,
              "The organisation's service accounts", response=list[ServiceAccountView]),
     Endpoint("POST", "/v1/iam/tokens", iam.create_token,
-             "Create a token for a service account (shown once)", request=CreateTokenRequest,
-             response=NewTokenResponse, status=201, changes=True),
+             "Create a token for a service account, or without an organisation for the calling "
+             "platform administrator (shown once)", request=CreateTokenRequest,
+             response=NewTokenResponse, status=201, changes=True, organisation_optional=True),
     Endpoint("GET", "/v1/iam/tokens", iam.list_tokens,
-             "Tokens of the organisation's service accounts (never the secrets)",
-             response=list[TokenView]),
-    Endpoint("DELETE", "/v1/iam/tokens/{token}", iam.revoke_token, "Revoke a token",
-             response=TokenView, changes=True),
+             "Tokens of the organisation's service accounts, or without an organisation the "
+             "platform administrators' tokens (never the secrets)",
+             response=list[TokenView], organisation_optional=True),
+    Endpoint("DELETE", "/v1/iam/tokens/{token}", iam.revoke_token,
+             "Revoke a token (a platform administrator's too, with or without an organisation)",
+             response=TokenView, changes=True, organisation_optional=True),
     Endpoint("POST", "/v1/iam/role-bindings", iam.create_role_binding,
              "Bind a built-in policy to a principal", request=CreateRoleBindingRequest,
              response=RoleBindingView, status=201, changes=True),

@@ -139,16 +139,31 @@ def account_list(
 
 # --- tokens ---------------------------------------------------------------------------------------
 
-token_app = typer.Typer(help="API tokens of service accounts.", no_args_is_help=True)
-_TOKEN_COLUMNS = ("identity", "serviceAccountIdentity", "createdAt", "expiresAt", "revokedAt")
+token_app = typer.Typer(help="API tokens of service accounts and platform administrators.",
+                        no_args_is_help=True)  # fmt: skip
+_TOKEN_COLUMNS = ("identity", "principalIdentity", "serviceAccountIdentity", "createdAt",
+                  "expiresAt", "revokedAt")  # fmt: skip
+TokenOrg = Annotated[
+    str | None,
+    typer.Option("--org", help="Organisation identity or slug (none with --admin).",
+                 show_default=False),
+]  # fmt: skip
+AdminTokens = Annotated[
+    bool,
+    typer.Option("--admin", help="Platform administrators' tokens (no organisation)."),
+]
 
 
 @token_app.command("create")
 def token_create(
-    org: Org,
+    org: TokenOrg = None,
     service_account: Annotated[
-        str, typer.Option("--service-account", help="Service account identity or name.")
-    ],
+        str | None,
+        typer.Option(
+            "--service-account", help="Service account identity or name.", show_default=False
+        ),
+    ] = None,
+    admin: AdminTokens = False,
     token: Token = None,
     expires_in: Annotated[
         str | None, typer.Option("--expires-in", help="Lifetime, e.g. 90d, 12h, 30m.")
@@ -156,33 +171,51 @@ def token_create(
     url: Url = None,
     output: Output = OutputFormat.TEXT,
 ) -> None:
-    """Create a token; it is shown this once (Coffer keeps only its SHA-256 digest)."""
+    """Create a token for a service account of ORG, or (--admin) for you, the platform
+    administrator; it is shown this once (Coffer keeps only a keyed digest)."""
+    for_account = service_account is not None and org is not None
+    for_admin = admin and service_account is None and org is None
+    if not (for_account or for_admin):
+        raise typer.BadParameter(
+            "give --org ORG --service-account SA, or --admin for a platform administrator's token"
+        )
     seconds = parse_duration(expires_in) if expires_in is not None else None
-    with client(url, token, org, None) as coffer:
+    with client(url, token, None if admin else org, None) as coffer:
         created = coffer.tokens.create(service_account, expires_in_seconds=seconds)
-    show(created, output, ("identity", "token", "serviceAccountIdentity", "expiresAt"))
+    show(created, output, ("identity", "token", "principalIdentity", "expiresAt"))
 
 
 @token_app.command("revoke")
 def token_revoke(
     token_identity: Annotated[str, typer.Argument(metavar="TOKEN_IDENTITY")],
-    org: Org,
+    org: TokenOrg = None,
     token: Token = None,
     url: Url = None,
     output: Output = OutputFormat.TEXT,
 ) -> None:
-    """Revoke a token: refused from the next request on."""
+    """Revoke a token (a service account's of ORG, or a platform administrator's): refused from
+    the next request on."""
     with client(url, token, org, None) as coffer:
-        show(coffer.tokens.revoke(token_identity), output, _TOKEN_COLUMNS)
+        revoked = coffer.tokens.revoke(token_identity)
+    if revoked.warning:
+        typer.echo(f"warning: {revoked.warning}", err=True)
+    show(revoked, output, _TOKEN_COLUMNS)
 
 
 @token_app.command("list")
 def token_list(
-    org: Org, token: Token = None, url: Url = None, output: Output = OutputFormat.TEXT
+    org: TokenOrg = None,
+    admin: AdminTokens = False,
+    token: Token = None,
+    url: Url = None,
+    output: Output = OutputFormat.TEXT,
 ) -> None:
-    """The tokens of ORG's service accounts (never the tokens themselves)."""
-    with client(url, token, org, None) as coffer:
-        show(coffer.tokens.list(), output, _TOKEN_COLUMNS)
+    """The tokens of ORG's service accounts, or (--admin) the platform administrators' tokens
+    (never the tokens themselves)."""
+    if admin == (org is not None):
+        raise typer.BadParameter("give --org ORG, or --admin for the platform administrators'")
+    with client(url, token, None if admin else org, None) as coffer:
+        show(coffer.tokens.list(platform_admin=admin), output, _TOKEN_COLUMNS)
 
 
 # --- role bindings --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import os
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -91,10 +92,23 @@ def init(
             show_default=False,
         ),
     ] = None,
+    admin_token_ttl: Annotated[
+        str | None,
+        typer.Option(
+            help="Lifetime of the admin token, e.g. 30d or 12h (default: until revoked).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create a data directory: database, root key, organisation `default` and an admin token."""
     from coffer.bootstrap import SealChoice, initialise  # the server's modules: init and serve
     from coffer.domain.seal import SealType
+
+    lifetime = (
+        timedelta(seconds=admin.parse_duration(admin_token_ttl))
+        if admin_token_ttl is not None
+        else None
+    )
 
     if seal is SealKind.PKCS11 and not (pkcs11_library and pkcs11_token):
         raise _fail("--seal pkcs11 needs --pkcs11-library and --pkcs11-token")
@@ -105,7 +119,11 @@ def init(
     os.umask(0o077)  # the database and its journals are for the server's user alone
     try:
         result = asyncio.run(
-            initialise(Settings(data_dir=data_dir, database_url=database_url), choice)
+            initialise(
+                Settings(data_dir=data_dir, database_url=database_url),
+                choice,
+                admin_token_lifetime=lifetime,
+            )
         )
     except ConfigError as exc:
         raise _fail(str(exc)) from None
@@ -115,6 +133,9 @@ def init(
             "organisationSlug": result.organisation.slug,
             "principal": result.principal.identity,
             "token": result.token,
+            "tokenExpiresAt": (
+                result.token_expires_at.isoformat() if result.token_expires_at else None
+            ),
             "installation": result.installation,
             "seal": seal.value,
         }
@@ -127,6 +148,8 @@ def init(
     typer.echo(f"  organisation: {result.organisation.identity} (slug {result.organisation.slug})")
     typer.echo(f"  administrator: {result.principal.identity} (platform administrator)")
     typer.echo(f"  admin token:  {result.token}")
+    if lifetime is not None:
+        typer.echo(f"  expires:      {result.token_expires_at:%Y-%m-%d %H:%M:%S} UTC")
     typer.echo("The token is shown only this once: keep it somewhere safe.")
     if seal is SealKind.SHAMIR:
         for number, share in enumerate(result.unseal_keys, start=1):

@@ -2,8 +2,9 @@
 
 Through the running server (``--url``/``COFFER_URL``): ``seal-status``, ``unseal``, ``seal``,
 ``root-status`` and ``rotate-root``. Offline, on a data directory whose servers are stopped:
-``migrate-seal``. An unseal key share is read from a hidden prompt, or one line of stdin — never
-from the command line, where other users of the machine and the shell's history would see it.
+``migrate-seal``; on a data directory, with the root of trust: ``generate-admin-token``. An
+unseal key share is read from a hidden prompt, or one line of stdin — never from the command
+line, where other users of the machine and the shell's history would see it.
 """
 
 from __future__ import annotations
@@ -190,3 +191,52 @@ def migrate_seal(
         typer.echo(
             f"the installation now uses the {to.value} seal; the previous root key is retired"
         )
+
+
+@app.command("generate-admin-token")
+def generate_admin_token(
+    data_dir: Annotated[Path, typer.Option("--data-dir", envvar="COFFER_DATA_DIR")],
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False),
+    ] = None,
+    expires_in: Annotated[
+        str | None,
+        typer.Option(
+            "--expires-in",
+            help="Lifetime, e.g. 30d or 12h (default: until revoked).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Output = OutputFormat.TEXT,
+) -> None:
+    """Make a new platform administrator token on the data directory, with the root of trust
+    (the root key file, the unseal key shares, or the HSM): the way back in when every
+    administrator token is lost or revoked. Audited. Shown this once."""
+    from datetime import timedelta
+
+    from coffer.bootstrap import generate_admin_token as generate
+    from coffer.cli.admin import parse_duration
+
+    lifetime = timedelta(seconds=parse_duration(expires_in)) if expires_in is not None else None
+    try:
+        settings = Settings(data_dir=data_dir, database_url=database_url)
+        created = asyncio.run(generate(settings, lifetime, read_shares))
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    shown = {
+        "identity": created.info.identity,
+        "token": created.token,
+        "principalIdentity": created.owner.identity,
+        "expiresAt": created.info.expires_at.isoformat() if created.info.expires_at else None,
+    }
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps(shown))
+        return
+    typer.echo(
+        f"platform administrator {created.owner.identity}: new token {created.info.identity}"
+    )
+    typer.echo(f"  admin token:  {created.token}")
+    if created.info.expires_at is not None:
+        typer.echo(f"  expires:      {created.info.expires_at:%Y-%m-%d %H:%M:%S} UTC")
+    typer.echo("The token is shown only this once: keep it somewhere safe.")

@@ -500,19 +500,23 @@ def list_service_accounts(c: Connection) -> Call[list[ServiceAccountView]]:
 
 
 def create_token(
-    c: Connection, service_account: str, *, expires_in_seconds: int | None = None
+    c: Connection, service_account: str | None = None, *, expires_in_seconds: int | None = None
 ) -> Call[NewTokenResponse]:
-    """A new token for a service account; its secret is in the answer, and only there."""
+    """A new token for a service account of the client's organisation, or (``service_account``
+    ``None``) for the calling platform administrator; its secret is in the answer, and only
+    there."""
     request = CreateTokenRequest(
         service_account=service_account, expires_in_seconds=expires_in_seconds
     )
     return Call("POST", "/v1/iam/tokens", _decoder(NewTokenResponse), _body(request),
-                idempotent=False)  # fmt: skip
+                idempotent=False, organisation=service_account is not None)  # fmt: skip
 
 
-def list_tokens(c: Connection) -> Call[list[TokenView]]:
-    """Tokens of the organisation's service accounts (never their secrets)."""
-    return Call("GET", "/v1/iam/tokens", _decoder(list[TokenView]))
+def list_tokens(c: Connection, *, platform_admin: bool = False) -> Call[list[TokenView]]:
+    """Tokens of the organisation's service accounts, or (``platform_admin``) the platform
+    administrators' tokens (never their secrets)."""
+    return Call("GET", "/v1/iam/tokens", _decoder(list[TokenView]),
+                organisation=not platform_admin)  # fmt: skip
 
 
 def revoke_token(c: Connection, token: str) -> Call[TokenView]:

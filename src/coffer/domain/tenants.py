@@ -55,6 +55,8 @@ class TokenInfo:
     revoked_at: datetime | None
     #: 1 when made, 2 once revoked (the storage barrier: docs/security.md).
     object_version: int = 1
+    #: A platform administrator's token (not a service account's).
+    platform: bool = False
 
     def usable(self, now: datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)

@@ -79,7 +79,8 @@ class OrganisationSpec:
 
 @dataclass(frozen=True, slots=True)
 class TokenSpec:
-    service_account: str
+    #: ``None``: a token of the calling platform administrator (no organisation given).
+    service_account: str | None = None
     expires_in: timedelta | None = None
 
 
@@ -96,8 +97,23 @@ class NewToken:
     """A token as created: the secret is shown this once and never stored."""
 
     info: TokenInfo
-    service_account: Principal
+    #: The service account, or the platform administrator, the token is for.
+    owner: Principal
     token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedToken:
+    info: TokenInfo
+    #: Set when no platform administrator token is left that works.
+    warning: str | None = None
+
+
+#: What revoking the last working platform administrator token answers (and logs).
+NO_ADMIN_LEFT = (
+    "no working platform administrator token is left: `coffer operator generate-admin-token "
+    "--data-dir DIR` makes one offline with the root of trust"
+)
 
 
 def _check_name(name: str) -> str:
@@ -132,6 +148,14 @@ class IamService:
         principal = await op.authenticate()
         if not principal.platform_admin:
             raise Forbidden("only a platform administrator may do this")
+        return principal
+
+    async def _platform_scope(self, op: Operation) -> Principal:
+        """The caller, a platform administrator acting without an organisation (platform
+        administrators' tokens); anyone else must name an organisation."""
+        principal = await op.authenticate()
+        if not principal.platform_admin:
+            raise OrganisationRequired()
         return principal
 
     async def _organisation(self, op: Operation, ref: str | None) -> Organisation:
@@ -289,53 +313,111 @@ class IamService:
     # --- tokens ---------------------------------------------------------------------------------
 
     async def create_token(self, meta: RequestMeta, request: Input[TokenSpec]) -> NewToken:
+        """A token for a service account of the organisation; without an organisation, a token
+        of the calling platform administrator."""
         async with self._ops.begin(meta, "iam.token.create") as op:
-            organisation = await self._organisation(op, meta.organisation_ref)
-            given = request()
-            if given.expires_in is not None and not (
-                timedelta(seconds=1) <= given.expires_in <= MAX_TOKEN_LIFETIME
-            ):
-                raise InvalidRequest("a token must expire within 1 second to 3650 days")
-            account = await self._iam.find_service_account(
-                organisation.identity, given.service_account
-            )
-            if account is None:
-                raise InvalidRequest("no such service account in this organisation")
-            now = self._clock()
-            token = new_token()
-            info = TokenInfo(
-                identity=new_identity(TOKEN_PREFIX),
-                principal_identity=account.identity,
-                created_at=now,
-                expires_at=now + given.expires_in if given.expires_in is not None else None,
-                revoked_at=None,
-            )
-            op.event.resource_identity = info.identity
-            await op.commit(
-                AddToken(info.identity, account.identity, self._tenants.token_digest(token), now,
-                         info.expires_at)
-            )  # fmt: skip
-            return NewToken(info, account, token)
+            if not meta.organisation_ref:
+                owner = await self._platform_scope(op)
+                given = request()
+                if given.service_account is not None:
+                    raise OrganisationRequired(
+                        "a service account's token needs the X-Organisation-Identity header"
+                    )
+            else:
+                organisation = await self._organisation(op, meta.organisation_ref)
+                given = request()
+                if given.service_account is None:
+                    raise InvalidRequest("serviceAccount is required")
+                account = await self._iam.find_service_account(
+                    organisation.identity, given.service_account
+                )
+                if account is None:
+                    raise InvalidRequest("no such service account in this organisation")
+                owner = account
+            return await self._add_token(op, owner, given.expires_in)
+
+    async def recover_admin_token(self, expires_in: timedelta | None) -> NewToken:
+        """A token for the platform administrator, made offline by an operator who holds the
+        root of trust (``coffer operator generate-admin-token``), audited as such."""
+        async with self._ops.begin_system("iam.token.create") as op:
+            op.event.principal_kind = "operator"
+            op.event.user_agent = "coffer operator generate-admin-token"
+            admins = await self._iam.platform_admins()
+            if not admins:
+                raise NotFound("this installation has no platform administrator")
+            return await self._add_token(op, admins[0], expires_in)
+
+    async def _add_token(
+        self, op: Operation, owner: Principal, expires_in: timedelta | None
+    ) -> NewToken:
+        if expires_in is not None and not timedelta(seconds=1) <= expires_in <= MAX_TOKEN_LIFETIME:
+            raise InvalidRequest("a token must expire within 1 second to 3650 days")
+        now = self._clock()
+        token = new_token()
+        info = TokenInfo(
+            identity=new_identity(TOKEN_PREFIX),
+            principal_identity=owner.identity,
+            created_at=now,
+            expires_at=now + expires_in if expires_in is not None else None,
+            revoked_at=None,
+            platform=owner.platform_admin,
+        )
+        op.event.resource_identity = info.identity
+        await op.commit(
+            AddToken(info.identity, owner.identity, self._tenants.token_digest(token), now,
+                     info.expires_at)
+        )  # fmt: skip
+        return NewToken(info, owner, token)
 
     async def list_tokens(self, meta: RequestMeta) -> Sequence[TokenInfo]:
+        """The tokens of the organisation's service accounts; without an organisation, the
+        platform administrators' tokens."""
         async with self._ops.begin(meta, None) as op:
+            if not meta.organisation_ref:
+                await self._platform_scope(op)
+                return await self._iam.platform_tokens()
             organisation = await self._organisation(op, meta.organisation_ref)
             return await self._iam.tokens(organisation.identity)
 
-    async def revoke_token(self, meta: RequestMeta, identity: str) -> TokenInfo:
+    async def revoke_token(self, meta: RequestMeta, identity: str) -> RevokedToken:
+        """Revoke a token of the organisation, or (for a platform administrator, with or
+        without an organisation) a platform administrator's token. Revoking the last working
+        administrator token is allowed, with a warning."""
         async with self._ops.begin(meta, "iam.token.revoke") as op:
-            organisation = await self._organisation(op, meta.organisation_ref)
-            found = await self._iam.find_token(organisation.identity, identity)
+            found = None
+            if meta.organisation_ref:
+                organisation = await self._organisation(op, meta.organisation_ref)
+                found = await self._iam.find_token(organisation.identity, identity)
+                caller = await op.authenticate()
+            else:
+                caller = await self._platform_scope(op)
+            if found is None and caller.platform_admin:
+                platform = await self._iam.platform_tokens()
+                found = next((t for t in platform if t.identity == identity), None)
+                if found is not None:
+                    op.event.organisation_identity = None  # not an organisation's token
+                    op.event.project_identity = None
             if found is None:
                 raise NotFound("token not found")
             op.event.resource_identity = found.identity
-            if found.revoked_at is not None:
-                return found
-            now = self._clock()
-            revoked = replace(found, revoked_at=now, object_version=found.object_version + 1)
-            await op.commit(RevokeToken(found.identity, now, object_version=revoked.object_version))
-            await self._changes.access_changed()
-            return revoked
+            if found.revoked_at is None:
+                now = self._clock()
+                revoked = replace(found, revoked_at=now, object_version=found.object_version + 1)
+                await op.commit(
+                    RevokeToken(found.identity, now, object_version=revoked.object_version)
+                )
+                await self._changes.access_changed()
+                found = revoked
+            return RevokedToken(found, await self._warning(found))
+
+    async def _warning(self, revoked: TokenInfo) -> str | None:
+        if not revoked.platform:
+            return None
+        now = self._clock()
+        if any(t.usable(now) for t in await self._iam.platform_tokens()):
+            return None
+        log.warning("token %s revoked: %s", revoked.identity, NO_ADMIN_LEFT)
+        return NO_ADMIN_LEFT
 
     # --- role bindings --------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from coffer.crypto.wrapping import WRAPPING_KEY_BYTES, kek_aad
 from coffer.domain.identity import (
@@ -34,6 +34,7 @@ class Bootstrapped:
     organisation: Organisation
     principal: Principal
     token: str = field(repr=False)
+    token_expires_at: datetime | None = None
     #: The installation's identity (set by ``coffer init``).
     installation: str = ""
     #: Shamir seal: the unseal key shares (base64), shown once and never stored.
@@ -81,10 +82,18 @@ class TenantService:
         kek = await self._root.wrap(os.urandom(WRAPPING_KEY_BYTES), kek_aad(organisation.identity))
         return organisation, AddOrganisation(organisation, kek)
 
-    async def bootstrap(self, commit: Commit, organisation_name: str = "Default") -> Bootstrapped:
+    async def bootstrap(
+        self,
+        commit: Commit,
+        organisation_name: str = "Default",
+        *,
+        token_lifetime: timedelta | None = None,
+    ) -> Bootstrapped:
         """The first organisation (slug ``default``, KMS on) and a platform administrator whose
-        token holds ``kms:FullAccess`` and ``audit:ReadAccess`` on it, in one transaction."""
+        token (expiring after ``token_lifetime``, if given) holds ``kms:FullAccess`` and
+        ``audit:ReadAccess`` on it, in one transaction."""
         now = self._clock()
+        expires_at = now + token_lifetime if token_lifetime is not None else None
         principal = Principal(
             identity=new_identity(USER_PREFIX),
             kind=PrincipalKind.USER,
@@ -115,8 +124,8 @@ class TenantService:
                 added,
                 AddPrincipal(principal),
                 AddToken(new_identity(TOKEN_PREFIX), principal.identity, self.token_digest(token),
-                         now, None),
+                         now, expires_at),
                 *bindings,
             ])
         )  # fmt: skip
-        return Bootstrapped(organisation, principal, token)
+        return Bootstrapped(organisation, principal, token, expires_at)

@@ -5,6 +5,7 @@ used (``coffer.storage.verified``). Its writes are changes (``coffer.storage.cha
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -110,6 +111,28 @@ class SqlIamStore:
             )
         )
         return [_token(row) for row in rows]
+
+    async def platform_admins(self) -> Sequence[Principal]:
+        """The platform administrators (oldest first)."""
+        table = schema.principals
+        query = (
+            select(table)
+            .where(table.c.platform_admin.is_(True), table.c.organisation_identity.is_(None))
+            .order_by(table.c.created_at, table.c.identity)
+        )
+        # Checked rows only: a principal a database writer made an administrator is not one.
+        return [p for p in await self._principals(query) if p.platform_admin]
+
+    async def platform_tokens(self) -> Sequence[TokenInfo]:
+        """The tokens of the platform administrators."""
+        admins = [p.identity for p in await self.platform_admins()]
+        tokens = schema.tokens
+        query = (
+            select(tokens)
+            .where(tokens.c.principal_identity.in_(admins))
+            .order_by(tokens.c.created_at, tokens.c.identity)
+        )
+        return [replace(t, platform=True) for t in await self._tokens(query)]
 
     async def tokens(self, organisation_identity: str) -> Sequence[TokenInfo]:
         """The tokens of the organisation's service accounts."""
