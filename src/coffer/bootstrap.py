@@ -289,7 +289,7 @@ def build_services(
         cache_size=settings.cache_size,
         cache_ttl=settings.cache_ttl_seconds,
         timer=timer,
-        digest_of=purposes.token_digest,
+        stored_digest=purposes.token_digest_of_sha256,
         oidc=OidcVerifier(settings.oidc) if settings.oidc is not None else None,
         metered=settings.metrics,
     )

@@ -16,6 +16,12 @@ from typing import Any
 from coffer.domain.integrity import canonical
 
 
+def token_sha256(token: str) -> bytes:
+    """A token's plain SHA-256: what the server's token caches are keyed by, in memory only (it
+    is never stored), so that a warm request computes no HMAC."""
+    return hashlib.sha256(token.encode()).digest()
+
+
 class RowMacs:
     __slots__ = ("_key",)
 
@@ -42,7 +48,7 @@ class TokenDigests:
         return "<TokenDigests redacted>"
 
     def of(self, token: str) -> bytes:
-        return self.of_unkeyed(hashlib.sha256(token.encode()).digest())
+        return self.of_unkeyed(token_sha256(token))
 
     def of_unkeyed(self, sha256_digest: bytes) -> bytes:
         """The keyed digest of a token whose plain SHA-256 is known (a stored digest of before)."""

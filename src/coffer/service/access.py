@@ -7,6 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+from coffer.crypto.integrity import token_sha256
 from coffer.domain.identity import user_identity
 from coffer.domain.permissions import Grants
 from coffer.domain.tenants import Principal, PrincipalKind
@@ -33,13 +34,15 @@ class AccessService:
         cache_size: int,
         cache_ttl: float,
         timer: Callable[[], float],
-        digest_of: Callable[[str], bytes],
+        stored_digest: Callable[[bytes], bytes],
         oidc: OidcVerifier | None = None,
         metered: bool = False,
     ) -> None:
-        """``digest_of``: a token's stored digest (keyed: ``PurposeKeys.token_digest``)."""
+        """``stored_digest``: a token's stored (keyed) digest, given the token's plain SHA-256
+        (``PurposeKeys.token_digest_of_sha256``). The caches are keyed by the plain SHA-256, in
+        memory only: a warm request computes no HMAC."""
         self._store = store
-        self._digest_of = digest_of
+        self._stored_digest = stored_digest
         self._clock = clock
         self._oidc = oidc
         self._oidc_threads = (
@@ -65,7 +68,7 @@ class AccessService:
         if not token or len(token) > MAX_OIDC_TOKEN_LENGTH:
             raise Unauthenticated()
         if self._oidc is not None and looks_like_jwt(token):
-            digest = self._digest_of(token)
+            digest = token_sha256(token)
             if self._unknown.get(digest):
                 raise Unauthenticated()
             try:
@@ -90,10 +93,12 @@ class AccessService:
     async def _coffer_token(self, token: str) -> Principal:
         if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthenticated()
-        digest = self._digest_of(token)
+        digest = token_sha256(token)
         if self._unknown.get(digest):
             raise Unauthenticated()
-        record = await self._tokens.get_or_load(digest, lambda: self._store.find_token(digest))
+        record = await self._tokens.get_or_load(
+            digest, lambda: self._store.find_token(self._stored_digest(digest))
+        )
         if record is None:
             self._unknown.put(digest, True)
             raise Unauthenticated()

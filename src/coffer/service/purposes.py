@@ -169,6 +169,10 @@ class PurposeKeys:
         """The stored digest of ``token``; ``Sealed`` if the keys are not loaded."""
         return self.token_digests.of(token)
 
+    def token_digest_of_sha256(self, sha256_digest: bytes) -> bytes:
+        """The stored digest of the token whose plain SHA-256 is ``sha256_digest``."""
+        return self.token_digests.of_unkeyed(sha256_digest)
+
     async def checkpoint_signer(self) -> CheckpointSigner:
         await self.load()
         return self.signer
