@@ -15,7 +15,8 @@ from tests.e2e.processes import ServeFactory, free_port, http_get, http_post, ru
 
 pytestmark = pytest.mark.slow
 
-INIT_KEYS = {"organisation", "organisationSlug", "principal", "token", "installation", "seal"}
+INIT_KEYS = {"organisation", "organisationSlug", "principal", "token", "tokenExpiresAt",
+             "installation", "seal"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class RowIntegrity:
         self._macs = macs
         self._metered = metered
         self._unrecorded: deque[tuple[str, str]] = deque(maxlen=10_000)
+        # One writer of records at a time (the background job, and a caller that wants them
+        # now): each failure is recorded once.
+        self._recording = asyncio.Lock()
 
     def check(self, table: str, identity: str, values: tuple[Any, ...], mac: bytes | None) -> bool:
         if self._macs().verify(table, values, mac):
@@ -47,13 +50,14 @@ class RowIntegrity:
 
     async def record(self, operations: Operations) -> None:
         """Write an audit record of each failure reported since the last call."""
-        while self._unrecorded:
-            table, identity = self._unrecorded[0]
-            async with operations.begin_system("integrity.failure") as op:
-                op.event.resource_identity = identity
-                op.event.outcome = "failure"
-                op.event.error_code = f"integrity_{table}"
-            self._unrecorded.popleft()  # only once its record is written
+        async with self._recording:
+            while self._unrecorded:
+                table, identity = self._unrecorded[0]
+                async with operations.begin_system("integrity.failure") as op:
+                    op.event.resource_identity = identity
+                    op.event.outcome = "failure"
+                    op.event.error_code = f"integrity_{table}"
+                self._unrecorded.popleft()  # only once its record is written
 
     async def record_forever(self, operations: Operations) -> None:
         while True:
