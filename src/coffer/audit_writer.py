@@ -1,10 +1,11 @@
 """The audit writer process (``python -m coffer.audit_writer``), started by ``coffer serve``.
 
-It reads the server's settings and the checkpoint signing key from its first frame (the root key
-stays with the server: a sealed server starts no writer), opens the database itself, and commits
-the batches the server sends (``coffer.audit.process``). It ignores SIGINT and
-SIGTERM: it stops when the server closes its pipe, after the batch under way, so that a
-graceful shutdown loses no record, and when the server dies, since the pipe closes then too.
+It reads the server's settings and the keys it needs (checkpoint signing, row MACs, audit links)
+from its first frame (the root key stays with the server: a sealed server starts no writer),
+opens the database and the audit anchor itself, and commits the batches the server sends
+(``coffer.audit.process``). It ignores SIGINT and SIGTERM: it stops when the server closes its
+pipe, after the batch under way, so that a graceful shutdown loses no record, and when the server
+dies, since the pipe closes then too.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import signal
 import sys
 from typing import IO
 
+from coffer.audit.anchor import Anchor
 from coffer.audit.committer import BatchCommitter
 from coffer.audit.process import WriterStartup, read_frame, serve
 from coffer.bootstrap import audit_status, settle_garbage_collector, utc_now
-from coffer.crypto.integrity import RowMacs
+from coffer.crypto.integrity import AuditLinks, RowMacs
 from coffer.crypto.signing import CheckpointSigner
 from coffer.service.integrity import RowIntegrity
 from coffer.storage.database import create_engine_for, create_sync_engine_for
@@ -37,9 +39,11 @@ async def _run(startup: WriterStartup, requests: IO[bytes], replies: IO[bytes]) 
         committer = BatchCommitter(
             audit_store,
             CheckpointSigner(startup.signing_seed),
+            AuditLinks(startup.link_key).link,
             utc_now,
             audit_status,
             checkpoint_every=settings.audit_checkpoint_every,
+            anchor=Anchor(settings.anchor_path),
         )
         await serve(committer, requests, replies)
     finally:

@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 
 from coffer.api.app import create_app
 from coffer.api.errors import status_of
+from coffer.audit.anchor import Anchor, AnchorContents, AnchorError, read_anchor
 from coffer.audit.committer import BatchCommitter, Committer
 from coffer.audit.events import ApplyingSink, AuditEvent, AuditSink
 from coffer.audit.log import AuditLog
@@ -39,6 +40,7 @@ from coffer.config import (
     write_seal_file,
 )
 from coffer.crypto.hsm import HsmUnavailable, Pkcs11Token
+from coffer.crypto.integrity import RowMacs
 from coffer.crypto.root import (
     RootKeyError,
     SoftwareCipher,
@@ -59,7 +61,7 @@ from coffer.crypto.seals import (
     share_digest,
 )
 from coffer.crypto.shamir import MAX_SHARES, split
-from coffer.crypto.signing import legacy_signing_seed
+from coffer.crypto.signing import CheckpointVerifier, legacy_signing_seed
 from coffer.crypto.wrapping import kek_aad, purpose_key_aad
 from coffer.domain.identity import INSTALLATION_PREFIX, new_identity
 from coffer.domain.regions import Region
@@ -85,7 +87,7 @@ from coffer.service.integrity import RowIntegrity
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
-from coffer.service.operations import Operations
+from coffer.service.operations import AuthFailures, Operations
 from coffer.service.purposes import CHECKPOINT_SIGNING, PurposeKeys, PurposeSigner
 from coffer.service.root import RootOfTrust, WrongRootKey, share_bytes
 from coffer.service.rotation import RootRotation
@@ -308,18 +310,25 @@ def build_services(
 
         async def writer_startup() -> WriterStartup:
             return WriterStartup(
-                settings, await purposes.checkpoint_seed(), await purposes.row_mac_key()
+                settings,
+                await purposes.checkpoint_seed(),
+                await purposes.row_mac_key(),
+                await purposes.audit_link_key(),
             )
 
+        anchor = Anchor(settings.anchor_path)
+        anchor.open()  # made now if new: its absence later means it was removed
         committer = (
             ProcessCommitter([sys.executable, "-m", "coffer.audit_writer"], writer_startup)
             if settings.audit_writer == "process"
             else BatchCommitter(
                 audit_store,
                 signer,
+                purposes.audit_link,
                 clock,
                 audit_status,
                 checkpoint_every=settings.audit_checkpoint_every,
+                anchor=anchor,
             )
         )
         audit_log = AuditLog(
@@ -327,10 +336,12 @@ def build_services(
             signer,
             clock,
             committer,
+            anchor=anchor,
             batch_meter=observe_audit_batch if settings.metrics else None,
         )
     sink: AuditSink = audit_log or ApplyingSink(audit_store.apply_change, observe)
-    operations = Operations(access, sink, clock, audit_status)
+    failures = AuthFailures(settings.audit_auth_failures_per_minute, timer)
+    operations = Operations(access, sink, clock, audit_status, failures)
     scope = KeyScope(
         store,
         KeyCache(
@@ -458,6 +469,7 @@ def build_app(
         watch_the_seal,
         resume_rotation,
         record_integrity_failures,
+        services.operations.record_suppressed_forever,
     ]
     if run_scheduler:
         background.append(scheduler.run_forever)
@@ -607,10 +619,11 @@ async def initialise(
             engine.dispose()
         root = RootOfTrust(installation, [generation], seals)
         root.open_sync()
-        services = build_services(settings, root=root)
+        # Installing is not a request: its changes are applied on their own, with no audit log
+        # (nor its anchor: that is the server's, where its config says).
+        services = build_services(replace(settings, audit_sink="discard"), root=root)
         try:
             await services.purposes.load()
-            # Installing is not a request: its changes are applied on their own.
             boot = await services.tenants.bootstrap(
                 services.audit_store.apply_change, token_lifetime=admin_token_lifetime
             )
@@ -819,10 +832,34 @@ async def unseal_offline(root: RootOfTrust, shares: Sequence[str]) -> None:
 
 
 async def verify_audit(
-    settings: Settings, shares: Callable[[int], Sequence[str]] | None = None
+    settings: Settings,
+    shares: Callable[[int], Sequence[str]] | None = None,
+    *,
+    anchor_path: Path | None = None,
+    public_key: bytes | None = None,
 ) -> Verification:
-    """Walk the audit chain of an initialised data directory (``coffer audit verify``).
-    ``shares(threshold)`` gives the unseal key shares of a Shamir-sealed installation."""
+    """Walk the audit chain of an initialised data directory (``coffer audit verify``) and
+    compare it with the anchor file (``anchor_path``, else the configured one).
+
+    With the root of trust (the default) every link is checked; ``shares(threshold)`` gives the
+    unseal key shares of a Shamir-sealed installation. With ``public_key`` (the checkpoint key's
+    PEM) nothing of the root of trust is needed or opened, and records are checked by count and
+    order against the signed checkpoints."""
+    if public_key is not None:
+        try:
+            verifier = CheckpointVerifier(public_key)
+        except ValueError:
+            raise ConfigError("the public key is not an Ed25519 public key in PEM") from None
+        store = SqlStore(create_engine_for(settings.url), RowIntegrity(_no_macs))
+        audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url), _no_macs)
+        try:
+            anchor = _anchor_of(anchor_path or settings.anchor_path)
+            return await verify_chain(audit_store, verifier, None, anchor)
+        except DBAPIError as exc:
+            raise ConfigError(f"the database cannot be read ({exc.orig})") from None
+        finally:
+            await audit_store.close()
+            await store.close()
     root = open_data_dir(settings)
     purposes: PurposeKeys
     store = SqlStore(create_engine_for(settings.url), RowIntegrity(lambda: purposes.row_macs))
@@ -840,11 +877,31 @@ async def verify_audit(
             await purposes.load(create=False)  # verifying writes nothing
         except KeyIntegrityError:
             raise ConfigError(
-                "the audit checkpoint key is missing from the database: checkpoints cannot be "
-                "verified (a server makes it at its first start)"
+                "the audit keys are missing from the database: the chain cannot be verified (a "
+                "server makes them at its first start)"
             ) from None
-        return await verify_chain(audit_store, purposes.signer)
+        anchor = _anchor_of(anchor_path or settings.anchor_path)
+        return await verify_chain(audit_store, purposes.signer, purposes.audit_link, anchor)
     finally:
         root.close()
         await audit_store.close()
         await store.close()
+
+
+def _no_macs() -> RowMacs:
+    raise ConfigError("verifying with the public key reads no authenticated row")
+
+
+def _anchor_of(path: Path) -> AnchorContents:
+    """The anchor file to verify against. A server makes it when it starts, so its absence
+    means it was deleted or is elsewhere: an error either way (a wiped log would otherwise verify
+    as empty)."""
+    if not path.exists():
+        raise ConfigError(
+            f"no audit anchor at {path}: it was deleted, or it is elsewhere (give --anchor, or "
+            "--config with the server's audit_anchor_path); a server makes it when it starts"
+        )
+    try:
+        return read_anchor(path)
+    except AnchorError as exc:
+        raise ConfigError(str(exc)) from None

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 DATABASE_FILE = "coffer.db"
 ROOT_KEY_FILE = "root.key"
+ANCHOR_FILE = "audit-anchor.jsonl"
 #: This node's PKCS #11 settings (the module's path), written by ``coffer init --seal pkcs11``.
 SEAL_FILE = "seal.json"
 AUDIT_SINKS = ("database", "discard")
@@ -36,6 +37,8 @@ FILE_SETTINGS = frozenset(
         "audit_sink",
         "audit_writer",
         "audit_checkpoint_every",
+        "audit_anchor_path",
+        "audit_auth_failures_per_minute",
         "audit_retention_days",
         "oidc",
         "metrics",
@@ -113,6 +116,12 @@ class Settings:
     audit_writer: str = "process"
     #: A signed checkpoint of the audit chain every this many records (and at shutdown).
     audit_checkpoint_every: int = 1000
+    #: The file outside the database every checkpoint is also appended to (``None``: the data
+    #: directory's ``audit-anchor.jsonl``). Put it on another disk than the database.
+    audit_anchor_path: Path | None = None
+    #: Failed authentications recorded one by one per source address and minute; the rest are
+    #: counted into one ``auth.failures.suppressed`` record per source and minute.
+    audit_auth_failures_per_minute: int = 60
     #: Audit records older than this many days are pruned (``None``: kept for ever).
     audit_retention_days: int | None = None
     #: OpenID Connect bearer tokens (``None``: only Coffer's own tokens).
@@ -135,6 +144,10 @@ class Settings:
     @property
     def root_key_path(self) -> Path:
         return self.data_dir / ROOT_KEY_FILE
+
+    @property
+    def anchor_path(self) -> Path:
+        return self.audit_anchor_path or self.data_dir / ANCHOR_FILE
 
     @property
     def url(self) -> str:
@@ -231,6 +244,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         "database_pool_size",
         "max_body_bytes",
         "audit_checkpoint_every",
+        "audit_auth_failures_per_minute",
         "audit_retention_days",
         "root_rotation_batch_size",
     ):
@@ -260,6 +274,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
             if not isinstance(days, int) or isinstance(days, bool) or days < 1:
                 raise ConfigError(f"{path}: '{name}' must be a whole number, at least 1")
             values[name] = days
+    if "audit_anchor_path" in raw:
+        anchor = raw["audit_anchor_path"]
+        if not isinstance(anchor, str) or not anchor:
+            raise ConfigError(f"{path}: 'audit_anchor_path' must be a file path")
+        values["audit_anchor_path"] = Path(anchor)
     if "audit_sink" in raw:
         if raw["audit_sink"] not in AUDIT_SINKS:
             raise ConfigError(f"{path}: 'audit_sink' must be one of {', '.join(AUDIT_SINKS)}")

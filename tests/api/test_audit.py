@@ -6,8 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import text
 
+from coffer.audit.anchor import read_anchor
 from coffer.audit.verify import verify_chain
 from tests.api.test_access import error
 from tests.conftest import Kms, on_postgresql, sync_engine
@@ -62,8 +65,12 @@ def allow_audit_inserts(kms: Kms) -> None:
 
 
 def verification(kms: Kms):  # type: ignore[no-untyped-def]
+    """The chain verified as ``coffer audit verify`` does: with the link key and the anchor."""
     signer = kms.run(kms.services.purposes.checkpoint_signer)
-    return kms.run(verify_chain, kms.services.audit_store, signer)
+    path = kms.settings.anchor_path
+    anchor = read_anchor(path) if path.exists() else None
+    purposes = kms.services.purposes
+    return kms.run(verify_chain, kms.services.audit_store, signer, purposes.audit_link, anchor)
 
 
 @pytest.fixture
@@ -299,7 +306,30 @@ TAMPERING: dict[str, tuple[list[str], str]] = {
     "truncate the tail and move the head": (
         ["DELETE FROM audit_events WHERE seq > 7",
          "UPDATE audit_chain_head SET seq = 7, hash = (SELECT hash FROM audit_events WHERE seq = 7)"],
-        "records after 7 are missing"),
+        "the anchor holds a checkpoint at record 10, beyond the database's last record 7"),
+    "wipe the log": (
+        ["DELETE FROM audit_events", "DELETE FROM audit_checkpoints",
+         "UPDATE audit_chain_head SET seq = 0, hash = "
+         + ("decode(repeat('00', 32), 'hex')" if on_postgresql() else "zeroblob(32)")],
+        "the anchor holds a checkpoint at record 5, beyond the database's last record 0"),
+    "truncate to an old checkpoint": (
+        ["DELETE FROM audit_events WHERE seq > 5", "DELETE FROM audit_checkpoints WHERE seq > 5",
+         "UPDATE audit_chain_head SET seq = 5, hash = (SELECT hash FROM audit_events WHERE seq = 5)"],
+        "the anchor holds a checkpoint at record 10, beyond the database's last record 5"),
+    "delete one checkpoint": (
+        ["DELETE FROM audit_checkpoints WHERE seq = 5"],
+        "the checkpoint at record 10 does not follow the checkpoint before it"),
+    "edit a checkpoint's time": (
+        ["UPDATE audit_checkpoints SET created_at = '1999-01-01 00:00:00.000000' WHERE seq = 5"],
+        "the checkpoint at record 5 has an invalid signature"),
+    "append a forged record": (
+        ["INSERT INTO audit_events (seq, event_id, created_at, organisation_identity, action, "
+         "principal_identity, resource_identity, status, record, prev_hash, hash) "
+         "SELECT 13, 'forged', created_at, organisation_identity, action, principal_identity, "
+         "resource_identity, status, replace(record, '\"seq\"\\:12', '\"seq\"\\:13'), hash, hash "
+         "FROM audit_events WHERE seq = 12",
+         "UPDATE audit_chain_head SET seq = 13, hash = (SELECT hash FROM audit_events WHERE seq = 13)"],
+        "record 13 was changed after it was written"),
     "edit a record's time": (
         ["UPDATE audit_events SET created_at = '1999-01-01 00:00:00.000000' WHERE seq = 6"],
         "record 6's columns"),
@@ -320,27 +350,98 @@ def test_tampering_is_detected(chained: Kms, change: str) -> None:
     assert problem in (result.problem or ""), result.problem
 
 
-def test_a_rebuilt_chain_does_not_match_its_signed_checkpoints(chained: Kms) -> None:
-    """Someone who edits a record and recomputes every later hash is caught by a checkpoint."""
-    from coffer.audit.chain import GENESIS, link
+def rehash_from(kms: Kms, seq: int) -> None:
+    """The database writer's rewrite: drop the checkpoints from ``seq`` on, edit record ``seq``
+    and link every record from there on again — with SHA-256, as they have no link key."""
+    from coffer.audit.chain import legacy_link
 
-    engine = sync_engine(chained.settings)
+    engine = sync_engine(kms.settings)
     with engine.begin() as conn:
-        rows = conn.execute(text("SELECT seq, record FROM audit_events ORDER BY seq")).all()
-        prev = GENESIS
-        for seq, record in rows:
-            if seq == 2:
+        conn.execute(text("DELETE FROM audit_checkpoints WHERE seq >= :s"), {"s": seq})
+        rows = conn.execute(text("SELECT seq, record, prev_hash FROM audit_events "
+                                 "WHERE seq >= :s ORDER BY seq"), {"s": seq}).all()  # fmt: skip
+        prev = bytes(rows[0].prev_hash)
+        for row in rows:
+            record = row.record
+            if row.seq == seq:
                 record = record.replace('"outcome":"success"', '"outcome":"failure"')
-            digest = link(prev, record.encode())
+            digest = legacy_link(prev, record.encode())
             conn.execute(
                 text("UPDATE audit_events SET record=:r, prev_hash=:p, hash=:h WHERE seq=:s"),
-                {"r": record, "p": prev, "h": digest, "s": seq},
+                {"r": record, "p": prev, "h": digest, "s": row.seq},
             )
             prev = digest
         conn.execute(text("UPDATE audit_chain_head SET hash = :h"), {"h": prev})
     engine.dispose()
+
+
+def test_a_rewritten_tail_is_caught_by_the_anchor_and_by_its_links(chained: Kms) -> None:
+    """Checkpoints after record 5 dropped, record 6 edited, the rest linked again: the anchor
+    still holds checkpoint 10; and without the anchor, the links give it away."""
+    rehash_from(chained, 6)
     result = verification(chained)
-    assert result.problem == "record 5 does not match its checkpoint"
+    assert "the anchor's checkpoint at record 10 is missing from the database" in (
+        result.problem or ""
+    ), result.problem
+    signer = chained.run(chained.services.purposes.checkpoint_signer)
+    link = chained.services.purposes.audit_link
+    alone = chained.run(verify_chain, chained.services.audit_store, signer, link, None)
+    assert alone.problem == "record 6 was changed after it was written"
+
+
+def anchor_lines(kms: Kms) -> list[bytes]:
+    return kms.settings.anchor_path.read_bytes().splitlines(keepends=True)
+
+
+def test_the_anchor_holds_every_checkpoint_and_is_private(chained: Kms) -> None:
+    anchor = read_anchor(chained.settings.anchor_path)
+    assert [cp.seq for cp in anchor.checkpoints] == [5, 10]
+    assert all(cp.anchor == anchor.identity for cp in anchor.checkpoints)
+    assert chained.settings.anchor_path.stat().st_mode & 0o777 == 0o600
+    result = verification(chained)
+    assert result.ok, result.problem
+    assert (result.anchored, result.unanchored) == (2, None)
+
+
+@pytest.fixture
+def longer(chained: Kms) -> Kms:
+    """The chained log with four checkpoints (5, 10, 15, 20)."""
+    for _ in range(10):
+        chained.post(f"{KEYS}/k/encrypt", {"plaintext": "AA=="})
+    return chained
+
+
+def test_an_anchor_replaced_by_an_older_copy_or_truncated_is_detected(longer: Kms) -> None:
+    path = longer.settings.anchor_path
+    lines = anchor_lines(longer)
+    assert len(lines) == 5  # the header and four checkpoints
+    path.write_bytes(b"".join(lines[:3]))  # the copy of when checkpoint 10 was the newest
+    result = verification(longer)
+    assert "the anchor lacks checkpoints the database holds of it (records 15, 20)" in (
+        result.problem or ""
+    ), result.problem
+    path.write_bytes(lines[0])  # truncated to its header
+    assert "lacks checkpoints" in (verification(longer).problem or "")
+
+
+def test_only_the_newest_checkpoint_may_be_missing_from_the_anchor(longer: Kms) -> None:
+    """A crash between a checkpoint's commit and its append leaves the anchor one checkpoint
+    behind: verify passes and names it; cutting the anchor's last line looks the same."""
+    path = longer.settings.anchor_path
+    path.write_bytes(b"".join(anchor_lines(longer)[:-1]))
+    result = verification(longer)
+    assert result.ok, result.problem
+    assert result.unanchored == 20
+
+
+def test_a_forged_anchor_line_is_refused(longer: Kms) -> None:
+    path = longer.settings.anchor_path
+    lines = anchor_lines(longer)
+    forged = lines[-1].replace(b'"seq":20', b'"seq":25')
+    path.write_bytes(b"".join([*lines, forged]))
+    assert "the anchor's checkpoint at record 25 is not one it holds validly" in (
+        verification(longer).problem or ""
+    )
 
 
 def test_pruning_keeps_the_chain_verifiable_from_a_checkpoint(chained: Kms) -> None:
@@ -391,7 +492,10 @@ def test_each_scheduler_pass_signs_a_checkpoint_when_the_chain_moved(chained: Km
         "UPDATE audit_chain_head SET seq = 10, hash = (SELECT hash FROM audit_events WHERE seq = 10)",
     )
     result = verification(chained)
-    assert result.problem == "records after 10 are missing: a checkpoint covers record 12"
+    assert result.problem == (
+        "the anchor holds a checkpoint at record 12, beyond the database's last record 10: "
+        "records were deleted or the database was rolled back"
+    )
 
 
 def test_a_lifecycle_change_is_never_stored_without_its_record(kms: Kms) -> None:
@@ -448,4 +552,102 @@ def test_racing_schedulers_on_the_durable_log_record_each_rotation_once(kms: Kms
     scheduled = [r for r in records(kms) if r["action"] == "kms.rotate.scheduled"]
     assert len(scheduled) == 3
     assert {r["context"]["outcome"] for r in scheduled} == {"success"}
+    assert verification(kms).ok
+
+
+def test_anyone_with_the_public_key_verifies_the_checkpoints_and_the_anchor(
+    longer: Kms, tmp_path: Any
+) -> None:
+    """No root of trust: the root key file is moved away, only the PEM is given."""
+    import asyncio
+
+    from coffer.bootstrap import verify_audit
+
+    answer = longer.client.get("/v1/audit/public-key", headers=longer.headers)
+    pem = answer.json()["publicKey"].encode()
+    root_key = longer.settings.root_key_path
+    away = tmp_path / "root.key.away"
+    root_key.rename(away)
+    try:
+        result = asyncio.run(verify_audit(longer.settings, public_key=pem))
+        assert result.ok, result.problem
+        assert (result.records, result.anchored, result.links_checked) == (22, 4, False)
+        execute(longer, "DELETE FROM audit_events WHERE seq > 12",
+                "DELETE FROM audit_checkpoints WHERE seq > 10",
+                "UPDATE audit_chain_head SET seq = 12, hash = "
+                "(SELECT hash FROM audit_events WHERE seq = 12)")  # fmt: skip
+        result = asyncio.run(verify_audit(longer.settings, public_key=pem))
+        assert "the anchor holds a checkpoint at record 15, beyond" in (result.problem or "")
+        other = Ed25519PrivateKey.generate().public_key()
+        wrong = other.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        result = asyncio.run(verify_audit(longer.settings, public_key=wrong))
+        assert "invalid signature" in (result.problem or "")
+    finally:
+        away.rename(root_key)
+
+
+def test_a_deleted_anchor_fails_verification(chained: Kms) -> None:
+    import asyncio
+
+    from coffer.bootstrap import verify_audit
+    from coffer.config import ConfigError
+
+    chained.settings.anchor_path.unlink()
+    with pytest.raises(ConfigError, match="no audit anchor at"):
+        asyncio.run(verify_audit(chained.settings))
+
+
+@pytest.mark.one_engine  # what is counted never reaches storage: one engine shows it
+def test_a_flood_of_bad_tokens_with_huge_user_agents_grows_the_log_by_less_than_a_megabyte(
+    kms: Kms,
+) -> None:
+    """10,000 requests with bad tokens and 200 kB User-Agents from one address: 60 recorded one
+    by one (plus the refill while the flood lasts), the rest counted into summary records; the
+    stored records grow by less than 1 MB, and every failure is accounted for."""
+    engine = sync_engine(kms.settings)
+
+    def stored() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT COALESCE(SUM(LENGTH(record)), 0) "
+                                         "FROM audit_events")).scalar() or 0)  # fmt: skip
+
+    def on_disk() -> int:
+        """The SQLite database's size in pages in use, its write-ahead log included (the log's
+        file itself is a bounded buffer SQLite reuses: folded every 1,000 pages)."""
+        with engine.connect() as conn:
+            pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+            free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+            size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+        return int((pages - free) * size)
+
+    before = stored()
+    disk_before = 0 if on_postgresql() else on_disk()
+    agent = "flood/" + "x" * 200_000
+    for n in range(10_000):
+        answer = kms.client.get(KEYS, headers={"Authorization": f"Bearer coffer_bad{n}",
+                                               "User-Agent": agent})  # fmt: skip
+        assert answer.status_code == 401
+    kms.run(kms.services.operations.record_suppressed)
+    rows = [r for r in records(kms) if r["context"]["user_agent"] is None
+            or r["context"]["user_agent"].startswith("flood/")]  # fmt: skip
+    one_by_one = [r for r in rows if r["action"] == "kms.key.list"]
+    summaries = [r for r in rows if r["action"] == "auth.failures.suppressed"]
+    assert 60 <= len(one_by_one) < 200
+    assert all(r["context"]["user_agent"].endswith("…[truncated]") for r in one_by_one)
+    assert all(len(r["context"]["user_agent"]) <= 256 + len("…[truncated]") for r in one_by_one)
+    # One a minute while the flood lasts (the server's job), and the rest at the end.
+    assert 1 <= len(summaries) <= 5
+    counted = sum(s["context"]["suppressedCount"] for s in summaries)
+    assert counted + len(one_by_one) == 10_000
+    for summary in summaries:
+        assert summary["context"]["status"] == 401
+        assert summary["resourceType"] == "source_address"
+        assert summary["context"]["client_ip"] == one_by_one[0]["context"]["client_ip"]
+    growth = stored() - before
+    print(f"\n10,000 failed authentications: {len(one_by_one)} records + {len(summaries)} "
+          f"summary, {growth:,} bytes of records")  # fmt: skip
+    assert growth < 1_000_000
+    if not on_postgresql():
+        assert on_disk() - disk_before < 1_000_000
+    engine.dispose()
     assert verification(kms).ok

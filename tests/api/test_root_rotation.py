@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import func, select
 
-from coffer.audit.chain import checkpoint_message
+from coffer.audit.chain import signed_message
 from coffer.bootstrap import SealChoice, build_services, open_root
 from coffer.config import ConfigError, Settings
 from coffer.crypto.root import SoftwareCipher, open_blob, opens_check_value
@@ -28,6 +28,7 @@ from coffer.service.context import RequestMeta
 from coffer.service.iam import OrganisationSpec
 from coffer.service.services import Services
 from coffer.storage import schema
+from coffer.storage.sql_audit import _checkpoint
 from tests.api.test_access import error
 from tests.api.test_audit import verification
 from tests.conftest import Kms, initialised, make_settings, open_kms, sync_engine
@@ -106,9 +107,9 @@ def test_rotating_the_root_rewraps_everything_and_retires_the_old_key(kms: Kms) 
     old_key = kms.settings.root_key_path.read_bytes()
     before = root_blobs(kms)
     assert {generation for _, _, generation, _ in before} == {1}
-    # Four KEKs and the purpose keys (checkpoint signing, row MAC, token digest); BYOK wrapping
-    # keys are wrapped by their organisation's KEK, and need no rewrapping.
-    assert len(before) == 4 + 3
+    # Four KEKs and the purpose keys (checkpoint signing, row MAC, token digest, audit link);
+    # BYOK wrapping keys are wrapped by their organisation's KEK, and need no rewrapping.
+    assert len(before) == 4 + 4
     signature_key = kms.run(kms.services.purposes.checkpoint_seed)
 
     started = kms.post("/v1/sys/rotate-root")
@@ -177,7 +178,7 @@ def test_a_rotation_stopped_half_way_resumes_at_the_next_start(tmp_path: Path) -
         # Begun, one batch rewrapped, then the server stops (its background run is not started).
         kms.run(begin_rotation, kms.services)
         kms.run(rewrap_one_batch, kms.services)
-        assert kms.run(kms.services.rotation.status).remaining == 6
+        assert kms.run(kms.services.rotation.status).remaining == 7
     for restarted in open_kms(settings, boot):
         assert wait_until_rotated(restarted)["activeGeneration"] == 2
         assert {generation for _, _, generation, _ in root_blobs(restarted)} == {2}
@@ -287,7 +288,7 @@ def test_the_checkpoint_key_is_random_and_its_public_half_verifies_checkpoints(k
     engine.dispose()
     assert checkpoints
     for row in checkpoints:
-        public.verify(bytes(row.signature), checkpoint_message(row.seq, bytes(row.hash)))
+        public.verify(bytes(row.signature), signed_message(_checkpoint(row)))
     assert base64.b64encode(seed).decode() not in answer.text
 
 

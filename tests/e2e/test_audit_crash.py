@@ -287,3 +287,62 @@ def test_audit_verify_on_an_uninitialised_directory_says_to_run_init(tmp_path: P
         assert "Traceback" not in err
         assert out == ""
         assert not (directory / "coffer.db").exists()
+
+
+def test_a_wiped_log_is_caught_by_an_anchor_on_another_path_even_with_the_public_key_only(
+    tmp_path: Path,
+) -> None:
+    coffer = initialise(tmp_path / "data")
+    elsewhere = tmp_path / "other-disk" / "anchor.jsonl"
+    config = tmp_path / "coffer.toml"
+    config.write_text(f'audit_checkpoint_every = 2\naudit_anchor_path = "{elsewhere}"\n')
+    port = free_port()
+    args = ("--data-dir", coffer.data_dir, "--port", str(port), "--config", config)
+    process = start_serve(*args, log=tmp_path / "serve.log")
+    try:
+        wait_until_healthy(process, port, tmp_path / "serve.log")
+        create_key(port, coffer)
+        for i in range(4):
+            status, sealed = http_post(port, ENCRYPT_PATH, {"plaintext": "AA=="},
+                                       {**coffer.headers, "X-Request-Id": f"anchor-{i}"})  # fmt: skip
+            assert status == 200, sealed
+        done = run_coffer("audit", "public-key", "--url", f"http://127.0.0.1:{port}",
+                          "--token", coffer.headers["Authorization"].removeprefix("Bearer "))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finally:
+        stop(process)
+    pem = tmp_path / "audit.pem"
+    pem.write_text(done.stdout)
+    assert not (coffer.data_dir / "audit-anchor.jsonl").exists()
+    assert len(elsewhere.read_text().splitlines()) >= 3  # the header and two checkpoints
+
+    def verify_with(*extra: str | Path) -> tuple[int, str, str]:
+        result = run_coffer("audit", "verify", "--data-dir", coffer.data_dir, *extra)
+        return result.returncode, result.stdout, result.stderr
+
+    code, out, err = verify_with("--anchor", elsewhere)
+    assert code == 0, err
+    assert "audit chain intact: 5 record(s)" in out
+    code, out, err = verify_with("--anchor", elsewhere, "--public-key", pem)
+    assert code == 0, err
+    assert "links not checked: public key only" in out
+
+    engine = open_database(coffer.data_dir)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM audit_events"))
+            connection.execute(text("DELETE FROM audit_checkpoints"))
+            connection.execute(text("UPDATE audit_chain_head SET seq = 0"))
+    finally:
+        engine.dispose()
+    for extra in (
+        ("--anchor", elsewhere),
+        ("--config", config),
+        ("--public-key", pem, "--anchor", elsewhere),
+    ):
+        code, out, err = verify_with(*extra)
+        assert code == 1, (out, err)
+        assert "beyond the database's last record 0" in err, err
+    code, out, err = verify_with()  # the default anchor: the data directory holds none
+    assert code == 1
+    assert "no audit anchor at" in err

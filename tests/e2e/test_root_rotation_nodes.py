@@ -179,7 +179,7 @@ def test_root_rotation_survives_load_and_a_killed_node(
         assert (state["activeGeneration"], state["remaining"]) == (2, 0)
         blobs = root_blobs(url)
         # The KEKs, the Default organisation's, three purpose keys.
-        assert len(blobs) == ORGANISATIONS + 1 + 3
+        assert len(blobs) == ORGANISATIONS + 1 + 4
         assert {generation for _, _, generation in blobs} == {2}
         for blob, aad, _ in blobs:
             with pytest.raises(KeyIntegrityError):

@@ -106,6 +106,18 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() or None
 
 
+#: The longest header value an audit record keeps (longer ones are cut and marked).
+MAX_RECORDED_HEADER = 256
+TRUNCATED = "…[truncated]"
+
+
+def recorded(value: str | None) -> str | None:
+    """``value`` as an audit record keeps it: at most ``MAX_RECORDED_HEADER`` characters."""
+    if value is None or len(value) <= MAX_RECORDED_HEADER:
+        return value
+    return value[:MAX_RECORDED_HEADER] + TRUNCATED
+
+
 def meta(request: Request) -> RequestMeta:
     headers = request.headers
     return RequestMeta(
@@ -114,7 +126,7 @@ def meta(request: Request) -> RequestMeta:
         organisation_ref=headers.get("x-organisation-identity") or None,
         project_ref=headers.get("x-project-identity") or None,
         client_ip=request.client.host if request.client else None,
-        user_agent=headers.get("user-agent"),
+        user_agent=recorded(headers.get("user-agent")),
     )
 
 

@@ -7,13 +7,16 @@ on several processes or nodes take turns without retries, in one lock order (no 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
-from coffer.audit.chain import checkpoint_message, row_of
+from coffer.audit.anchor import Anchor
+from coffer.audit.chain import new_checkpoint, row_of
 from coffer.audit.events import AuditEvent
-from coffer.domain.audit import ChainRow, Checkpoint
+from coffer.domain.audit import ChainRow, ChainTip, Checkpoint
 from coffer.errors import CofferError
 from coffer.storage.repositories import AuditStore, Change
 
@@ -43,8 +46,28 @@ class Committer(Protocol):
     async def close(self) -> None: ...
 
 
-def checkpoint_of(signer: Signer, seq: int, chain_hash: bytes, now: datetime) -> Checkpoint:
-    return Checkpoint(seq, chain_hash, now, signer.sign(checkpoint_message(seq, chain_hash)))
+#: Makes a link: ``(previous link, canonical record) → link`` (``AuditLinks.link``).
+Link = Callable[[bytes, bytes], bytes]
+
+
+class Anchored:
+    """Checkpoints made and anchored: each is signed, follows the newest one, and is appended
+    to the anchor file (if any) once its transaction committed."""
+
+    def __init__(self, signer: Signer, anchor: Anchor | None, clock: Callable[[], datetime]):
+        self._signer = signer
+        self._anchor = anchor
+        self._clock = clock
+
+    def make(self, tip: ChainTip) -> Checkpoint:
+        """A checkpoint of ``tip`` (inside the transaction that will store it)."""
+        name = self._anchor.identity if self._anchor is not None else None
+        return new_checkpoint(self._signer.sign, tip, name, self._clock())
+
+    def anchor(self, checkpoint: Checkpoint | None) -> None:
+        """Append a committed checkpoint to the anchor file (fsync)."""
+        if checkpoint is not None and self._anchor is not None:
+            self._anchor.append(checkpoint)
 
 
 class BatchCommitter:
@@ -52,16 +75,19 @@ class BatchCommitter:
         self,
         store: AuditStore,
         signer: Signer,
+        link: Link,
         clock: Callable[[], datetime],
         status_of: StatusOf,
         *,
         checkpoint_every: int,
+        anchor: Anchor | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
-        self._clock = clock
+        self._link = link
         self._status_of = status_of
         self._every = checkpoint_every
+        self._checkpoints = Anchored(signer, anchor, clock)
 
     async def close(self) -> None:
         return None
@@ -69,13 +95,14 @@ class BatchCommitter:
     async def commit(self, batch: Sequence[Entry]) -> Sequence[CofferError | None]:
         await self._signer.ready()
         made: list[Sequence[CofferError | None]] = []
+        checkpoints: list[Checkpoint | None] = []
 
         def build(
-            outcomes: Sequence[CofferError | None], start: tuple[int, bytes]
+            outcomes: Sequence[CofferError | None], start: ChainTip
         ) -> tuple[Sequence[ChainRow], Checkpoint | None]:
             # Runs inside the transaction, once the changes' outcomes are known and the head is
             # locked.
-            seq, prev = start
+            seq, prev = start.seq, start.link
             rows: list[ChainRow] = []
             for (event, change), refused in zip(batch, outcomes, strict=True):
                 if refused is not None and change is not None and change.quiet_if_refused:
@@ -85,14 +112,17 @@ class BatchCommitter:
                     event.error_code = None if refused is None else refused.code
                     event.status = self._status_of(event.action, refused)
                 seq += 1
-                row = row_of(event, seq, prev)
+                row = row_of(event, seq, prev, self._link)
                 rows.append(row)
                 prev = row.hash
             checkpoint = None
-            if rows and seq // self._every > start[0] // self._every:
-                checkpoint = checkpoint_of(self._signer, seq, prev, self._clock())
+            if rows and seq // self._every > start.seq // self._every:
+                checkpoint = self._checkpoints.make(replace(start, seq=seq, link=prev))
             made.append(outcomes)
+            checkpoints.append(checkpoint)
             return rows, checkpoint
 
         await self._store.append_audit([change for _, change in batch], build)
+        if checkpoints:
+            await asyncio.to_thread(self._checkpoints.anchor, checkpoints[-1])
         return made[-1]

@@ -39,6 +39,8 @@ class AuditEvent:
     #: The version of the row the action changed, after it (the storage barrier compares a
     #: row's version with the newest change recorded of it: docs/security.md).
     object_version: int | None = None
+    #: ``auth.failures.suppressed``: how many failed authentications the record stands for.
+    count: int | None = None
 
 
 class AuditSink(Protocol):

@@ -15,11 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 
+from coffer.audit.anchor import Anchor
 from coffer.audit.chain import prune_message
-from coffer.audit.committer import Committer, Signer, checkpoint_of
+from coffer.audit.committer import Anchored, Committer, Signer
 from coffer.audit.events import AuditEvent
-from coffer.domain.audit import PruneMark
-from coffer.errors import Conflict, Unavailable
+from coffer.domain.audit import ChainTip, Checkpoint, PruneMark
+from coffer.errors import Unavailable
 from coffer.storage.repositories import AuditStore, Change
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,14 @@ class AuditLog:
         clock: Callable[[], datetime],
         committer: Committer,
         *,
+        anchor: Anchor | None = None,
         batch_meter: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
         self._clock = clock
         self._committer = committer
+        self._checkpoints = Anchored(signer, anchor, clock)
         self._batch_meter = batch_meter
         self._queue: list[_Entry] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -70,17 +73,18 @@ class AuditLog:
         """Sign a checkpoint of the chain as it stands, unless one covers it already (the
         scheduler calls this every pass: a cut-off tail is then detectable after one interval,
         however few records came). Returns whether one was written."""
-        head = await self._store.audit_head()
-        checkpoints = await self._store.audit_checkpoints()
-        if not head[0] or (checkpoints and checkpoints[-1].seq >= head[0]):
-            return False
         await self._signer.ready()
-        try:
-            await self._store.add_audit_checkpoint(
-                checkpoint_of(self._signer, *head, self._clock())
-            )
-        except Conflict:
-            return False  # a batch's own checkpoint landed on the same record meanwhile
+
+        def build(tip: ChainTip) -> Checkpoint | None:
+            newest = tip.newest_checkpoint()
+            if not tip.seq or (newest is not None and newest.seq >= tip.seq):
+                return None  # nothing new since the newest checkpoint
+            return self._checkpoints.make(tip)
+
+        made = await self._store.add_audit_checkpoint(build)
+        if made is None:
+            return False
+        await asyncio.to_thread(self._checkpoints.anchor, made)
         return True
 
     async def prune(self, cutoff: datetime) -> int:

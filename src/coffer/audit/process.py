@@ -38,12 +38,13 @@ _CLOSE_TIMEOUT = 10.0
 
 @dataclass(frozen=True, slots=True)
 class WriterStartup:
-    """A writer's first frame: the server's settings, the checkpoint signing key and the row
-    MAC key (the changes it applies write authenticated rows)."""
+    """A writer's first frame: the server's settings, the checkpoint signing key, the row MAC
+    key (the changes it applies write authenticated rows) and the audit link key."""
 
     settings: Settings
     signing_seed: bytes = field(repr=False)
     row_mac_key: bytes = field(repr=False)
+    link_key: bytes = field(repr=False)
 
 
 #: What a writer process must not inherit: it opens no seal.

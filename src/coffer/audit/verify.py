@@ -1,24 +1,38 @@
 """Walk the audit chain and report its first broken link.
 
-Checks, in order: every checkpoint's signature; that records run 1, 2, 3, … without a gap (or start
-right after a checkpoint, where old records were pruned); that each record links to the one
-before and its hash covers its content; that the columns queries filter on say what the hashed
-content says; that every checkpoint matches the record at its sequence number; and that the chain
-ends where its head and its checkpoints say it does.
+Checks, in order: every checkpoint's signature, and that each checkpoint names the one before it
+(a checkpoint deleted, edited or inserted breaks the next); that they agree on the first keyed
+record; against the anchor file, that every checkpoint it holds is in the database as it was
+written and not beyond the database's end (a wiped, truncated or rolled-back log), and that the
+database holds no checkpoint of this anchor that the file lacks (an anchor truncated or replaced by
+an older copy) but possibly the newest, which a crash between its commit and its append can leave
+out; that records run 1, 2, 3, … without a gap (or start right after a checkpoint, where old
+records were pruned); that each record links to the one before and its link covers its content
+(with the audit link key: the root of trust); that the columns queries filter on say what the
+content says; that every checkpoint matches the record at its sequence number; and that the
+chain ends where its head says it does.
 
-Limit: a tail cut after the last checkpoint by someone who also rewrites the head row is not
-detectable from the database alone; a checkpoint is written every N records, every scheduler
-pass and at shutdown, and records exported to a SIEM keep their own copy.
+Without the link key (``coffer audit verify --public-key``) links are not checked: records are
+checked by count and order against the signed checkpoints only.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from coffer.audit.chain import GENESIS, checkpoint_message, iso_utc, link, prune_message
+from coffer.audit.anchor import AnchorContents
+from coffer.audit.chain import (
+    GENESIS,
+    checkpoint_digest,
+    iso_utc,
+    legacy_link,
+    prune_message,
+    signed_message,
+)
 from coffer.audit.committer import Signer
-from coffer.domain.audit import ChainRow
+from coffer.domain.audit import ChainRow, Checkpoint
 from coffer.storage.repositories import AuditStore
 
 PAGE = 5000
@@ -30,6 +44,12 @@ class Verification:
     checkpoints: int
     last_seq: int
     problem: str | None = None
+    #: Checkpoints found in the anchor file and in the database alike.
+    anchored: int = 0
+    #: The newest checkpoint of this anchor, if it is in the database but not yet in the file.
+    unanchored: int | None = None
+    #: Whether every record's link was checked (with the link key).
+    links_checked: bool = True
 
     @property
     def ok(self) -> bool:
@@ -54,16 +74,85 @@ def _columns_match(row: ChainRow) -> bool:
     )
 
 
-async def verify_chain(store: AuditStore, signer: Signer) -> Verification:
-    checkpoints = await store.audit_checkpoints()
+def _checkpoint_problem(checkpoints: list[Checkpoint], signer: Signer) -> str | None:
+    before: Checkpoint | None = None
+    for cp in checkpoints:
+        if not signer.verify(cp.signature, signed_message(cp)):
+            return f"the checkpoint at record {cp.seq} has an invalid signature"
+        if cp.prev is None and before is not None and before.prev is not None:
+            return f"the checkpoint at record {cp.seq} is of the old format, after a new one"
+        if cp.prev is not None and cp.prev != checkpoint_digest(before):
+            after = f"the one at record {before.seq}" if before is not None else "none"
+            return (
+                f"the checkpoint at record {cp.seq} does not follow the checkpoint before it in "
+                f"the database ({after}): a checkpoint was deleted, edited or inserted"
+            )
+        before = cp
+    return None
+
+
+def _anchor_problem(
+    checkpoints: list[Checkpoint], head_seq: int, anchor: AnchorContents, signer: Signer
+) -> tuple[str | None, int | None]:
+    """What is wrong between the database's checkpoints and the anchor's, and the newest
+    checkpoint of this anchor not yet appended to it (a crash between commit and append)."""
+    by_seq = {cp.seq: cp for cp in checkpoints}
+    for cp in anchor.checkpoints:
+        if cp.anchor != anchor.identity or not signer.verify(cp.signature, signed_message(cp)):
+            return f"the anchor's checkpoint at record {cp.seq} is not one it holds validly", None
+        if cp.seq > head_seq:
+            return (f"the anchor holds a checkpoint at record {cp.seq}, beyond the database's "
+                    f"last record {head_seq}: records were deleted or the database was rolled "
+                    "back"), None  # fmt: skip
+        if by_seq.get(cp.seq) != cp:
+            problem = (
+                f"the anchor's checkpoint at record {cp.seq} is missing from the database or "
+                "differs there: the log was wiped, truncated or rewritten"
+            )
+            return problem, None
+    anchored = {cp.seq for cp in anchor.checkpoints}
+    mine = [cp for cp in checkpoints if cp.anchor == anchor.identity]
+    missing = [cp.seq for cp in mine if cp.seq not in anchored]
+    if missing and missing != [mine[-1].seq]:
+        shown = ", ".join(map(str, missing[:5]))
+        return (f"the anchor lacks checkpoints the database holds of it (records {shown}): it "
+                "was truncated or replaced by an older copy"), None  # fmt: skip
+    return None, missing[0] if missing else None
+
+
+async def verify_chain(
+    store: AuditStore,
+    signer: Signer,
+    link: Callable[[bytes, bytes], bytes] | None,
+    anchor: AnchorContents | None = None,
+) -> Verification:
+    """Verify the chain of ``store``. ``link``: the keyed link (``None``: records are checked by
+    count and order only); ``anchor``: the anchor file's contents to compare with."""
+    checkpoints = list(await store.audit_checkpoints())
     head_seq, head_hash = await store.audit_head()
+    unanchored = None
+    anchored = 0
 
     def result(records: int, last: int, problem: str | None = None) -> Verification:
-        return Verification(records, len(checkpoints), last, problem)
+        return Verification(records, len(checkpoints), last, problem, anchored, unanchored,
+                            link is not None)  # fmt: skip
 
-    for cp in checkpoints:
-        if not signer.verify(cp.signature, checkpoint_message(cp.seq, cp.hash)):
-            return result(0, 0, f"the checkpoint at record {cp.seq} has an invalid signature")
+    problem = _checkpoint_problem(checkpoints, signer)
+    if problem is not None:
+        return result(0, 0, problem)
+    signed_from = {cp.keyed_from for cp in checkpoints if cp.prev is not None}
+    stored_from = await store.audit_keyed_from()
+    if len(signed_from) > 1 or (signed_from and stored_from not in signed_from):
+        return result(0, 0, "the first keyed record differs between the checkpoints and the "
+                            "installation")  # fmt: skip
+    keyed_from = signed_from.pop() if signed_from else stored_from
+    if keyed_from is None:
+        keyed_from = head_seq + 1  # written before keyed links, and nothing since
+    if anchor is not None:
+        problem, unanchored = _anchor_problem(checkpoints, head_seq, anchor, signer)
+        if problem is not None:
+            return result(0, 0, problem)
+        anchored = len(anchor.checkpoints)
     by_seq = {cp.seq: cp for cp in checkpoints}
     marks = await store.audit_prune_marks()
     for mark in marks:
@@ -78,16 +167,18 @@ async def verify_chain(store: AuditStore, signer: Signer) -> Verification:
     while rows := await store.audit_rows(after, PAGE):
         for row in rows:
             if count == 0 and row.seq != 1:
-                anchor = by_seq.get(row.seq - 1)
-                if anchor is None or pruned_through != row.seq - 1:
+                start = by_seq.get(row.seq - 1)
+                if start is None or pruned_through != row.seq - 1:
                     return result(count, last, f"records before {row.seq} are missing")
-                prev, last = anchor.hash, row.seq - 1
+                prev, last = start.hash, row.seq - 1
             if row.seq != last + 1:
                 return result(count, last, f"record {last + 1} is missing (next is {row.seq})")
             if row.prev_hash != prev:
                 return result(count, last, f"record {row.seq} does not link to record {last}")
-            if link(prev, row.record.encode()) != row.hash:
-                return result(count, last, f"record {row.seq} was changed after it was written")
+            if link is not None:
+                linked = legacy_link if row.seq < keyed_from else link
+                if linked(prev, row.record.encode()) != row.hash:
+                    return result(count, last, f"record {row.seq} was changed after it was written")
             if not _columns_match(row):
                 return result(count, last, f"record {row.seq}'s columns differ from its content")
             checkpoint = by_seq.get(row.seq)

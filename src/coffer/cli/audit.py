@@ -13,7 +13,7 @@ import typer
 
 from coffer.cli.connect import Org, Output, OutputFormat, Token, Url, client, plain
 from coffer.client import Client
-from coffer.config import ConfigError, Settings
+from coffer.config import ConfigError, load_settings
 
 app = typer.Typer(help="The audit log.", no_args_is_help=True)
 
@@ -41,16 +41,49 @@ def verify(
         str | None,
         typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="COFFER_CONFIG",
+            help="The server's config file (for its audit_anchor_path).",
+            show_default=False,
+        ),
+    ] = None,
+    anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor",
+            help="The audit anchor file to compare with (default: the data directory's).",
+            show_default=False,
+        ),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="Verify with the checkpoint public key (coffer audit public-key) instead of "
+            "the root of trust: signatures, checkpoints and the anchor; records by count and "
+            "order only.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Walk the audit chain and its signed checkpoints; report the first broken link. With the
-    shamir seal, the threshold's number of unseal key shares is read from a hidden prompt or
-    stdin (one per line)."""
+    """Walk the audit chain and its signed checkpoints, compare them with the anchor file, and
+    report the first thing wrong. With the shamir seal (and no --public-key), the threshold's
+    number of unseal key shares is read from a hidden prompt or stdin (one per line)."""
     from coffer.bootstrap import verify_audit  # the server's modules, for this command only
     from coffer.cli.operator import read_shares
 
     try:
-        settings = Settings(data_dir=data_dir, database_url=database_url)
-        result = asyncio.run(verify_audit(settings, read_shares))
+        pem = public_key.read_bytes() if public_key is not None else None
+    except OSError as exc:
+        raise _fail(f"{public_key}: {exc.strerror}") from None
+    try:
+        settings = load_settings(data_dir, config_file=config, database_url=database_url)
+        result = asyncio.run(
+            verify_audit(settings, read_shares, anchor_path=anchor, public_key=pem)
+        )
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if not result.ok:
@@ -58,10 +91,17 @@ def verify(
             f"audit chain BROKEN after {result.records} good record(s): {result.problem}", err=True
         )
         raise typer.Exit(1)
+    how = "" if result.links_checked else " (links not checked: public key only)"
     typer.echo(
-        f"audit chain intact: {result.records} record(s) up to {result.last_seq}, "
-        f"{result.checkpoints} signed checkpoint(s)"
+        f"audit chain intact{how}: {result.records} record(s) up to {result.last_seq}, "
+        f"{result.checkpoints} signed checkpoint(s), {result.anchored} in the anchor"
     )
+    if result.unanchored is not None:
+        typer.echo(
+            f"note: the newest checkpoint (record {result.unanchored}) is not in the anchor yet: "
+            "a server stopped between storing it and appending it",
+            err=True,
+        )
 
 
 @app.command("public-key")

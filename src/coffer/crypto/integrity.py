@@ -1,4 +1,4 @@
-"""Row MACs and keyed token digests: HMAC-SHA-256 (RFC 2104) under purpose keys.
+"""Row MACs, keyed token digests and audit links: HMAC-SHA-256 (RFC 2104) under purpose keys.
 
 A row MAC covers the canonical form of a row's covered fields (``coffer.domain.integrity``); a
 token's stored digest is ``HMAC(k_tokens, SHA-256(token))`` — keyed, so that a copy of the
@@ -32,7 +32,7 @@ class RowMacs:
         return "<RowMacs redacted>"
 
     def of(self, table: str, values: tuple[Any, ...]) -> bytes:
-        return hmac.new(self._key, canonical(table, values), hashlib.sha256).digest()
+        return hmac.digest(self._key, canonical(table, values), "sha256")
 
     def verify(self, table: str, values: tuple[Any, ...], mac: bytes | None) -> bool:
         return mac is not None and hmac.compare_digest(self.of(table, values), mac)
@@ -52,4 +52,20 @@ class TokenDigests:
 
     def of_unkeyed(self, sha256_digest: bytes) -> bytes:
         """The keyed digest of a token whose plain SHA-256 is known (a stored digest of before)."""
-        return hmac.new(self._key, sha256_digest, hashlib.sha256).digest()
+        return hmac.digest(self._key, sha256_digest, "sha256")
+
+
+class AuditLinks:
+    """The audit chain's keyed links: ``link_n = HMAC(k_audit, link_{n-1} ‖ canonical_n)``. A
+    writer of the database, without the key, cannot link an edited or forged record."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "<AuditLinks redacted>"
+
+    def link(self, prev: bytes, record: bytes) -> bytes:
+        return hmac.digest(self._key, prev + record, "sha256")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 #: Installations made before purpose keys derived the signing key from the root key with this
@@ -53,3 +53,28 @@ class CheckpointSigner:
         return self._public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode("ascii")
+
+
+class CheckpointVerifier:
+    """The public half only (``coffer audit verify --public-key``): verifies, cannot sign."""
+
+    __slots__ = ("_public",)
+
+    def __init__(self, pem: bytes) -> None:
+        public = serialization.load_pem_public_key(pem)
+        if not isinstance(public, Ed25519PublicKey):
+            raise ValueError("not an Ed25519 public key")
+        self._public = public
+
+    async def ready(self) -> None:
+        """Nothing to load."""
+
+    def sign(self, message: bytes) -> bytes:
+        raise TypeError("a public key cannot sign")
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        try:
+            self._public.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True

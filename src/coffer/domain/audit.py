@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,10 +26,32 @@ class ChainRow:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
+    """A signed statement "the chain's link after record ``seq`` was ``hash``".
+
+    Since keyed links (format 2) a checkpoint also names the digest of the checkpoint before it
+    (``prev``: checkpoints form a chain of their own, so one deleted or edited breaks the next),
+    the first record whose link is keyed (``keyed_from``), and the anchor file it was appended to
+    (``anchor``). Format 1 checkpoints (``prev`` ``None``) are those of older versions."""
+
     seq: int
     hash: bytes
     created_at: datetime
     signature: bytes
+    prev: bytes | None = None
+    keyed_from: int | None = None
+    anchor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTip:
+    """The end of the chain as a writer finds it with the head locked: the newest record's
+    sequence number and link, the first record with a keyed link, and how to read the newest
+    checkpoint (only a writer that makes one needs it: the hot path reads nothing more)."""
+
+    seq: int
+    link: bytes
+    keyed_from: int
+    newest_checkpoint: Callable[[], Checkpoint | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +74,8 @@ RESOURCE_TYPES = {
     "role_binding": "iam.role_binding.",
     # A row of the database refused by the storage barrier (``integrity.failure``, by the server).
     "storage_row": "integrity.",
+    # Failed authentications of one source address, counted (``auth.failures.suppressed``).
+    "source_address": "auth.",
 }
 
 

@@ -11,6 +11,7 @@ closed).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from coffer.errors import (
     Forbidden,
     Internal,
     KmsNotEnabled,
+    Unauthenticated,
     Unavailable,
 )
 from coffer.service.access import AccessService
@@ -39,8 +41,46 @@ log = logging.getLogger(__name__)
 StatusOf = Callable[[str, CofferError | None], int]
 
 
+#: Sources tracked at once by ``AuthFailures`` (beyond: the longest-idle one is forgotten).
+MAX_SOURCES = 10_000
+#: The action of the record that stands for the failed authentications not recorded one by one.
+SUPPRESSED_ACTION = "auth.failures.suppressed"
+
+
+class AuthFailures:
+    """Failed authentications (401) per source address, on a token bucket: the first
+    ``per_minute`` of a source are recorded one by one (refilled at that rate), the rest are
+    counted and recorded as one ``auth.failures.suppressed`` record per source each minute. A
+    flood of bad tokens cannot fill the audit log's disk, and is still on record."""
+
+    def __init__(self, per_minute: int, timer: Callable[[], float]) -> None:
+        self._rate = float(per_minute)
+        self._timer = timer
+        self._buckets: dict[str, tuple[float, float]] = {}  # source → (tokens, when)
+        self._suppressed: dict[str, int] = {}
+
+    def admit(self, source: str | None) -> bool:
+        """Whether this failure of ``source`` is recorded on its own (else it is counted)."""
+        key = source or "unknown"
+        now = self._timer()
+        tokens, then = self._buckets.pop(key, (self._rate, now))
+        tokens = min(self._rate, tokens + (now - then) * self._rate / 60.0)
+        admitted = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if admitted else tokens, now)  # newest last
+        if len(self._buckets) > MAX_SOURCES:
+            del self._buckets[next(iter(self._buckets))]
+        if not admitted:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        return admitted
+
+    def take(self) -> dict[str, int]:
+        """The failures counted since the last call, per source."""
+        taken, self._suppressed = self._suppressed, {}
+        return taken
+
+
 class Operation:
-    __slots__ = ("_access", "_meta", "_recorded", "_sink", "_status_of", "event")
+    __slots__ = ("_access", "_failures", "_meta", "_recorded", "_sink", "_status_of", "event")
 
     def __init__(
         self,
@@ -49,12 +89,14 @@ class Operation:
         status_of: StatusOf,
         meta: RequestMeta,
         event: AuditEvent,
+        failures: AuthFailures | None = None,
     ) -> None:
         self._access = access
         self._sink = sink
         self._status_of = status_of
         self._recorded = False
         self._meta = meta
+        self._failures = failures
         self.event = event
 
     async def authenticate(self) -> Principal:
@@ -133,6 +175,12 @@ class Operation:
             self.event.error_code = error.code
         if self._sink is None or self._recorded:
             return
+        if (
+            isinstance(error, Unauthenticated)
+            and self._failures is not None
+            and not self._failures.admit(self.event.client_ip)
+        ):
+            return  # counted, and recorded in the source's summary of the minute
         self.event.status = self._status_of(self.event.action, error)
         try:
             await self._sink.write(self.event)
@@ -148,11 +196,42 @@ class Operations:
         sink: AuditSink,
         clock: Callable[[], datetime],
         status_of: StatusOf,
+        failures: AuthFailures | None = None,
     ) -> None:
         self._access = access
         self._sink = sink
         self._clock = clock
         self._status_of = status_of
+        self._failures = failures
+
+    async def record_suppressed(self) -> int:
+        """Write one ``auth.failures.suppressed`` record per source whose failed
+        authentications were counted rather than recorded; returns how many failures they
+        stand for."""
+        if self._failures is None:
+            return 0
+        total = 0
+        for source, count in self._failures.take().items():
+            event = AuditEvent(
+                event_id=secrets.token_hex(16), created_at=self._clock(),
+                action=SUPPRESSED_ACTION, request_id=secrets.token_hex(16),
+                client_ip=None if source == "unknown" else source, principal_kind="anonymous",
+                outcome="failure", status=401, error_code=Unauthenticated.code, count=count,
+            )  # fmt: skip
+            try:
+                await self._sink.write(event)
+            except Exception:
+                log.exception("the summary of %d failed authentications of %s is lost", count,
+                              source)  # fmt: skip
+                continue
+            total += count
+        return total
+
+    async def record_suppressed_forever(self, every: float = 60.0) -> None:
+        """``record_suppressed`` every ``every`` seconds (a server's background job)."""
+        while True:
+            await asyncio.sleep(every)
+            await self.record_suppressed()
 
     def begin_system(self, action: str) -> Operation:
         """An operation the server performs by itself (scheduled rotation, purge)."""
@@ -172,4 +251,4 @@ class Operations:
             user_agent=meta.user_agent,
         )
         sink = self._sink if action else None
-        return Operation(self._access, sink, self._status_of, meta, event)
+        return Operation(self._access, sink, self._status_of, meta, event, self._failures)

@@ -1,10 +1,10 @@
 """Purpose keys: random keys for one purpose each, stored wrapped by the root key.
 
-The audit checkpoint signing key (Ed25519 seed), the row MAC key and the token digest key
-(``coffer.crypto.integrity``). They are random rather than derived from the root key so that
-rotating the root only rewraps them: every signature, MAC and digest made before a rotation stays
-valid after it. They are loaded when a server starts with its root open or when it opens, and
-forgotten when it seals.
+The audit checkpoint signing key (Ed25519 seed), the row MAC key, the token digest key and the
+audit link key (``coffer.crypto.integrity``). They are random rather than derived from the root
+key so that rotating the root only rewraps them: every signature, MAC, digest and link made before
+a rotation stays valid after it. They are loaded when a server starts with its root open or when
+it opens, and forgotten when it seals.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from functools import partial
 
 from sqlalchemy.engine import Engine
 
-from coffer.crypto.integrity import RowMacs, TokenDigests
+from coffer.crypto.integrity import AuditLinks, RowMacs, TokenDigests
 from coffer.crypto.signing import CheckpointSigner
 from coffer.crypto.wrapping import WRAPPING_KEY_BYTES, purpose_key_aad
 from coffer.domain.seal import Wrapped
@@ -31,9 +31,10 @@ from coffer.storage.repositories import RootStore
 CHECKPOINT_SIGNING = "audit-checkpoint-signing"
 ROW_MAC = "row-mac"
 TOKEN_DIGEST = "token-digest"  # noqa: S105 (a purpose name, not a secret)
+AUDIT_LINK = "audit-link"
 log = logging.getLogger(__name__)
 #: Every purpose an installation has a key for (made on first use if missing).
-PURPOSES = (CHECKPOINT_SIGNING, ROW_MAC, TOKEN_DIGEST)
+PURPOSES = (CHECKPOINT_SIGNING, ROW_MAC, TOKEN_DIGEST, AUDIT_LINK)
 
 
 class PurposeKeys:
@@ -55,6 +56,7 @@ class PurposeKeys:
         self._signer: CheckpointSigner | None = None
         self._row_macs: RowMacs | None = None
         self._token_digests: TokenDigests | None = None
+        self._audit_links: AuditLinks | None = None
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -69,6 +71,7 @@ class PurposeKeys:
         self._signer = CheckpointSigner(keys[CHECKPOINT_SIGNING])
         self._row_macs = RowMacs(keys[ROW_MAC])
         self._token_digests = TokenDigests(keys[TOKEN_DIGEST])
+        self._audit_links = AuditLinks(keys[AUDIT_LINK])
 
     def load_sync(self) -> None:
         """``load`` at start, before any event loop (the root open, an engine given)."""
@@ -141,6 +144,7 @@ class PurposeKeys:
         self._signer = None
         self._row_macs = None
         self._token_digests = None
+        self._audit_links = None
 
     def _loaded(self) -> None:
         if not self.loaded:
@@ -165,6 +169,16 @@ class PurposeKeys:
         assert self._token_digests is not None
         return self._token_digests
 
+    @property
+    def audit_links(self) -> AuditLinks:
+        self._loaded()
+        assert self._audit_links is not None
+        return self._audit_links
+
+    def audit_link(self, prev: bytes, record: bytes) -> bytes:
+        """The keyed link of ``record`` after ``prev``; ``Sealed`` if the keys are not loaded."""
+        return self.audit_links.link(prev, record)
+
     def token_digest(self, token: str) -> bytes:
         """The stored digest of ``token``; ``Sealed`` if the keys are not loaded."""
         return self.token_digests.of(token)
@@ -184,6 +198,10 @@ class PurposeKeys:
     async def row_mac_key(self) -> bytes:
         await self.load()
         return self._keys[ROW_MAC]
+
+    async def audit_link_key(self) -> bytes:
+        await self.load()
+        return self._keys[AUDIT_LINK]
 
 
 class PurposeSigner:

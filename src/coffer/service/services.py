@@ -72,6 +72,7 @@ class Services:
         try:
             await self.rotation.close()
             if self.audit_log is not None:
+                await self.operations.record_suppressed()
                 await self.audit_log.close()
         except CofferError as exc:
             log.warning("the closing audit checkpoint could not be written: %s", exc.code)

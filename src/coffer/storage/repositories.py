@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
+from coffer.domain.audit import AuditFilter, ChainRow, ChainTip, Checkpoint, PruneMark
 from coffer.domain.keys import Key, KeyFilter, KeyStatus
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.seal import (
@@ -198,10 +198,10 @@ class Store(RootStore, Protocol):
 
 #: Given the outcome of each key write (``None``: applied), the chain rows to append and an
 #: optional checkpoint. Runs inside the transaction, so it must not block.
-#: Given each change's refusal (``None``: applied) and the chain head (seq, hash) as locked by the
+#: Given each change's refusal (``None``: applied) and the chain's end as locked by the
 #: transaction, the rows to append and the checkpoint to sign, if one is due.
 BuildRows = Callable[
-    [Sequence[CofferError | None], tuple[int, bytes]],
+    [Sequence[CofferError | None], ChainTip],
     tuple[Sequence[ChainRow], Checkpoint | None],
 ]
 
@@ -224,8 +224,16 @@ class AuditStore(Protocol):
         that keeps no records); raises its refusal."""
         ...
 
-    async def add_audit_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Record a checkpoint of the chain as it stands (``Conflict`` if one exists at its seq)."""
+    async def add_audit_checkpoint(
+        self, build: Callable[[ChainTip], Checkpoint | None]
+    ) -> Checkpoint | None:
+        """Record the checkpoint ``build`` makes of the chain's end, with the head locked (so
+        that it follows the newest checkpoint); ``None`` if it makes none."""
+        ...
+
+    async def audit_keyed_from(self) -> int | None:
+        """The first record whose link is keyed (records before were linked with SHA-256);
+        ``None`` until the first record is written since keyed links."""
         ...
 
     async def audit_rows(self, after_seq: int, limit: int) -> Sequence[ChainRow]:

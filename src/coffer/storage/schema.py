@@ -106,8 +106,11 @@ installation = Table(
     Column("seal_config", JSON, nullable=False),
     Column("active_generation", Integer, nullable=False),
     Column("created_at", Timestamp, nullable=False),
-    # 0: rows without MACs and plain token digests (before 0008); 1: the storage barrier.
+    # 0: rows without MACs and plain token digests (before 0008); 1: the storage barrier;
+    # 2: keyed audit links.
     Column("storage_version", Integer, nullable=False, server_default="0"),
+    # The first audit record whose link is keyed (set by the upgrade to storage version 2).
+    Column("audit_keyed_from", BigInteger, nullable=True),
 )
 
 #: One row per generation of the root key: its check value, and its key sealed for other nodes
@@ -310,6 +313,11 @@ audit_checkpoints = Table(
     Column("hash", LargeBinary(32), nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Column("signature", LargeBinary(64), nullable=False),
+    # Format 2 (keyed links): the previous checkpoint's digest, the first keyed record, and the
+    # anchor file the checkpoint was appended to. Format 1 checkpoints have none.
+    Column("prev", LargeBinary(32), nullable=True),
+    Column("keyed_from", BigInteger, nullable=True),
+    Column("anchor", String(64), nullable=True),
 )
 
 # Signed statements "records up to this sequence number were pruned on purpose": the only way a

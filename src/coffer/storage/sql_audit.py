@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.expression import Executable
 
-from coffer.domain.audit import AuditFilter, ChainRow, Checkpoint, PruneMark
+from coffer.domain.audit import AuditFilter, ChainRow, ChainTip, Checkpoint, PruneMark
 from coffer.errors import CofferError, Conflict, Unavailable
 from coffer.storage import schema
 from coffer.storage.repositories import BuildRows, Change, Macs
@@ -25,12 +25,37 @@ _HEAD_ID = 1
 
 
 def _checkpoint_insert(checkpoint: Checkpoint) -> Executable:
+    c = checkpoint
     return schema.audit_checkpoints.insert().values(
-        seq=checkpoint.seq,
-        hash=checkpoint.hash,
-        created_at=checkpoint.created_at,
-        signature=checkpoint.signature,
-    )
+        seq=c.seq, hash=c.hash, created_at=c.created_at, signature=c.signature, prev=c.prev,
+        keyed_from=c.keyed_from, anchor=c.anchor,
+    )  # fmt: skip
+
+
+def _checkpoint(row: Row[Any]) -> Checkpoint:
+    return Checkpoint(
+        seq=row.seq, hash=bytes(row.hash), created_at=utc(row.created_at),
+        signature=bytes(row.signature), prev=bytes(row.prev) if row.prev is not None else None,
+        keyed_from=row.keyed_from, anchor=row.anchor,
+    )  # fmt: skip
+
+
+def _newest_checkpoint(conn: Connection) -> Checkpoint | None:
+    table = schema.audit_checkpoints
+    newest = conn.execute(select(table).order_by(table.c.seq.desc()).limit(1)).first()
+    return _checkpoint(newest) if newest is not None else None
+
+
+def _keyed_from(conn: Connection, seq: int) -> tuple[int, bool]:
+    """The first record with a keyed link, and whether it was already committed; noted now
+    (``seq + 1``) if no write since keyed links noted it yet: a new installation, or one made by
+    a version before. The head is locked."""
+    installation = schema.installation
+    keyed_from = conn.execute(select(installation.c.audit_keyed_from)).scalar()
+    if keyed_from is not None:
+        return int(keyed_from), True
+    conn.execute(update(installation).values(audit_keyed_from=seq + 1))
+    return seq + 1, False
 
 
 def _chain_row(row: Row[Any]) -> ChainRow:
@@ -69,6 +94,18 @@ class SqlAuditStore:
         database = (writer.url.database or "") if writer.dialect.name == "sqlite" else ""
         on_disk = database not in ("", ":memory:") and not database.startswith("file:")
         self._turns = Path(f"{database}{AUDIT_LOCK_SUFFIX}") if on_disk else None
+        # Once committed it never changes: read once per writer (and a change to it in the
+        # database does not reach the links this writer makes).
+        self._keyed_from: int | None = None
+
+    def _tip(self, conn: Connection, seq: int, link: bytes) -> ChainTip:
+        """The chain's end with the head at (``seq``, ``link``) locked by ``conn``."""
+        keyed_from = self._keyed_from
+        if keyed_from is None:
+            keyed_from, committed = _keyed_from(conn, seq)
+            if committed:
+                self._keyed_from = keyed_from
+        return ChainTip(seq, link, keyed_from, lambda: _newest_checkpoint(conn))
 
     async def close(self) -> None:
         await asyncio.to_thread(self._writer.dispose)
@@ -122,7 +159,7 @@ class SqlAuditStore:
             locked = conn.execute(
                 select(head.c.seq, head.c.hash).where(head.c.id == _HEAD_ID).with_for_update()
             ).one()
-            start = (int(locked.seq), bytes(locked.hash))
+            start = self._tip(conn, int(locked.seq), bytes(locked.hash))
             outcomes: list[CofferError | None] = []
             macs = self._macs() if any(changes) else None
             for change in changes:
@@ -172,9 +209,39 @@ class SqlAuditStore:
             if checkpoint is not None:
                 conn.execute(_checkpoint_insert(checkpoint))
 
-    async def add_audit_checkpoint(self, checkpoint: Checkpoint) -> None:
-        async with self._store.transaction() as tx:
-            await tx.connection.execute(_checkpoint_insert(checkpoint))
+    async def add_audit_checkpoint(
+        self, build: Callable[[ChainTip], Checkpoint | None]
+    ) -> Checkpoint | None:
+        try:
+            return await asyncio.to_thread(self._checkpoint_sync, build)
+        except (DBAPIError, PoolTimeout) as exc:
+            raise Unavailable() from exc
+
+    def _checkpoint_sync(self, build: Callable[[ChainTip], Checkpoint | None]) -> Checkpoint | None:
+        def locked() -> Checkpoint | None:
+            head = schema.audit_chain_head
+            with self._writer.begin() as conn:
+                row = conn.execute(
+                    select(head.c.seq, head.c.hash).where(head.c.id == _HEAD_ID).with_for_update()
+                ).one()
+                checkpoint = build(self._tip(conn, int(row.seq), bytes(row.hash)))
+                if checkpoint is not None:
+                    conn.execute(_checkpoint_insert(checkpoint))
+                return checkpoint
+
+        if self._turns is None:
+            return locked()
+        with self._turns.open("a") as turn:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            try:
+                return locked()
+            finally:
+                fcntl.flock(turn, fcntl.LOCK_UN)
+
+    async def audit_keyed_from(self) -> int | None:
+        async with self._store.reading() as conn:
+            found = (await conn.execute(select(schema.installation.c.audit_keyed_from))).scalar()
+        return int(found) if found is not None else None
 
     async def audit_rows(self, after_seq: int, limit: int) -> Sequence[ChainRow]:
         table = schema.audit_events
@@ -186,10 +253,7 @@ class SqlAuditStore:
         table = schema.audit_checkpoints
         async with self._store.reading() as conn:
             rows = await conn.execute(select(table).order_by(table.c.seq))
-            return [
-                Checkpoint(r.seq, bytes(r.hash), utc(r.created_at), bytes(r.signature))
-                for r in rows
-            ]
+            return [_checkpoint(r) for r in rows]
 
     async def audit_page(
         self, organisation_identity: str, audit_filter: AuditFilter, offset: int, limit: int
