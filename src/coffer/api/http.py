@@ -185,6 +185,8 @@ def decode(body: bytes, type_: type[T]) -> T:
         raise InvalidRequest(str(exc)) from None
     except msgspec.DecodeError:
         raise InvalidRequest("request body must be valid JSON") from None
+    except UnicodeDecodeError:  # msgspec's, for a string (value or name) that is not UTF-8
+        raise InvalidRequest("request body must be JSON in UTF-8") from None
 
 
 def json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
