@@ -6,6 +6,7 @@ The only module that chooses implementations. Nothing is built at import time; e
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gc
 import logging
@@ -853,7 +854,7 @@ async def verify_audit(
         store = SqlStore(create_engine_for(settings.url), RowIntegrity(_no_macs))
         audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url), _no_macs)
         try:
-            anchor = _anchor_of(anchor_path or settings.anchor_path)
+            anchor = await _anchor_of(audit_store, anchor_path or settings.anchor_path)
             return await verify_chain(audit_store, verifier, None, anchor)
         except DBAPIError as exc:
             raise ConfigError(f"the database cannot be read ({exc.orig})") from None
@@ -880,7 +881,7 @@ async def verify_audit(
                 "the audit keys are missing from the database: the chain cannot be verified (a "
                 "server makes them at its first start)"
             ) from None
-        anchor = _anchor_of(anchor_path or settings.anchor_path)
+        anchor = await _anchor_of(audit_store, anchor_path or settings.anchor_path)
         return await verify_chain(audit_store, purposes.signer, purposes.audit_link, anchor)
     finally:
         root.close()
@@ -892,16 +893,23 @@ def _no_macs() -> RowMacs:
     raise ConfigError("verifying with the public key reads no authenticated row")
 
 
-def _anchor_of(path: Path) -> AnchorContents:
-    """The anchor file to verify against. A server makes it when it starts, so its absence
-    means it was deleted or is elsewhere: an error either way (a wiped log would otherwise verify
-    as empty)."""
-    if not path.exists():
+async def _anchor_of(store: SqlAuditStore, path: Path) -> AnchorContents | None:
+    """The anchor file to verify against. A server makes it when it starts; without it, only a
+    log that was never written is verified (``None``: a new installation whose server never
+    ran; ``verify`` says there was no anchor); anything else is an error."""
+    if not await asyncio.to_thread(path.exists):
+        never_written = (
+            (await store.audit_head())[0] == 0
+            and not await store.audit_checkpoints()
+            and await store.audit_keyed_from() is None  # noted by the first record ever written
+        )
+        if never_written:
+            return None
         raise ConfigError(
             f"no audit anchor at {path}: it was deleted, or it is elsewhere (give --anchor, or "
-            "--config with the server's audit_anchor_path); a server makes it when it starts"
+            "--config with the server's audit_anchor_path)"
         )
     try:
-        return read_anchor(path)
+        return await asyncio.to_thread(read_anchor, path)
     except AnchorError as exc:
         raise ConfigError(str(exc)) from None

@@ -50,6 +50,8 @@ class Verification:
     unanchored: int | None = None
     #: Whether every record's link was checked (with the link key).
     links_checked: bool = True
+    #: Whether there was an anchor to compare with (none: an empty log, nothing to anchor).
+    anchor_found: bool = True
 
     @property
     def ok(self) -> bool:
@@ -135,7 +137,7 @@ async def verify_chain(
 
     def result(records: int, last: int, problem: str | None = None) -> Verification:
         return Verification(records, len(checkpoints), last, problem, anchored, unanchored,
-                            link is not None)  # fmt: skip
+                            link is not None, anchor is not None)  # fmt: skip
 
     problem = _checkpoint_problem(checkpoints, signer)
     if problem is not None:

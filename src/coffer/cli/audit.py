@@ -96,6 +96,13 @@ def verify(
         f"audit chain intact{how}: {result.records} record(s) up to {result.last_seq}, "
         f"{result.checkpoints} signed checkpoint(s), {result.anchored} in the anchor"
     )
+    if not result.anchor_found:
+        typer.echo(
+            "note: no audit anchor was found, and the log is empty: a new installation has no "
+            "anchor until its server first starts; if the log should not be empty, verify with "
+            "--anchor or --config (the anchor is what shows a wiped log)",
+            err=True,
+        )
     if result.unanchored is not None:
         typer.echo(
             f"note: the newest checkpoint (record {result.unanchored}) is not in the anchor yet: "
