@@ -123,6 +123,6 @@ class BatchCommitter:
             return rows, checkpoint
 
         await self._store.append_audit([change for _, change in batch], build)
-        if checkpoints:
+        if checkpoints and checkpoints[-1] is not None:  # one batch in a thousand records
             await asyncio.to_thread(self._checkpoints.anchor, checkpoints[-1])
         return made[-1]
