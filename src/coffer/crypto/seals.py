@@ -218,12 +218,16 @@ class FileSeal:
         disk). Nothing is removed here but a ``root.key.new`` that is now in place; retired
         keys go in ``forget``. If ``root.key`` holds a key this process does not know, another
         process on this directory is a rotation ahead: its files stay as they are until this
-        one catches up (it reads the generations every few seconds)."""
+        one catches up (it reads the generations every few seconds). A ``root.key`` that is gone
+        (and no ``root.key.new`` to put in its place) is not written back from memory: whoever
+        removed it hears it from readiness, and a restart would refuse to start."""
         key = self._known.get(active)
         if key is None:
             return  # nothing of this seal is active (another seal took over)
         files = self._files()
         if ROOT_KEY_FILE in files and files[ROOT_KEY_FILE] not in self._known.values():
+            return
+        if ROOT_KEY_FILE not in files and files.get(NEW_KEY_FILE) != key:
             return
         older = [g for g in live if g != active and g in self._known]
         if older and files.get(OLD_KEY_FILE) != self._known[max(older)]:
