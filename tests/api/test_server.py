@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
 from coffer.api.routes import ENDPOINTS
@@ -49,6 +50,24 @@ def test_request_id_is_echoed_or_generated(kms: Kms) -> None:
 def test_unknown_paths_and_methods_get_json_errors(kms: Kms) -> None:
     error(kms.client.get("/v2/nothing"), 404, "not_found")
     error(kms.client.delete("/v1/kms/summary"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("method", ["PUT", "TRACE", "PATCH", "DELETE", "OPTIONS"])
+def test_an_undeclared_method_is_a_405_naming_the_ones_there_are(kms: Kms, method: str) -> None:
+    """Every path of the endpoint table, asked with a method it does not have: 405, the JSON
+    error body, and ``Allow`` listing exactly the methods the table gives that path."""
+    declared: dict[str, set[str]] = {}
+    for endpoint in ENDPOINTS:
+        declared.setdefault(endpoint.path, set()).add(endpoint.method)
+    values = {"region": "nl-01", "key": "k", "organisation": "default", "token": "tok-x",
+              "binding": "rb-x"}  # fmt: skip
+    for path, methods in declared.items():
+        if method in methods:
+            continue
+        answer = kms.client.request(method, path.format(**values), headers=kms.headers)
+        error(answer, 405, "method_not_allowed")
+        allowed = {m.strip() for m in answer.headers["allow"].split(",")}
+        assert allowed - {"HEAD"} == methods, (path, allowed)
 
 
 def test_openapi_document_describes_every_endpoint_from_the_same_types(kms: Kms) -> None:

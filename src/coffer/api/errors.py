@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from coffer import errors
 from coffer.schemas import ErrorBody
@@ -39,10 +41,18 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
-def error_response(status: int, message: str, code: str, request_id: str) -> Response:
+def error_response(
+    status: int,
+    message: str,
+    code: str,
+    request_id: str,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     body = msgspec.json.encode(ErrorBody(message=message, code=code, request_id=request_id))
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    sent = dict(headers or {})
+    if status == 401:
+        sent["WWW-Authenticate"] = "Bearer"
+    return Response(body, status_code=status, media_type="application/json", headers=sent or None)
 
 
 async def coffer_error(request: Request, exc: Exception) -> Response:
@@ -65,7 +75,20 @@ async def coffer_error(request: Request, exc: Exception) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "invalid_request")
-    return error_response(exc.status_code, str(exc.detail), code, request_id_of(request))
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Every method the path has (``Allow``, RFC 9110 §15.5.6): the router stops at the first
+        # route of the path, and the path's other methods are other routes.
+        headers = {"Allow": ", ".join(sorted(_methods_of(request)))}
+    return error_response(exc.status_code, str(exc.detail), code, request_id_of(request), headers)
+
+
+def _methods_of(request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in getattr(request.app, "routes", []):
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods or set()
+    return methods
 
 
 HANDLERS = {errors.CofferError: coffer_error, HTTPException: http_error}
