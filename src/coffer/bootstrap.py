@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -731,6 +732,26 @@ def open_data_dir(settings: Settings) -> RootOfTrust:
     return root
 
 
+@contextlib.asynccontextmanager
+async def opened_offline(
+    settings: Settings, shares: Callable[[int], Sequence[str]] | None, **changes: Any
+) -> AsyncIterator[Services]:
+    """The services of an offline command on a data directory (its schema migrated), with the
+    root of trust open — by itself, or with ``shares(threshold)`` for the Shamir seal — else
+    ``ConfigError``; closed after."""
+    offline = replace(settings, audit_writer="thread", **changes)
+    root = open_data_dir(offline)
+    services = build_services(offline, root=root)
+    try:
+        if root.sealed and root.seal_type is SealType.SHAMIR and shares is not None:
+            await unseal_offline(root, shares(root.status().threshold))
+        if root.sealed:
+            raise ConfigError(f"the root of trust is sealed: {root.status().reason}")
+        yield services
+    finally:
+        await services.close()
+
+
 async def migrate_seal(
     settings: Settings,
     choice: SealChoice,
@@ -744,14 +765,8 @@ async def migrate_seal(
     key shares (Shamir) as soon as the new generation is stored, before anything is rewrapped:
     if the command stops after that, running it again finishes the move (opened with the new
     shares), and the shares were already shown."""
-    offline = replace(settings, audit_writer="thread", root_rotation_grace_seconds=0.0)
-    root = open_data_dir(offline)
-    services = build_services(offline, root=root)
-    try:
-        if root.sealed and root.seal_type is SealType.SHAMIR and shares is not None:
-            await unseal_offline(root, shares(root.status().threshold))
-        if root.sealed:
-            raise ConfigError(f"the root of trust is sealed: {root.status().reason}")
+    async with opened_offline(settings, shares, root_rotation_grace_seconds=0.0) as services:
+        root = services.root
         rotating = (await services.rotation.status()).rotating
         if root.seal_type is choice.type and not rotating:
             raise ConfigError(
@@ -771,7 +786,7 @@ async def migrate_seal(
                         f"{', '.join(stray)} in {settings.data_dir} hold(s) no key of this "
                         "installation: move them away first; nothing was changed"
                     )
-            config, seal, new_shares = _new_seal(offline, root.identity, choice)
+            config, seal, new_shares = _new_seal(services.settings, root.identity, choice)
             root.add_seal(seal)
             async with services.operations.begin_system("sys.seal.migrate") as op:
                 op.event.resource_identity = root.identity
@@ -782,8 +797,6 @@ async def migrate_seal(
                 "the move to the new seal is stored but not complete: run the command again "
                 "to finish it (with the new seal's unseal key shares)"
             )
-    finally:
-        await services.close()
 
 
 async def generate_admin_token(
@@ -800,22 +813,13 @@ async def generate_admin_token(
     chain like any other writer's.
 
     ``shares(threshold)`` opens a Shamir-sealed installation."""
-    offline = replace(settings, audit_writer="thread", metrics=False)
-    root = open_data_dir(offline)
-    services = build_services(offline, root=root)
-    try:
-        if root.sealed and root.seal_type is SealType.SHAMIR and shares is not None:
-            await unseal_offline(root, shares(root.status().threshold))
-        if root.sealed:
-            raise ConfigError(f"the root of trust is sealed: {root.status().reason}")
-        if lifetime is not None and not timedelta(seconds=1) <= lifetime <= MAX_TOKEN_LIFETIME:
-            raise ConfigError("the token's lifetime must be 1 second to 3650 days")
+    if lifetime is not None and not timedelta(seconds=1) <= lifetime <= MAX_TOKEN_LIFETIME:
+        raise ConfigError("the token's lifetime must be 1 second to 3650 days")
+    async with opened_offline(settings, shares, metrics=False) as services:
         try:
             return await services.iam.recover_admin_token(lifetime)
         except CofferError as exc:
             raise ConfigError(exc.message) from None
-    finally:
-        await services.close()
 
 
 async def unseal_offline(root: RootOfTrust, shares: Sequence[str]) -> None:

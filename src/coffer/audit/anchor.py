@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coffer.audit.chain import iso_utc
+from coffer.crypto.root import sync_directory
 from coffer.domain.audit import Checkpoint
 
 FORMAT = "coffer-audit-anchor/1"
@@ -86,7 +87,7 @@ class Anchor:
                     header = {"anchor": f"{ANCHOR_PREFIX}-{secrets.token_hex(8)}", "format": FORMAT}
                     os.write(fd, json.dumps(header, sort_keys=True).encode() + b"\n")
                     os.fsync(fd)
-                    _sync_directory(self.path.parent)
+                    sync_directory(self.path.parent)
                 self._identity = read_anchor(self.path).identity
             finally:
                 os.close(fd)
@@ -101,14 +102,6 @@ class Anchor:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_anchor(path: Path) -> AnchorContents:

@@ -42,11 +42,7 @@ class CheckpointSigner:
         return self._private.sign(message)
 
     def verify(self, signature: bytes, message: bytes) -> bool:
-        try:
-            self._public.verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
+        return _verifies(self._public, signature, message)
 
     def public_pem(self) -> str:
         """The public key as PEM SubjectPublicKeyInfo (RFC 8410), for verifiers outside."""
@@ -73,8 +69,12 @@ class CheckpointVerifier:
         raise TypeError("a public key cannot sign")
 
     def verify(self, signature: bytes, message: bytes) -> bool:
-        try:
-            self._public.verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
+        return _verifies(self._public, signature, message)
+
+
+def _verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    try:
+        public.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
