@@ -20,6 +20,7 @@ from typing import IO
 from coffer.audit.anchor import Anchor
 from coffer.audit.committer import BatchCommitter
 from coffer.audit.process import WriterStartup, read_frame, serve
+from coffer.audit.sinks import RequiredSinks
 from coffer.bootstrap import audit_status, settle_garbage_collector, utc_now
 from coffer.crypto.integrity import AuditLinks, RowMacs
 from coffer.crypto.signing import CheckpointSigner
@@ -44,8 +45,12 @@ async def _run(startup: WriterStartup, requests: IO[bytes], replies: IO[bytes]) 
             audit_status,
             checkpoint_every=settings.audit_checkpoint_every,
             anchor=Anchor(settings.anchor_path),
+            sinks=RequiredSinks(settings.audit_sinks),
         )
-        await serve(committer, requests, replies)
+        try:
+            await serve(committer, requests, replies)
+        finally:
+            await committer.close()
     finally:
         await audit_store.close()
         await store.close()

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.applications import Starlette
@@ -29,12 +29,24 @@ from coffer.api.errors import status_of
 from coffer.audit.anchor import Anchor, AnchorContents, AnchorError, read_anchor
 from coffer.audit.committer import BatchCommitter, Committer
 from coffer.audit.events import ApplyingSink, AuditEvent, AuditSink
+from coffer.audit.lines import (
+    ExportedChain,
+    LinesError,
+    checkpoint_line,
+    export_header,
+    head_line,
+    lines_of,
+    pruned_line,
+    read_lines,
+)
 from coffer.audit.log import AuditLog
 from coffer.audit.process import ProcessCommitter, WriterStartup
+from coffer.audit.sinks import RequiredSinks, SinkDelivery, destination_of
 from coffer.audit.verify import Verification, verify_chain
 from coffer.config import (
     ROOT_KEY_FILE,
     SEAL_FILE,
+    SINK_STATE_DIR,
     ConfigError,
     Settings,
     pkcs11_environment,
@@ -76,7 +88,7 @@ from coffer.domain.seal import (
 )
 from coffer.errors import CofferError, InvalidUnsealKey, KeyIntegrityError
 from coffer.iam.oidc import OidcVerifier
-from coffer.metrics import CacheMeter, observe_audit_batch
+from coffer.metrics import CacheMeter, observe_audit_batch, sink_failure_meter, sink_lag_meter
 from coffer.scheduler.jobs import Scheduler
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
@@ -331,6 +343,7 @@ def build_services(
                 audit_status,
                 checkpoint_every=settings.audit_checkpoint_every,
                 anchor=anchor,
+                sinks=RequiredSinks(settings.audit_sinks),
             )
         )
         audit_log = AuditLog(
@@ -340,6 +353,7 @@ def build_services(
             committer,
             anchor=anchor,
             batch_meter=observe_audit_batch if settings.metrics else None,
+            sinks=RequiredSinks(settings.audit_sinks),
         )
     sink: AuditSink = audit_log or ApplyingSink(audit_store.apply_change, observe)
     failures = AuthFailures(settings.audit_auth_failures_per_minute, timer)
@@ -473,11 +487,30 @@ def build_app(
         record_integrity_failures,
         services.operations.record_suppressed_forever,
     ]
+    if services.audit_log is not None:
+        background.extend(delivery.run_forever for delivery in sink_deliveries(services))
     if run_scheduler:
         background.append(scheduler.run_forever)
     app = create_app(services, background=background)
     app.state.scheduler = scheduler
     return app
+
+
+def sink_deliveries(services: Services) -> list[SinkDelivery]:
+    """A delivery of the log to each optional audit sink, from the database (its buffer)."""
+    settings = services.settings
+    return [
+        SinkDelivery(
+            services.audit_store,
+            destination_of(sink),
+            settings.data_dir / SINK_STATE_DIR,
+            batch=sink.batch_records,
+            lag=sink_lag_meter(sink.name) if settings.metrics else None,
+            failed=sink_failure_meter(sink.name) if settings.metrics else None,
+        )
+        for sink in settings.audit_sinks
+        if not sink.required
+    ]
 
 
 class NotInitialised(ConfigError):
@@ -837,60 +870,121 @@ async def unseal_offline(root: RootOfTrust, shares: Sequence[str]) -> None:
 
 
 async def verify_audit(
-    settings: Settings,
+    settings: Settings | None,
     shares: Callable[[int], Sequence[str]] | None = None,
     *,
     anchor_path: Path | None = None,
     public_key: bytes | None = None,
+    export: Path | None = None,
 ) -> Verification:
-    """Walk the audit chain of an initialised data directory (``coffer audit verify``) and
-    compare it with the anchor file (``anchor_path``, else the configured one).
+    """Walk the audit chain of an initialised data directory (``coffer audit verify``), or of
+    an export or a sink's copy of it (``export``), and compare it with the anchor file
+    (``anchor_path``, else the configured one; an export is compared only with one given).
 
     With the root of trust (the default) every link is checked; ``shares(threshold)`` gives the
     unseal key shares of a Shamir-sealed installation. With ``public_key`` (the checkpoint key's
-    PEM) nothing of the root of trust is needed or opened, and records are checked by count and
-    order against the signed checkpoints."""
+    PEM) nothing of the root of trust is needed or opened — nor a data directory, for an export
+    — and records are checked by count and order against the signed checkpoints."""
+    copy = None
+    if export is not None:
+        try:
+            copy = await asyncio.to_thread(_read_export, export)
+        except LinesError as exc:
+            raise ConfigError(f"{export}: {exc}") from None
     if public_key is not None:
         try:
             verifier = CheckpointVerifier(public_key)
         except ValueError:
             raise ConfigError("the public key is not an Ed25519 public key in PEM") from None
-        store = SqlStore(create_engine_for(settings.url), RowIntegrity(_no_macs))
-        audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url), _no_macs)
-        try:
+        if copy is not None:
+            anchor = await asyncio.to_thread(_anchor_file, anchor_path) if anchor_path else None
+            return await verify_chain(copy, verifier, None, anchor, copy=copy)
+        assert settings is not None
+        async with _stores(settings, _no_macs) as (_, audit_store):
             anchor = await _anchor_of(audit_store, anchor_path or settings.anchor_path)
             return await verify_chain(audit_store, verifier, None, anchor)
-        except DBAPIError as exc:
-            raise ConfigError(f"the database cannot be read ({exc.orig})") from None
-        finally:
-            await audit_store.close()
-            await store.close()
+    assert settings is not None
     root = open_data_dir(settings)
     purposes: PurposeKeys
-    store = SqlStore(create_engine_for(settings.url), RowIntegrity(lambda: purposes.row_macs))
-    audit_store = SqlAuditStore(
-        store, create_sync_engine_for(settings.url), lambda: purposes.row_macs
-    )
-    root.attach(store)
     try:
-        if root.sealed and root.seal_type is SealType.SHAMIR and shares is not None:
-            await unseal_offline(root, shares(root.status().threshold))
-        if root.sealed:
-            raise ConfigError(f"the root of trust is sealed: {root.status().reason}")
-        purposes = PurposeKeys(root, store, utc_now)
-        try:
-            await purposes.load(create=False)  # verifying writes nothing
-        except KeyIntegrityError:
-            raise ConfigError(
-                "the audit keys are missing from the database: the chain cannot be verified (a "
-                "server makes them at its first start)"
-            ) from None
-        anchor = await _anchor_of(audit_store, anchor_path or settings.anchor_path)
-        return await verify_chain(audit_store, purposes.signer, purposes.audit_link, anchor)
+        async with _stores(settings, lambda: purposes.row_macs) as (store, audit_store):
+            root.attach(store)
+            if root.sealed and root.seal_type is SealType.SHAMIR and shares is not None:
+                await unseal_offline(root, shares(root.status().threshold))
+            if root.sealed:
+                raise ConfigError(f"the root of trust is sealed: {root.status().reason}")
+            purposes = PurposeKeys(root, store, utc_now)
+            try:
+                await purposes.load(create=False)  # verifying writes nothing
+            except KeyIntegrityError:
+                raise ConfigError(
+                    "the audit keys are missing from the database: the chain cannot be verified "
+                    "(a server makes them at its first start)"
+                ) from None
+            if copy is not None:
+                path = anchor_path or settings.anchor_path
+                anchor = await asyncio.to_thread(_anchor_file, path) if path.exists() else None
+                return await verify_chain(copy, purposes.signer, purposes.audit_link, anchor,
+                                          copy=copy)  # fmt: skip
+            anchor = await _anchor_of(audit_store, anchor_path or settings.anchor_path)
+            return await verify_chain(audit_store, purposes.signer, purposes.audit_link, anchor)
     finally:
         root.close()
+
+
+async def export_audit(settings: Settings, out: BinaryIO) -> int:
+    """Write the whole chain of a data directory to ``out`` as audit lines (``coffer audit
+    export --data-dir``): every record with its links, every checkpoint and prune mark, and the
+    head, so that the export can be verified elsewhere (``coffer audit verify --export``). Reads
+    the database only: no root of trust. Returns how many records went out."""
+    async with _stores(settings, _no_macs) as (_, store):
+        head_seq, head_link = await store.audit_head()
+        keyed_from = await store.audit_keyed_from()
+        checkpoints = [cp for cp in await store.audit_checkpoints() if cp.seq <= head_seq]
+        out.write(export_header(utc_now()))
+        for mark in await store.audit_prune_marks():
+            out.write(pruned_line(mark))
+        after = count = 0
+        while after < head_seq and (rows := await store.audit_rows(after, 5000)):
+            rows = [row for row in rows if row.seq <= head_seq]
+            if count == 0:  # checkpoints where the records begin (old ones pruned)
+                out.writelines(checkpoint_line(cp) for cp in checkpoints if cp.seq < rows[0].seq)
+            out.writelines(lines_of(rows, checkpoints))
+            count += len(rows)
+            after = rows[-1].seq if rows else head_seq
+        out.write(head_line(head_seq, head_link, keyed_from))
+        return count
+
+
+@contextlib.asynccontextmanager
+async def _stores(
+    settings: Settings, macs: Callable[[], RowMacs]
+) -> AsyncIterator[tuple[SqlStore, SqlAuditStore]]:
+    """The database of ``settings`` for an offline command that reads the audit chain."""
+    store = SqlStore(create_engine_for(settings.url), RowIntegrity(macs))
+    audit_store = SqlAuditStore(store, create_sync_engine_for(settings.url), macs)
+    try:
+        yield store, audit_store
+    except DBAPIError as exc:
+        raise ConfigError(f"the database cannot be read ({exc.orig})") from None
+    finally:
         await audit_store.close()
         await store.close()
+
+
+def _read_export(path: Path) -> ExportedChain:
+    try:
+        with path.open("rb") as lines:
+            return read_lines(iter(lines))
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+
+
+def _anchor_file(path: Path) -> AnchorContents:
+    try:
+        return read_anchor(path)
+    except AnchorError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _no_macs() -> RowMacs:
@@ -913,7 +1007,4 @@ async def _anchor_of(store: SqlAuditStore, path: Path) -> AnchorContents | None:
             f"no audit anchor at {path}: it was deleted, or it is elsewhere (give --anchor, or "
             "--config with the server's audit_anchor_path)"
         )
-    try:
-        return await asyncio.to_thread(read_anchor, path)
-    except AnchorError as exc:
-        raise ConfigError(str(exc)) from None
+    return await asyncio.to_thread(_anchor_file, path)

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 DATABASE_FILE = "coffer.db"
 ROOT_KEY_FILE = "root.key"
 ANCHOR_FILE = "audit-anchor.jsonl"
+#: Where each optional audit sink's delivery cursor is kept, in the data directory.
+SINK_STATE_DIR = "audit-sinks"
 #: This node's PKCS #11 settings (the module's path), written by ``coffer init --seal pkcs11``.
 SEAL_FILE = "seal.json"
 AUDIT_SINKS = ("database", "discard")
@@ -40,6 +42,7 @@ FILE_SETTINGS = frozenset(
         "audit_anchor_path",
         "audit_auth_failures_per_minute",
         "audit_retention_days",
+        "audit_sinks",
         "oidc",
         "metrics",
         "root_rotation_batch_size",
@@ -74,6 +77,39 @@ class OidcSettings:
     jwks_url: str | None = None
     #: A claim naming the project the token acts in (when no ``X-Project-Identity`` is sent).
     project_claim: str | None = None
+
+
+AUDIT_SINK_TYPES = ("file", "syslog", "http")
+SYSLOG_FACILITIES = (
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "authpriv", "ftp", "ntp", "security", "console", "solaris-cron",
+    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSinkSettings:
+    """An audit sink: a copy of every record and checkpoint outside the database
+    (``[[audit_sinks]]`` in the config file; docs/audit.md#audit-sinks)."""
+
+    name: str
+    type: str
+    #: A request succeeds only if this sink accepted its record (else 503, nothing changed).
+    required: bool = False
+    timeout_seconds: float = 5.0
+    #: file: the JSON-lines file, rotated to ``<path>.1`` … ``<path>.<keep>`` past ``max_bytes``.
+    path: Path | None = None
+    max_bytes: int = 100 << 20
+    keep: int = 10
+    #: syslog: ``unix:/dev/log``, ``udp://host:port`` or ``tcp://host:port``.
+    address: str | None = None
+    facility: str = "local0"
+    app_name: str = "coffer"
+    #: http: records are POSTed in batches (JSON lines) to ``url``, with the bearer token read
+    #: from the environment variable ``token_env`` (secrets stay out of the file).
+    url: str | None = None
+    token_env: str | None = None
+    batch_records: int = 500
 
 
 DEFAULT_REGIONS = (RegionSettings(slug="nl-01", name="Netherlands 01", kms_available=True),)
@@ -124,6 +160,8 @@ class Settings:
     audit_auth_failures_per_minute: int = 60
     #: Audit records older than this many days are pruned (``None``: kept for ever).
     audit_retention_days: int | None = None
+    #: Copies of the log outside the database: files, syslog, HTTP collectors.
+    audit_sinks: tuple[AuditSinkSettings, ...] = ()
     #: OpenID Connect bearer tokens (``None``: only Coffer's own tokens).
     oidc: OidcSettings | None = None
     #: ``GET /metrics`` (Prometheus text format) and the counting behind it.
@@ -221,6 +259,90 @@ def _oidc(raw: Any, source: str) -> OidcSettings:
     )
 
 
+_SINK_KEYS = {
+    "file": {"path", "max_bytes", "keep"},
+    "syslog": {"address", "facility", "app_name"},
+    "http": {"url", "token_env", "batch_records"},
+}
+_SINK_COMMON = {"name", "type", "required", "timeout_seconds"}
+
+
+def _audit_sinks(raw: Any, path: str) -> tuple[AuditSinkSettings, ...]:
+    if not isinstance(raw, list) or not all(isinstance(s, dict) for s in raw):
+        raise ConfigError(f"{path}: 'audit_sinks' must be an array of tables ([[audit_sinks]])")
+    sinks = []
+    for number, entry in enumerate(raw, start=1):
+        sinks.append(_audit_sink(entry, f"{path}: audit sink {number}"))
+    names = [sink.name for sink in sinks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: audit sink names must differ")
+    return tuple(sinks)
+
+
+def _audit_sink(raw: dict[str, Any], where: str) -> AuditSinkSettings:
+    kind = raw.get("type")
+    if kind not in AUDIT_SINK_TYPES:
+        raise ConfigError(f"{where}: 'type' must be one of {', '.join(AUDIT_SINK_TYPES)}")
+    unknown = set(raw) - _SINK_COMMON - _SINK_KEYS[kind]
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _SLUG.fullmatch(name) or len(name) > 64:
+        raise ConfigError(f"{where}: 'name' must be a slug (a-z, 0-9, dashes)")
+    where = f"{where} ({name})"
+    values: dict[str, Any] = {"name": name, "type": kind}
+    if "required" in raw:
+        if not isinstance(raw["required"], bool):
+            raise ConfigError(f"{where}: 'required' must be true or false")
+        values["required"] = raw["required"]
+    if "timeout_seconds" in raw:
+        seconds = raw["timeout_seconds"]
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
+            raise ConfigError(f"{where}: 'timeout_seconds' must be a positive number")
+        values["timeout_seconds"] = float(seconds)
+    for key in ("max_bytes", "keep", "batch_records"):
+        if key in raw:
+            if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 1:
+                raise ConfigError(f"{where}: '{key}' must be a positive integer")
+            values[key] = raw[key]
+    for key in ("path", "address", "url", "token_env", "facility", "app_name"):
+        if key in raw and (not isinstance(raw[key], str) or not raw[key]):
+            raise ConfigError(f"{where}: '{key}' must be a non-empty string")
+    if kind == "file":
+        if "path" not in raw:
+            raise ConfigError(f"{where}: 'path' is required")
+        values["path"] = Path(raw["path"])
+    elif kind == "syslog":
+        address = raw.get("address", "unix:/dev/log")
+        parsed = urlsplit(address)
+        network = parsed.scheme in ("udp", "tcp") and parsed.hostname and parsed.port
+        if not (network or (address.startswith("unix:") and len(address) > 5)):
+            raise ConfigError(
+                f"{where}: 'address' must be unix:/path, udp://host:port or tcp://host:port"
+            )
+        values["address"] = address
+        facility = raw.get("facility", "local0")
+        if facility not in SYSLOG_FACILITIES:
+            raise ConfigError(f"{where}: 'facility' must be a syslog facility, e.g. local0")
+        values["facility"] = facility
+        app = raw.get("app_name", "coffer")
+        if not app.isascii() or not app.isprintable() or " " in app or len(app) > 48:
+            raise ConfigError(f"{where}: 'app_name' must be up to 48 printable ASCII characters")
+        values["app_name"] = app
+    else:
+        url = raw.get("url")
+        if url is None:
+            raise ConfigError(f"{where}: 'url' is required")
+        parsed = urlsplit(url)
+        local = parsed.scheme == "http" and parsed.hostname in ("127.0.0.1", "localhost", "::1")
+        if not (parsed.scheme == "https" or local) or parsed.username or not parsed.hostname:
+            raise ConfigError(f"{where}: 'url' must be https (or http on this host)")
+        values["url"] = url
+        if "token_env" in raw:
+            values["token_env"] = raw["token_env"]
+    return AuditSinkSettings(**values)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The settings of a TOML file, checked; keys match ``Settings`` fields."""
     try:
@@ -239,6 +361,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         values["regions"] = _regions(raw["regions"], str(path))
     if "oidc" in raw:
         values["oidc"] = _oidc(raw["oidc"], str(path))
+    if "audit_sinks" in raw:
+        values["audit_sinks"] = _audit_sinks(raw["audit_sinks"], str(path))
     for name in (
         "cache_size",
         "database_pool_size",

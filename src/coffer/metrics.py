@@ -27,6 +27,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     disable_created_metrics,
@@ -80,12 +81,34 @@ INTEGRITY_FAILURES = Counter(
     ["table"],
     registry=REGISTRY,
 )
+AUDIT_SINK_LAG = Gauge(
+    "coffer_audit_sink_lag_records",
+    "Audit records committed but not yet delivered to an optional audit sink, by sink.",
+    ["sink"],
+    multiprocess_mode="livemostrecent",
+    registry=REGISTRY,
+)
+AUDIT_SINK_FAILURES = Counter(
+    "coffer_audit_sink_failures",
+    "Deliveries an optional audit sink refused or did not answer (each is retried), by sink.",
+    ["sink"],
+    registry=REGISTRY,
+)
 if MULTIPROC_ENV not in os.environ:
     # Memory and CPU of this process (not available per worker in multiprocess mode).
     ProcessCollector(registry=REGISTRY)
 
 #: The operation label of a request that matched no route.
 UNMATCHED = "unmatched"
+
+
+def sink_lag_meter(sink: str) -> Callable[[int], None]:
+    """Sets the lag gauge of the optional audit sink ``sink``."""
+    return AUDIT_SINK_LAG.labels(sink).set
+
+
+def sink_failure_meter(sink: str) -> Callable[[], None]:
+    return AUDIT_SINK_FAILURES.labels(sink).inc
 
 
 class CacheMeter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -651,3 +652,105 @@ def test_a_flood_of_bad_tokens_with_huge_user_agents_grows_the_log_by_less_than_
         assert on_disk() - disk_before < 1_000_000
     engine.dispose()
     assert verification(kms).ok
+
+
+def exported(kms: Kms, path: Any) -> list[bytes]:
+    """``coffer audit export --data-dir``'s lines, written to ``path``."""
+    import asyncio
+
+    from coffer.bootstrap import export_audit
+
+    with path.open("wb") as out:
+        asyncio.run(export_audit(kms.settings, out))
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def _edit_line(lines: list[bytes], seq: int, kind: str, old: bytes, new: bytes) -> list[bytes]:
+    mark = f'"seq":{seq},'.encode()
+    return [line.replace(old, new) if kind.encode() in line and mark in line else line
+            for line in lines]  # fmt: skip
+
+
+def _truncated_to(lines: list[bytes], seq: int) -> list[bytes]:
+    """The export cut back to record ``seq`` (and its checkpoint), with a head moved there."""
+    kept = [line for line in lines
+            if json.loads(line).get("type") == "export"
+            or (json.loads(line).get("type") == "record" and json.loads(line)["seq"] <= seq)
+            or (json.loads(line).get("type") == "checkpoint"
+                and json.loads(line)["checkpoint"]["seq"] <= seq)]  # fmt: skip
+    link = json.loads(next(line for line in kept if f'"seq":{seq},'.encode() in line))["link"]
+    head = {"type": "head", "seq": seq, "link": link, "keyedFrom": 1}
+    return [*kept, json.dumps(head).encode() + b"\n"]
+
+
+EXPORT_ATTACKS: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str]] = {
+    "delete a record": (
+        lambda lines: [line for line in lines if b'"seq":7,"type":"record"' not in line],
+        "record 7 is missing (next is 8)"),
+    "truncate to an old checkpoint": (
+        lambda lines: _truncated_to(lines, 10),
+        "the anchor holds a checkpoint at record 15, beyond the database's last record 10"),
+    "edit a checkpoint's time": (
+        lambda lines: _edit_line(lines, 10, "checkpoint", b'"createdAt":"20', b'"createdAt":"19'),
+        "the checkpoint at record 10 has an invalid signature"),
+    "delete one checkpoint": (
+        lambda lines: [line for line in lines
+                       if not (b'"type":"checkpoint"' in line and b'"seq":10,' in line)],
+        "the checkpoint at record 15 does not follow the checkpoint before it"),
+    "swap two records": (
+        lambda lines: [*lines[:3], lines[4], lines[3], *lines[5:]],
+        "record 4 is missing (next is 5)"),  # the later 3 supersedes: 4 is gone
+}  # fmt: skip
+
+
+def test_an_export_verifies_elsewhere_with_the_public_key_and_the_anchor_alone(
+    longer: Kms, tmp_path: Any
+) -> None:
+    import asyncio
+    import shutil
+
+    from coffer.bootstrap import verify_audit
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lines = exported(longer, elsewhere / "export.jsonl")
+    assert json.loads(lines[0])["type"] == "export"
+    assert json.loads(lines[-1]) == {"type": "head", "seq": 22, "keyedFrom": 1,
+                                     "link": json.loads(lines[-2])["link"]}  # fmt: skip
+    shutil.copy(longer.settings.anchor_path, elsewhere / "anchor.jsonl")
+    pem = longer.client.get("/v1/audit/public-key", headers=longer.headers).json()["publicKey"]
+
+    def verify(lines: list[bytes]) -> Any:
+        (elsewhere / "copy.jsonl").write_bytes(b"".join(lines))
+        return asyncio.run(verify_audit(None, public_key=pem.encode(),
+                                        export=elsewhere / "copy.jsonl",
+                                        anchor_path=elsewhere / "anchor.jsonl"))  # fmt: skip
+
+    result = verify(lines)
+    assert result.ok, result.problem
+    assert (result.records, result.checkpoints, result.anchored) == (22, 4, 4)
+    assert not result.links_checked
+    for name, (attack, problem) in EXPORT_ATTACKS.items():
+        assert problem in (verify(attack(lines)).problem or ""), name
+
+    # The anchor goes on after the export: later checkpoints are not the export's to hold.
+    for _ in range(5):
+        longer.post(f"{KEYS}/k/encrypt", {"plaintext": "AA=="})
+    shutil.copy(longer.settings.anchor_path, elsewhere / "anchor.jsonl")
+    assert verify(lines).ok
+
+
+def test_an_edited_export_record_is_caught_by_its_link_with_the_root_of_trust(
+    longer: Kms, tmp_path: Any
+) -> None:
+    import asyncio
+
+    from coffer.bootstrap import verify_audit
+
+    lines = exported(longer, tmp_path / "export.jsonl")
+    (tmp_path / "export.jsonl").write_bytes(
+        b"".join(_edit_line(lines, 12, "record", b'"status":200', b'"status":403'))
+    )
+    result = asyncio.run(verify_audit(longer.settings, export=tmp_path / "export.jsonl"))
+    assert result.problem == "record 12 was changed after it was written"
+    assert result.links_checked

@@ -117,3 +117,66 @@ def test_bad_oidc_settings_are_refused(tmp_path: Path, text: str) -> None:
     config.write_text(text)
     with pytest.raises(ConfigError, match=r"coffer\.toml"):
         load_settings(tmp_path, config_file=config)
+
+
+def test_the_documented_audit_sinks_load(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    section = docs.read_text().split("## Audit sinks", 1)[1]
+    config = tmp_path / "coffer.toml"
+    config.write_text(section.split("```toml\n", 1)[1].split("```", 1)[0])
+    file, syslog, http = load_settings(tmp_path, config_file=config).audit_sinks
+    assert (file.type, file.required, file.path, file.max_bytes, file.keep) == (
+        "file", True, Path("/var/log/coffer/audit.jsonl"), 100 << 20, 10,
+    )  # fmt: skip
+    assert (syslog.address, syslog.facility, syslog.required) == ("unix:/dev/log", "local0", False)
+    assert (http.url, http.token_env, http.batch_records, http.timeout_seconds) == (
+        "https://siem.example.com/ingest/coffer", "COFFER_SIEM_TOKEN", 500, 5.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('audit_sinks = "file"', "must be an array of tables"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "kafka"', "'type' must be one of file, syslog, http"),
+        ('[[audit_sinks]]\nname = "A B"\ntype = "file"\npath = "x"', "'name' must be a slug"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "file"', "'path' is required"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "file"\npath = "x"\nurl = "https://x"',
+         r"unknown setting\(s\) url"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "file"\npath = "x"\nrequired = "yes"',
+         "'required' must be true or false"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "file"\npath = "x"\nmax_bytes = 0',
+         "'max_bytes' must be a positive integer"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "syslog"\naddress = "/dev/log"', "'address' must be"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "syslog"\naddress = "udp://h"', "'address' must be"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "syslog"\nfacility = "local9"', "'facility'"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "http"', "'url' is required"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "http"\nurl = "http://example.com/x"',
+         "'url' must be https"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "http"\nurl = "https://x"\ntimeout_seconds = 0',
+         "'timeout_seconds' must be a positive number"),
+        ('[[audit_sinks]]\nname = "a"\ntype = "http"\nurl = "https://x"\n'
+         '[[audit_sinks]]\nname = "a"\ntype = "file"\npath = "x"', "names must differ"),
+    ],
+)  # fmt: skip
+def test_bad_audit_sinks_are_refused_with_what_is_wrong(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    config = tmp_path / "coffer.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path, config_file=config)
+
+
+def test_a_missing_bearer_token_of_an_http_sink_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from coffer.audit.sinks import destination_of
+    from coffer.config import AuditSinkSettings
+
+    monkeypatch.delenv("COFFER_SIEM_TOKEN", raising=False)
+    sink = AuditSinkSettings(
+        name="siem", type="http", url="https://x", token_env="COFFER_SIEM_TOKEN"
+    )
+    with pytest.raises(ConfigError, match=r"COFFER_SIEM_TOKEN .* is not set"):
+        destination_of(sink)

@@ -38,21 +38,26 @@ class AnchorContents:
     checkpoints: list[Checkpoint]
 
 
-def _line(checkpoint: Checkpoint) -> bytes:
+def checkpoint_fields(checkpoint: Checkpoint) -> dict[str, Any]:
+    """A checkpoint as JSON fields (an anchor's line; an audit line's ``checkpoint``)."""
     c = checkpoint
-    fields = {"seq": c.seq, "link": c.hash.hex(), "prev": (c.prev or b"").hex(),
-              "keyedFrom": c.keyed_from, "anchor": c.anchor, "createdAt": iso_utc(c.created_at),
-              "signature": c.signature.hex()}  # fmt: skip
+    return {"seq": c.seq, "link": c.hash.hex(), "prev": (c.prev or b"").hex(),
+            "keyedFrom": c.keyed_from, "anchor": c.anchor, "createdAt": iso_utc(c.created_at),
+            "signature": c.signature.hex()}  # fmt: skip
+
+
+def _line(checkpoint: Checkpoint) -> bytes:
+    fields = checkpoint_fields(checkpoint)
     return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
-def _checkpoint(fields: dict[str, Any]) -> Checkpoint:
+def checkpoint_of_fields(fields: dict[str, Any]) -> Checkpoint:
     return Checkpoint(
         seq=int(fields["seq"]),
         hash=bytes.fromhex(fields["link"]),
         created_at=datetime.fromisoformat(fields["createdAt"].replace("Z", "+00:00")),
         signature=bytes.fromhex(fields["signature"]),
-        prev=bytes.fromhex(fields["prev"]),
+        prev=bytes.fromhex(fields["prev"]) if fields["prev"] else None,  # "": format 1
         keyed_from=fields["keyedFrom"],
         anchor=fields["anchor"],
     )
@@ -125,7 +130,7 @@ def read_anchor(path: Path) -> AnchorContents:
         if not line.strip():
             continue
         try:
-            checkpoints.append(_checkpoint(json.loads(line)))
+            checkpoints.append(checkpoint_of_fields(json.loads(line)))
         except (ValueError, KeyError, TypeError):
             if number - 1 == last:
                 continue  # a torn last line: the append that wrote it never returned

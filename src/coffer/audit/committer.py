@@ -16,6 +16,7 @@ from typing import Protocol
 from coffer.audit.anchor import Anchor
 from coffer.audit.chain import new_checkpoint, row_of
 from coffer.audit.events import AuditEvent
+from coffer.audit.sinks import RequiredSinks
 from coffer.domain.audit import ChainRow, ChainTip, Checkpoint
 from coffer.errors import CofferError
 from coffer.storage.repositories import AuditStore, Change
@@ -81,6 +82,7 @@ class BatchCommitter:
         *,
         checkpoint_every: int,
         anchor: Anchor | None = None,
+        sinks: RequiredSinks | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
@@ -88,9 +90,11 @@ class BatchCommitter:
         self._status_of = status_of
         self._every = checkpoint_every
         self._checkpoints = Anchored(signer, anchor, clock)
+        self._sinks = sinks
 
     async def close(self) -> None:
-        return None
+        if self._sinks is not None:
+            self._sinks.close()
 
     async def commit(self, batch: Sequence[Entry]) -> Sequence[CofferError | None]:
         await self._signer.ready()
@@ -118,6 +122,9 @@ class BatchCommitter:
             checkpoint = None
             if rows and seq // self._every > start.seq // self._every:
                 checkpoint = self._checkpoints.make(replace(start, seq=seq, link=prev))
+            if self._sinks is not None:
+                # Every required sink takes the records before they commit (else nothing does).
+                self._sinks.send(rows, checkpoint)
             made.append(outcomes)
             checkpoints.append(checkpoint)
             return rows, checkpoint

@@ -19,6 +19,7 @@ from coffer.audit.anchor import Anchor
 from coffer.audit.chain import prune_message
 from coffer.audit.committer import Anchored, Committer, Signer
 from coffer.audit.events import AuditEvent
+from coffer.audit.sinks import RequiredSinks
 from coffer.domain.audit import ChainTip, Checkpoint, PruneMark
 from coffer.errors import Unavailable
 from coffer.storage.repositories import AuditStore, Change
@@ -40,6 +41,7 @@ class AuditLog:
         *,
         anchor: Anchor | None = None,
         batch_meter: Callable[[int], None] | None = None,
+        sinks: RequiredSinks | None = None,
     ) -> None:
         self._store = store
         self._signer = signer
@@ -47,6 +49,7 @@ class AuditLog:
         self._committer = committer
         self._checkpoints = Anchored(signer, anchor, clock)
         self._batch_meter = batch_meter
+        self._sinks = sinks
         self._queue: list[_Entry] = []
         self._flusher: asyncio.Task[None] | None = None
         #: Sizes of the latest batches committed (the group-commit figure for metrics).
@@ -67,7 +70,13 @@ class AuditLog:
         while self._flusher is not None:
             await asyncio.shield(self._flusher)
         await self._committer.close()
-        await self.checkpoint()
+        try:
+            await self.checkpoint()
+        except Exception as exc:  # the records are stored; the tail waits for the next start
+            log.error("audit log: the closing checkpoint could not be written", exc_info=exc)
+        finally:
+            if self._sinks is not None:
+                self._sinks.close()
 
     async def checkpoint(self) -> bool:
         """Sign a checkpoint of the chain as it stands, unless one covers it already (the
@@ -79,7 +88,10 @@ class AuditLog:
             newest = tip.newest_checkpoint()
             if not tip.seq or (newest is not None and newest.seq >= tip.seq):
                 return None  # nothing new since the newest checkpoint
-            return self._checkpoints.make(tip)
+            checkpoint = self._checkpoints.make(tip)
+            if self._sinks is not None:
+                self._sinks.send([], checkpoint)  # refused: the checkpoint is not stored
+            return checkpoint
 
         made = await self._store.add_audit_checkpoint(build)
         if made is None:

@@ -19,8 +19,10 @@ checked by count and order against the signed checkpoints only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 from coffer.audit.anchor import AnchorContents
 from coffer.audit.chain import (
@@ -32,8 +34,8 @@ from coffer.audit.chain import (
     signed_message,
 )
 from coffer.audit.committer import Signer
-from coffer.domain.audit import ChainRow, Checkpoint
-from coffer.storage.repositories import AuditStore
+from coffer.audit.lines import ExportedChain
+from coffer.domain.audit import ChainRow, Checkpoint, PruneMark
 
 PAGE = 5000
 
@@ -76,14 +78,15 @@ def _columns_match(row: ChainRow) -> bool:
     )
 
 
-def _checkpoint_problem(checkpoints: list[Checkpoint], signer: Signer) -> str | None:
+def _checkpoint_problem(checkpoints: list[Checkpoint], signer: Signer, partial: bool) -> str | None:
     before: Checkpoint | None = None
-    for cp in checkpoints:
+    for index, cp in enumerate(checkpoints):
         if not signer.verify(cp.signature, signed_message(cp)):
             return f"the checkpoint at record {cp.seq} has an invalid signature"
         if cp.prev is None and before is not None and before.prev is not None:
             return f"the checkpoint at record {cp.seq} is of the old format, after a new one"
-        if cp.prev is not None and cp.prev != checkpoint_digest(before):
+        copy_begins = partial and index == 0  # a copy that begins later: its first follows one
+        if cp.prev is not None and not copy_begins and cp.prev != checkpoint_digest(before):
             after = f"the one at record {before.seq}" if before is not None else "none"
             return (
                 f"the checkpoint at record {cp.seq} does not follow the checkpoint before it in "
@@ -94,42 +97,82 @@ def _checkpoint_problem(checkpoints: list[Checkpoint], signer: Signer) -> str | 
 
 
 def _anchor_problem(
-    checkpoints: list[Checkpoint], head_seq: int, anchor: AnchorContents, signer: Signer
-) -> tuple[str | None, int | None]:
-    """What is wrong between the database's checkpoints and the anchor's, and the newest
-    checkpoint of this anchor not yet appended to it (a crash between commit and append)."""
+    checkpoints: list[Checkpoint],
+    head_seq: int,
+    anchor: AnchorContents,
+    signer: Signer,
+    window: tuple[int, datetime | None] | None,
+) -> tuple[str | None, int | None, int]:
+    """What is wrong between the database's checkpoints and the anchor's, the newest checkpoint
+    of this anchor not yet appended to it (a crash between commit and append), and how many of
+    the anchor's checkpoints were compared.
+
+    ``window`` (a copy of the log: an export or a sink's file): the first record it can hold
+    and the time it was made (``None``: it ends where it ends); the anchor's checkpoints
+    outside it are not the copy's to hold."""
     by_seq = {cp.seq: cp for cp in checkpoints}
+    compared = 0
     for cp in anchor.checkpoints:
+        if window is not None:
+            first, made = window
+            later = cp.seq > head_seq if made is None else cp.created_at > made
+            if cp.seq < first or later:
+                continue
+        compared += 1
         if cp.anchor != anchor.identity or not signer.verify(cp.signature, signed_message(cp)):
-            return f"the anchor's checkpoint at record {cp.seq} is not one it holds validly", None
+            return (
+                f"the anchor's checkpoint at record {cp.seq} is not one it holds validly",
+                None,
+                0,
+            )
         if cp.seq > head_seq:
             return (f"the anchor holds a checkpoint at record {cp.seq}, beyond the database's "
                     f"last record {head_seq}: records were deleted or the database was rolled "
-                    "back"), None  # fmt: skip
+                    "back"), None, 0  # fmt: skip
         if by_seq.get(cp.seq) != cp:
             problem = (
                 f"the anchor's checkpoint at record {cp.seq} is missing from the database or "
                 "differs there: the log was wiped, truncated or rewritten"
             )
-            return problem, None
+            return problem, None, 0
     anchored = {cp.seq for cp in anchor.checkpoints}
     mine = [cp for cp in checkpoints if cp.anchor == anchor.identity]
     missing = [cp.seq for cp in mine if cp.seq not in anchored]
     if missing and missing != [mine[-1].seq]:
         shown = ", ".join(map(str, missing[:5]))
         return (f"the anchor lacks checkpoints the database holds of it (records {shown}): it "
-                "was truncated or replaced by an older copy"), None  # fmt: skip
-    return None, missing[0] if missing else None
+                "was truncated or replaced by an older copy"), None, 0  # fmt: skip
+    return None, missing[0] if missing else None, compared
+
+
+class ChainSource(Protocol):
+    """Where a chain is read from: the database (``AuditStore``) or a copy of it
+    (``coffer.audit.lines.ExportedChain``)."""
+
+    async def audit_head(self) -> tuple[int, bytes]: ...
+
+    async def audit_checkpoints(self) -> Sequence[Checkpoint]: ...
+
+    async def audit_keyed_from(self) -> int | None: ...
+
+    async def audit_prune_marks(self) -> Sequence[PruneMark]: ...
+
+    async def audit_rows(self, after_seq: int, limit: int) -> Sequence[ChainRow]: ...
 
 
 async def verify_chain(
-    store: AuditStore,
+    store: ChainSource,
     signer: Signer,
     link: Callable[[bytes, bytes], bytes] | None,
     anchor: AnchorContents | None = None,
+    *,
+    copy: ExportedChain | None = None,
 ) -> Verification:
     """Verify the chain of ``store``. ``link``: the keyed link (``None``: records are checked by
-    count and order only); ``anchor``: the anchor file's contents to compare with."""
+    count and order only); ``anchor``: the anchor file's contents to compare with; ``copy``: the
+    chain is a copy (``store`` is this): an export, compared with the anchor as it was when the
+    export was made, or a sink's copy (``partial``), which may begin at any record."""
+    partial = copy is not None and copy.partial
     checkpoints = list(await store.audit_checkpoints())
     head_seq, head_hash = await store.audit_head()
     unanchored = None
@@ -139,7 +182,7 @@ async def verify_chain(
         return Verification(records, len(checkpoints), last, problem, anchored, unanchored,
                             link is not None, anchor is not None)  # fmt: skip
 
-    problem = _checkpoint_problem(checkpoints, signer)
+    problem = _checkpoint_problem(checkpoints, signer, partial)
     if problem is not None:
         return result(0, 0, problem)
     signed_from = {cp.keyed_from for cp in checkpoints if cp.prev is not None}
@@ -149,12 +192,18 @@ async def verify_chain(
                             "installation")  # fmt: skip
     keyed_from = signed_from.pop() if signed_from else stored_from
     if keyed_from is None:
-        keyed_from = head_seq + 1  # written before keyed links, and nothing since
+        # Written before keyed links, and nothing since; a sink's copy, sent since: keyed.
+        keyed_from = 0 if partial else head_seq + 1
     if anchor is not None:
-        problem, unanchored = _anchor_problem(checkpoints, head_seq, anchor, signer)
+        window = None
+        if copy is not None:
+            first = copy.rows[0].seq if partial and copy.rows else 0
+            window = (first, copy.exported_at)
+        problem, unanchored, anchored = _anchor_problem(
+            checkpoints, head_seq, anchor, signer, window
+        )
         if problem is not None:
             return result(0, 0, problem)
-        anchored = len(anchor.checkpoints)
     by_seq = {cp.seq: cp for cp in checkpoints}
     marks = await store.audit_prune_marks()
     for mark in marks:
@@ -168,7 +217,12 @@ async def verify_chain(
     after = 0
     while rows := await store.audit_rows(after, PAGE):
         for row in rows:
-            if count == 0 and row.seq != 1:
+            if count == 0 and row.seq != 1 and partial:
+                # Where the copy begins: after a checkpoint it holds, or anywhere.
+                begins = by_seq.get(row.seq - 1)
+                prev = begins.hash if begins is not None else row.prev_hash
+                last = row.seq - 1
+            elif count == 0 and row.seq != 1:
                 start = by_seq.get(row.seq - 1)
                 if start is None or pruned_through != row.seq - 1:
                     return result(count, last, f"records before {row.seq} are missing")

@@ -36,7 +36,16 @@ def _fail(message: str) -> typer.Exit:
 
 @app.command("verify")
 def verify(
-    data_dir: Annotated[Path, typer.Option("--data-dir", envvar="COFFER_DATA_DIR")],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="COFFER_DATA_DIR",
+            help="The data directory whose log to verify (not needed for --export with "
+            "--public-key).",
+            show_default=False,
+        ),
+    ] = None,
     database_url: Annotated[
         str | None,
         typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False),
@@ -68,6 +77,15 @@ def verify(
             show_default=False,
         ),
     ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            help="Verify this file instead of the database: an export (coffer audit export "
+            "--data-dir) or an audit sink's copy.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Walk the audit chain and its signed checkpoints, compare them with the anchor file, and
     report the first thing wrong. With the shamir seal (and no --public-key), the threshold's
@@ -79,10 +97,15 @@ def verify(
         pem = public_key.read_bytes() if public_key is not None else None
     except OSError as exc:
         raise _fail(f"{public_key}: {exc.strerror}") from None
+    if data_dir is None and not (export is not None and pem is not None):
+        raise _fail("give --data-dir (or COFFER_DATA_DIR); an export verifies without it "
+                    "only with --public-key")  # fmt: skip
     try:
-        settings = load_settings(data_dir, config_file=config, database_url=database_url)
+        settings = None
+        if data_dir is not None:
+            settings = load_settings(data_dir, config_file=config, database_url=database_url)
         result = asyncio.run(
-            verify_audit(settings, read_shares, anchor_path=anchor, public_key=pem)
+            verify_audit(settings, read_shares, anchor_path=anchor, public_key=pem, export=export)
         )
     except ConfigError as exc:
         raise _fail(str(exc)) from None
@@ -96,7 +119,13 @@ def verify(
         f"audit chain intact{how}: {result.records} record(s) up to {result.last_seq}, "
         f"{result.checkpoints} signed checkpoint(s), {result.anchored} in the anchor"
     )
-    if not result.anchor_found:
+    if export is not None and not result.anchor_found:
+        typer.echo(
+            "note: not compared with an anchor (give --anchor): a copy cut short before its "
+            "newest checkpoints is not detected without one",
+            err=True,
+        )
+    elif not result.anchor_found:
         typer.echo(
             "note: no audit anchor was found, and the log is empty: a new installation has no "
             "anchor until its server first starts; if the log should not be empty, verify with "
@@ -171,10 +200,43 @@ def export(
     resource: Resource = None,
     since: Since = None,
     until: Until = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Export the whole chain of this data directory (no server, no root of trust): "
+            "records with their links, checkpoints and the head, verifiable with coffer audit "
+            "verify --export.",
+            show_default=False,
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="COFFER_CONFIG", show_default=False),
+    ] = None,
 ) -> None:
-    """Every matching record, oldest first, one JSON object per line (for a SIEM)."""
+    """Every matching record of the organisation, oldest first, one JSON object per line (for a
+    SIEM), through the server; or, with --data-dir, the whole verifiable chain."""
     filters: dict[str, Any] = {"action": action, "resource_identity": resource, "since": since,
                                "until": until}  # fmt: skip
+    if data_dir is not None:
+        if any(filters.values()):
+            raise _fail("a whole-chain export (--data-dir) takes no filters: a filtered log "
+                        "cannot be verified")  # fmt: skip
+        from coffer.bootstrap import export_audit  # the server's modules, for this command only
+
+        try:
+            settings = load_settings(data_dir, config_file=config, database_url=database_url)
+            out = typer.get_binary_stream("stdout")
+            asyncio.run(export_audit(settings, out))
+            out.flush()
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
+        return
     # Paged by sequence number, not by offset: records pruned or added meanwhile shift no page.
     after = 0
     with client(url, token, org, None) as coffer:
