@@ -12,7 +12,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
-from coffer.bootstrap import build_app, open_data_dir, settle_garbage_collector
+from coffer.bootstrap import build_app, open_data_dir, redact_access_log, settle_garbage_collector
 from coffer.config import load_settings
 
 
@@ -25,5 +25,6 @@ def from_environment() -> Starlette:
         workers=int(os.environ.get("COFFER_WORKERS", "1")),
     )
     app = build_app(settings, root=open_data_dir(settings))
+    redact_access_log()
     settle_garbage_collector()
     return app

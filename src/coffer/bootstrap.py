@@ -143,6 +143,23 @@ def utc_now() -> datetime:
 GC_YOUNG_THRESHOLD = 20_000
 
 
+class _NoQueryStrings(logging.Filter):
+    """Takes the query string out of uvicorn's access log lines: a client that puts a token
+    there (``?access_token=…``) must not have it written to the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path, mark, _ = args[2].partition("?")
+            record.args = (args[0], args[1], path + ("?…" if mark else ""), args[3], args[4])
+        return True
+
+
+def redact_access_log() -> None:
+    """Install the filter of the access log in this process (the server, or a worker)."""
+    logging.getLogger("uvicorn.access").addFilter(_NoQueryStrings())
+
+
 def settle_garbage_collector() -> None:
     """Prepare a serving process's garbage collector, once its app is built.
 

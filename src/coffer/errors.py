@@ -45,6 +45,18 @@ __all__ = [
 ]
 
 
+#: How much of a caller's input an error message repeats.
+SHOWN_CHARACTERS = 64
+
+
+def shown(value: str) -> str:
+    """``value`` quoted for an error message, cut to ``SHOWN_CHARACTERS`` (a message never
+    repeats a caller's input without a bound)."""
+    if len(value) > SHOWN_CHARACTERS:
+        return repr(value[:SHOWN_CHARACTERS]) + "…"
+    return repr(value)
+
+
 class CofferError(Exception):
     """Base of every error Coffer raises on purpose."""
 

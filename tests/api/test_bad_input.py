@@ -53,3 +53,51 @@ def test_invalid_utf8_is_a_400_and_changes_nothing(
     if body == "in a field name":  # a value may fail its own check first (base64, a number)
         assert answer.json()["message"] == "request body must be JSON in UTF-8"
     assert stored(world) == before
+
+
+@pytest.mark.parametrize("endpoint", BODIED, ids=lambda e: f"{e.method} {e.path}")
+def test_a_name_twice_in_one_object_is_a_400_and_changes_nothing(
+    world: Kms, endpoint: Endpoint
+) -> None:
+    field = first_field(endpoint)
+    path = endpoint.path.format(**PATH_VALUES)
+    before = stored(world)
+    answer: Any = world.client.request(
+        endpoint.method, path, content=f'{{"{field}":null,"{field}" : null}}'.encode(),
+        headers={**world.headers, "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {"code": "invalid_request", "requestId": answer.json()["requestId"],
+                             "message": f"request body names '{field}' twice in one object"}  # fmt: skip
+    assert stored(world) == before
+
+
+def test_a_second_export_allowed_does_not_make_an_exportable_key(world: Kms) -> None:
+    """The attack: proxies and logs see the first value, the last parser the second."""
+    before = stored(world)
+    for body in (
+        b'{"name":"x","keyType":"hmac","exportAllowed":false,"exportAllowed":true}',
+        b'{"name":"x","keyType":"hmac","labels":{"team":"a","team":"b"}}',
+    ):
+        answer = world.client.post("/v1/kms/nl-01/keys", content=body, headers=world.headers)
+        assert answer.status_code == 400, answer.text
+        assert "twice in one object" in answer.json()["message"]
+    assert world.client.get("/v1/kms/nl-01/keys/x", headers=world.headers).status_code == 404
+    assert stored(world) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "y", "keyType": "a" * 500_000},
+        {"name": "y", "keyType": "aes256-gcm96", "labels": {"b" * 500_000: "v"}},
+        {"name": "y", "keyType": "aes256-gcm96", "rotationPeriodInDays": "c" * 500_000},
+    ],
+    ids=["an unknown key type", "a label name", "a wrong type"],
+)
+def test_an_error_repeats_at_most_a_bounded_part_of_the_input(world: Kms, body: Any) -> None:
+    answer = world.client.post("/v1/kms/nl-01/keys", json=body, headers=world.headers)
+    assert answer.status_code == 400, answer.text[:300]
+    assert len(answer.content) < 1024
+    assert "a" * 65 not in answer.text
+    assert "b" * 65 not in answer.text

@@ -197,3 +197,37 @@ def test_a_token_limited_to_a_project_cannot_administer_the_organisation(kms: Km
     error(kms.get("/v1/projects", headers=limited), 403, "forbidden")
     error(kms.post("/v1/iam/role-bindings", {"principal": "oidc:erin", "policy": "kms:FullAccess"},
                    headers=limited), 403, "forbidden")  # fmt: skip
+
+
+def test_a_token_limited_to_a_project_reads_only_that_projects_audit_records(kms: Kms) -> None:
+    """Dave may read the whole organisation's log; his token for project web reads web's."""
+    project = kms.add_project("web")
+    org_key = kms.create_key("org-key")["identity"]
+    web = {**kms.headers, "X-Project-Identity": "web"}
+    assert (
+        kms.post(KEYS, {"name": "web-key", "keyType": "aes256-gcm96"}, headers=web).status_code
+        == 201
+    )
+    assert (
+        kms.post(f"{KEYS}/web-key/encrypt", {"plaintext": "AA=="}, headers=web).status_code == 200
+    )
+    assert kms.post(f"{KEYS}/org-key/encrypt", {"plaintext": "AA=="}).status_code == 200
+    bind(kms, "oidc:dave", "audit:ReadAccess")
+
+    everything = kms.get("/v1/audit?limit=1000", headers=as_user(kms, mint("dave"))).json()
+    assert {r["projectId"] for r in everything["items"]} == {None, project.identity}
+
+    limited = as_user(kms, mint("dave", coffer_project="web"))
+    answer = kms.get("/v1/audit?limit=1000", headers=limited)
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    assert [r["action"] for r in items] == ["kms.encrypt", "kms.key.create"]
+    assert {r["projectId"] for r in items} == {project.identity}
+    assert answer.json()["totalItems"] == 2
+    # Filters cannot widen it, and another project is refused.
+    assert kms.get(f"/v1/audit?resourceIdentity={org_key}", headers=limited).json()["items"] == []
+    assert len(kms.get(f"/v1/audit?resourceIdentity={org_key}",
+                       headers=as_user(kms, mint("dave"))).json()["items"]) == 2  # fmt: skip
+    error(
+        kms.get("/v1/audit", headers={**limited, "X-Project-Identity": "other"}), 403, "forbidden"
+    )

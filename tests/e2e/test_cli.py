@@ -225,3 +225,20 @@ def test_serve_takes_data_dir_and_port_from_environment_variables(
 
     assert status == 200, summary
     assert summary["featureEnabled"] is True
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_access_log_never_holds_a_query_string(
+    fresh: Initialised, serve: ServeFactory, tmp_path: Path, workers: str
+) -> None:
+    """A client that sends its token in the query string does not get it written to the log."""
+    port = free_port()
+    serve("--data-dir", fresh.data_dir, "--port", str(port), "--access-log",
+          "--workers", workers, port=port)  # fmt: skip
+    secret = "coffer_" + "q" * 40
+    status, _ = http_get(port, f"/v1/kms/summary?access_token={secret}", kms_headers(fresh))
+    assert status == 200
+    log = (tmp_path / f"serve-{port}.log").read_text()
+    assert '"GET /v1/kms/summary?… HTTP/1.1" 200' in log
+    assert secret not in log
+    assert "access_token" not in log

@@ -29,6 +29,10 @@ STATUS: dict[type[errors.CofferError], int] = {
     errors.CofferError: 500,
 }
 
+#: The longest error message sent: every message that repeats input is cut before this (64
+#: characters of the input), this is the net under them.
+MAX_MESSAGE = 512
+
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -48,6 +52,8 @@ def error_response(
     request_id: str,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
+    if len(message) > MAX_MESSAGE:  # e.g. a parser's message naming a huge field
+        message = message[:MAX_MESSAGE] + "…"
     body = msgspec.json.encode(ErrorBody(message=message, code=code, request_id=request_id))
     sent = dict(headers or {})
     if status == 401:

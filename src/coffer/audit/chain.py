@@ -123,6 +123,7 @@ def row_of(
         event_id=event.event_id,
         created_at=event.created_at,
         organisation_identity=event.organisation_identity,
+        project_identity=event.project_identity,
         action=event.action,
         principal_identity=event.principal_identity,
         resource_identity=event.resource_identity,

@@ -120,6 +120,7 @@ def _row(fields: dict[str, Any]) -> ChainRow:
         event_id=record["eventId"],
         created_at=_time(record["createdAt"]),
         organisation_identity=record["organizationIdentity"],
+        project_identity=record["projectId"],
         action=record["action"],
         principal_identity=principal,
         resource_identity=record["resourceIdentity"],

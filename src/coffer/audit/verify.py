@@ -71,6 +71,7 @@ def _columns_match(row: ChainRow) -> bool:
         and record.get("eventId") == row.event_id
         and record.get("action") == row.action
         and record.get("organizationIdentity") == row.organisation_identity
+        and record.get("projectId") == row.project_identity
         and record.get("resourceIdentity") == row.resource_identity
         and principal == row.principal_identity
         and record.get("context", {}).get("status") == row.status

@@ -210,7 +210,9 @@ def serve(
         Path | None, typer.Option("--tls-cert", help="PEM certificate chain: serve HTTPS.")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
-    access_log: Annotated[bool, typer.Option(help="Log one line per request.")] = False,
+    access_log: Annotated[
+        bool, typer.Option(help="Log one line per request (without its query string).")
+    ] = False,
     database_url: DatabaseUrl = None,
     workers: Annotated[
         int, typer.Option(envvar="COFFER_WORKERS", help="Server processes behind the port.")
@@ -219,7 +221,12 @@ def serve(
     """Serve the KMS API."""
     import uvicorn
 
-    from coffer.bootstrap import build_app, open_data_dir, settle_garbage_collector
+    from coffer.bootstrap import (
+        build_app,
+        open_data_dir,
+        redact_access_log,
+        settle_garbage_collector,
+    )
 
     try:
         settings = load_settings(
@@ -262,6 +269,7 @@ def serve(
             settings.root_key_path,
         )
     options = uvicorn_options(settings, access_log=access_log)
+    redact_access_log()
     if settings.workers > 1:
         # Each worker builds its own app (coffer.asgi) from these settings; the schema is
         # already current (open_data_dir above), so no two workers migrate at once.

@@ -15,6 +15,7 @@ class ChainRow:
     event_id: str
     created_at: datetime
     organisation_identity: str | None
+    project_identity: str | None
     action: str
     principal_identity: str | None
     resource_identity: str | None
@@ -101,3 +102,5 @@ class AuditFilter:
     until: datetime | None = None
     oldest_first: bool = False
     after_seq: int | None = None
+    #: Only records of this project (a caller limited to one project sees no other).
+    project_identity: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from coffer.errors import UnsupportedKeyType, UnsupportedOperation
+from coffer.errors import UnsupportedKeyType, UnsupportedOperation, shown
 
 
 class KeyType(StrEnum):
@@ -31,7 +31,7 @@ class KeyType(StrEnum):
         try:
             return cls(value)
         except ValueError:
-            raise UnsupportedKeyType(f"unknown key type {value!r}") from None
+            raise UnsupportedKeyType(f"unknown key type {shown(value)}") from None
 
 
 class Operation(StrEnum):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from coffer.domain.audit import AuditFilter
 from coffer.domain.permissions import Action
@@ -35,7 +35,8 @@ class AuditService:
         self._ops = operations
 
     async def list(self, meta: RequestMeta, query: Input[AuditQuery]) -> AuditPage:
-        """One page of the caller's organisation's records; needs ``audit:ReadAccess`` on it."""
+        """One page of the caller's organisation's records (of its project only, for a token
+        limited to one); needs ``audit:ReadAccess`` on the organisation."""
         async with self._ops.begin(meta, None) as op:
             caller = await op.authorise(require_feature=False)
             if Action.AUDIT_READ not in caller.grants.organisation:
@@ -43,9 +44,15 @@ class AuditService:
             given = query()
             if given.matches_nothing:
                 return AuditPage([], 0, given.page, given.limit)
+            audit_filter = given.audit_filter
+            if op.limited_to_project:
+                # A token limited to one project reads that project's records only, whatever
+                # its user may read in the organisation.
+                assert caller.project is not None
+                audit_filter = replace(audit_filter, project_identity=caller.project.identity)
             records, total = await self._store.audit_page(
                 caller.organisation.identity,
-                given.audit_filter,
+                audit_filter,
                 (given.page - 1) * given.limit,
                 given.limit,
             )

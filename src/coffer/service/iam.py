@@ -41,6 +41,7 @@ from coffer.errors import (
     InvalidRequest,
     NotFound,
     OrganisationRequired,
+    shown,
 )
 from coffer.iam.tokens import new_token
 from coffer.service.access import MAX_REF_LENGTH
@@ -200,7 +201,7 @@ class IamService:
             try:
                 await op.commit(change)
             except Conflict:
-                raise Conflict(f"an organisation with slug {slug!r} already exists") from None
+                raise Conflict(f"an organisation with slug {shown(slug)} already exists") from None
             except StaleRootGeneration:
                 # A root rotation completed meanwhile, unheard: the client's retry wraps the KEK
                 # with the new generation.

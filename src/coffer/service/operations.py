@@ -80,7 +80,16 @@ class AuthFailures:
 
 
 class Operation:
-    __slots__ = ("_access", "_failures", "_meta", "_recorded", "_sink", "_status_of", "event")
+    __slots__ = (
+        "_access",
+        "_failures",
+        "_meta",
+        "_recorded",
+        "_sink",
+        "_status_of",
+        "event",
+        "limited_to_project",
+    )
 
     def __init__(
         self,
@@ -98,6 +107,8 @@ class Operation:
         self._meta = meta
         self._failures = failures
         self.event = event
+        #: Whether the caller's token limits it to one project (``authorise`` finds out).
+        self.limited_to_project = False
 
     async def authenticate(self) -> Principal:
         """Who is calling (spec §1.1 step 1), recorded in the audit event."""
@@ -120,6 +131,7 @@ class Operation:
 
     async def authorise(self, *, require_feature: bool = True) -> Caller:
         principal, claimed_project = await self._authenticate()
+        self.limited_to_project = claimed_project is not None
         project_ref = self._meta.project_ref
         if claimed_project is not None:
             # An OpenID Connect token that names a project acts in that project only.

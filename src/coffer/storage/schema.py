@@ -281,6 +281,7 @@ audit_events = Table(
     Column("event_id", String(64), nullable=False, unique=True),
     Column("created_at", Timestamp, nullable=False),
     Column("organisation_identity", String(64), nullable=True),
+    Column("project_identity", String(64), nullable=True),
     Column("action", String(64), nullable=False),
     Column("principal_identity", String(64), nullable=True),
     Column("resource_identity", String(64), nullable=True),
@@ -289,6 +290,7 @@ audit_events = Table(
     Column("prev_hash", LargeBinary(32), nullable=False),
     Column("hash", LargeBinary(32), nullable=False),
     Index("ix_audit_events_organisation_seq", "organisation_identity", "seq"),
+    Index("ix_audit_events_project_seq", "organisation_identity", "project_identity", "seq"),
     Index("ix_audit_events_created_at", "created_at"),
     # The newest change of an object (a row rolled back to an older version is told by it).
     Index("ix_audit_events_resource_changes", "resource_identity", "action", "seq"),

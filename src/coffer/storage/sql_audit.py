@@ -64,6 +64,7 @@ def _chain_row(row: Row[Any]) -> ChainRow:
         event_id=row.event_id,
         created_at=utc(row.created_at),
         organisation_identity=row.organisation_identity,
+        project_identity=row.project_identity,
         action=row.action,
         principal_identity=row.principal_identity,
         resource_identity=row.resource_identity,
@@ -195,6 +196,7 @@ class SqlAuditStore:
                         "event_id": r.event_id,
                         "created_at": r.created_at,
                         "organisation_identity": r.organisation_identity,
+                        "project_identity": r.project_identity,
                         "action": r.action,
                         "principal_identity": r.principal_identity,
                         "resource_identity": r.resource_identity,
@@ -278,6 +280,8 @@ class SqlAuditStore:
             conditions.append(table.c.created_at < f.until)
         if f.after_seq is not None:
             conditions.append(table.c.seq > f.after_seq)
+        if f.project_identity is not None:
+            conditions.append(table.c.project_identity == f.project_identity)
         async with self._store.reading() as conn:
             total = await conn.scalar(select(func.count()).select_from(table).where(*conditions))
             records = await conn.scalars(
