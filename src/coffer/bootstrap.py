@@ -88,7 +88,13 @@ from coffer.domain.seal import (
 )
 from coffer.errors import CofferError, InvalidUnsealKey, KeyIntegrityError
 from coffer.iam.oidc import OidcVerifier
-from coffer.metrics import CacheMeter, observe_audit_batch, sink_failure_meter, sink_lag_meter
+from coffer.metrics import (
+    CacheMeter,
+    count_rate_limited,
+    observe_audit_batch,
+    sink_failure_meter,
+    sink_lag_meter,
+)
 from coffer.scheduler.jobs import Scheduler
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
@@ -101,6 +107,7 @@ from coffer.service.integrity import RowIntegrity
 from coffer.service.keyring import Keyring
 from coffer.service.keys import KeyService
 from coffer.service.lifecycle import LifecycleService
+from coffer.service.limits import RateLimits
 from coffer.service.operations import AuthFailures, Operations
 from coffer.service.purposes import CHECKPOINT_SIGNING, PurposeKeys, PurposeSigner
 from coffer.service.root import RootOfTrust, WrongRootKey, share_bytes
@@ -374,7 +381,13 @@ def build_services(
         )
     sink: AuditSink = audit_log or ApplyingSink(audit_store.apply_change, observe)
     failures = AuthFailures(settings.audit_auth_failures_per_minute, timer)
-    operations = Operations(access, sink, clock, audit_status, failures)
+    limits = RateLimits(
+        settings.rate_limit_per_principal,
+        settings.rate_limit_auth_failures_per_second,
+        timer,
+        count_rate_limited if settings.metrics else None,
+    )
+    operations = Operations(access, sink, clock, audit_status, failures, limits)
     scope = KeyScope(
         store,
         KeyCache(

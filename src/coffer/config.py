@@ -43,6 +43,8 @@ FILE_SETTINGS = frozenset(
         "audit_auth_failures_per_minute",
         "audit_retention_days",
         "audit_sinks",
+        "rate_limit_per_principal",
+        "rate_limit_auth_failures_per_second",
         "oidc",
         "metrics",
         "root_rotation_batch_size",
@@ -160,6 +162,12 @@ class Settings:
     audit_auth_failures_per_minute: int = 60
     #: Audit records older than this many days are pruned (``None``: kept for ever).
     audit_retention_days: int | None = None
+    #: Requests per second one principal may make to one server process (0: no limit); beyond,
+    #: 429 ``rate_limited`` with ``Retry-After``.
+    rate_limit_per_principal: float = 20_000.0
+    #: Failed authentications per second one source address may make to one server process (0:
+    #: no limit); beyond, 429 instead of 401.
+    rate_limit_auth_failures_per_second: float = 20.0
     #: Copies of the log outside the database: files, syslog, HTTP collectors.
     audit_sinks: tuple[AuditSinkSettings, ...] = ()
     #: OpenID Connect bearer tokens (``None``: only Coffer's own tokens).
@@ -387,6 +395,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
             if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
                 raise ConfigError(f"{path}: '{name}' must be a positive number")
             values[name] = float(seconds)
+    for name in ("rate_limit_per_principal", "rate_limit_auth_failures_per_second"):
+        if name in raw:
+            rate = raw[name]
+            if not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0:
+                raise ConfigError(f"{path}: '{name}' must be a number, at least 0 (0: no limit)")
+            values[name] = float(rate)
     if "root_rotation_grace_seconds" in raw:
         grace = raw["root_rotation_grace_seconds"]
         if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:

@@ -214,6 +214,18 @@ class Conflict(CofferError):
 # --- 5xx: the server's side -----------------------------------------------------------------
 
 
+class RateLimited(CofferError):
+    """Too many requests of one principal, or failed authentications of one address."""
+
+    code = "rate_limited"
+    default_message = "too many requests: retry after the time Retry-After gives"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        #: Whole seconds until a request would be admitted again.
+        self.retry_after = retry_after
+
+
 class Unavailable(CofferError):
     code = "unavailable"
     default_message = "the service is temporarily unavailable"

@@ -81,6 +81,12 @@ INTEGRITY_FAILURES = Counter(
     ["table"],
     registry=REGISTRY,
 )
+RATE_LIMITED = Counter(
+    "coffer_rate_limited",
+    "Requests answered 429 by a rate limit: per principal, or failed authentications per source.",
+    ["limit"],
+    registry=REGISTRY,
+)
 AUDIT_SINK_LAG = Gauge(
     "coffer_audit_sink_lag_records",
     "Audit records committed but not yet delivered to an optional audit sink, by sink.",
@@ -100,6 +106,10 @@ if MULTIPROC_ENV not in os.environ:
 
 #: The operation label of a request that matched no route.
 UNMATCHED = "unmatched"
+
+
+def count_rate_limited(limit: str) -> None:
+    RATE_LIMITED.labels(limit).inc()
 
 
 def sink_lag_meter(sink: str) -> Callable[[int], None]:

@@ -624,10 +624,12 @@ def test_a_flood_of_bad_tokens_with_huge_user_agents_grows_the_log_by_less_than_
     before = stored()
     disk_before = 0 if on_postgresql() else on_disk()
     agent = "flood/" + "x" * 200_000
+    statuses = {401: 0, 429: 0}
     for n in range(10_000):
         answer = kms.client.get(KEYS, headers={"Authorization": f"Bearer coffer_bad{n}",
                                                "User-Agent": agent})  # fmt: skip
-        assert answer.status_code == 401
+        statuses[answer.status_code] += 1  # 429 beyond the address's rate of failures
+    assert statuses[429] > 9_000
     kms.run(kms.services.operations.record_suppressed)
     rows = [r for r in records(kms) if r["context"]["user_agent"] is None
             or r["context"]["user_agent"].startswith("flood/")]  # fmt: skip

@@ -75,6 +75,9 @@ def test_the_documented_example_config_loads_with_every_setting(tmp_path: Path) 
     assert settings.scheduler_interval_seconds == 3600.0
     assert settings.deletion_retention_days == 30
     assert settings.metrics is True
+    assert (settings.rate_limit_per_principal, settings.rate_limit_auth_failures_per_second) == (
+        20000.0, 20.0,
+    )  # fmt: skip
     assert [(r.slug, r.identity) for r in settings.regions] == [("nl-01", "nl-01")]
 
 
@@ -180,3 +183,14 @@ def test_a_missing_bearer_token_of_an_http_sink_stops_the_start(
     )
     with pytest.raises(ConfigError, match=r"COFFER_SIEM_TOKEN .* is not set"):
         destination_of(sink)
+
+
+@pytest.mark.parametrize(
+    "name", ["rate_limit_per_principal", "rate_limit_auth_failures_per_second"]
+)
+@pytest.mark.parametrize("value", ["-1", '"fast"', "true"])
+def test_rate_limits_must_be_numbers_at_least_zero(tmp_path: Path, name: str, value: str) -> None:
+    config = tmp_path / "coffer.toml"
+    config.write_text(f"{name} = {value}\n")
+    with pytest.raises(ConfigError, match=f"'{name}' must be a number, at least 0"):
+        load_settings(tmp_path, config_file=config)

@@ -25,6 +25,7 @@ STATUS: dict[type[errors.CofferError], int] = {
     errors.InvalidRequest: 400,
     errors.RequestTooLarge: 413,
     errors.Conflict: 409,
+    errors.RateLimited: 429,
     errors.Unavailable: 503,
     errors.CofferError: 500,
 }
@@ -65,6 +66,9 @@ async def coffer_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.CofferError)
     status = status_of(exc)
     request_id = request_id_of(request)
+    if isinstance(exc, errors.RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(status, exc.message, exc.code, request_id, headers)
     if status < 500:
         return error_response(status, exc.message, exc.code, request_id)
     if isinstance(exc, errors.RegionUnavailable | errors.Sealed):

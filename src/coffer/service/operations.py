@@ -32,6 +32,7 @@ from coffer.errors import (
 )
 from coffer.service.access import AccessService
 from coffer.service.context import Caller, RequestMeta
+from coffer.service.limits import RateLimits
 from coffer.storage.repositories import Change
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,9 @@ class AuthFailures:
 class Operation:
     __slots__ = (
         "_access",
+        "_auth_failed",
         "_failures",
+        "_limits",
         "_meta",
         "_recorded",
         "_sink",
@@ -99,6 +102,7 @@ class Operation:
         meta: RequestMeta,
         event: AuditEvent,
         failures: AuthFailures | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self._access = access
         self._sink = sink
@@ -106,21 +110,36 @@ class Operation:
         self._recorded = False
         self._meta = meta
         self._failures = failures
+        self._limits = limits
+        self._auth_failed = False
         self.event = event
         #: Whether the caller's token limits it to one project (``authorise`` finds out).
         self.limited_to_project = False
 
     async def authenticate(self) -> Principal:
-        """Who is calling (spec §1.1 step 1), recorded in the audit event."""
+        """Who is calling (spec §1.1 step 1), recorded in the audit event; within its rate."""
         principal, _ = await self._authenticate()
+        self._within_rate(principal)
         return principal
 
     async def authenticate_claims(self) -> tuple[Principal, str | None]:
         """Who is calling, and the project an OpenID Connect token limits them to (if any)."""
-        return await self._authenticate()
+        principal, project = await self._authenticate()
+        self._within_rate(principal)
+        return principal, project
+
+    def _within_rate(self, principal: Principal) -> None:
+        if self._limits is not None:
+            self._limits.principal(principal.identity)
 
     async def _authenticate(self) -> tuple[Principal, str | None]:
-        principal, project = await self._access.authenticate_claims(self._meta.token)
+        try:
+            principal, project = await self._access.authenticate_claims(self._meta.token)
+        except Unauthenticated:
+            self._auth_failed = True
+            if self._limits is not None:
+                self._limits.failed_authentication(self._meta.client_ip)  # 429 beyond the rate
+            raise
         self.event.principal_identity = principal.identity
         self.event.principal_kind = principal.kind.value
         return principal, project
@@ -140,6 +159,7 @@ class Operation:
             project_ref = claimed_project
         caller = await self._access.caller(principal, self._meta.organisation_ref, project_ref)
         self.in_organisation(caller.organisation, caller.project)
+        self._within_rate(principal)  # its record names the organisation
         if require_feature and not caller.organisation.kms_enabled:
             raise KmsNotEnabled()
         return caller
@@ -188,7 +208,7 @@ class Operation:
         if self._sink is None or self._recorded:
             return
         if (
-            isinstance(error, Unauthenticated)
+            (self._auth_failed or isinstance(error, Unauthenticated))  # 401, or 429 beyond
             and self._failures is not None
             and not self._failures.admit(self.event.client_ip)
         ):
@@ -209,12 +229,14 @@ class Operations:
         clock: Callable[[], datetime],
         status_of: StatusOf,
         failures: AuthFailures | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
         self._access = access
         self._sink = sink
         self._clock = clock
         self._status_of = status_of
         self._failures = failures
+        self._limits = limits
 
     async def record_suppressed(self) -> int:
         """Write one ``auth.failures.suppressed`` record per source whose failed
@@ -263,4 +285,6 @@ class Operations:
             user_agent=meta.user_agent,
         )
         sink = self._sink if action else None
-        return Operation(self._access, sink, self._status_of, meta, event, self._failures)
+        return Operation(
+            self._access, sink, self._status_of, meta, event, self._failures, self._limits
+        )
