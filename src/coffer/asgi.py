@@ -12,6 +12,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
+from coffer.api.transport import TransportLimits, configure
 from coffer.bootstrap import build_app, open_data_dir, redact_access_log, settle_garbage_collector
 from coffer.config import load_settings
 
@@ -26,5 +27,6 @@ def from_environment() -> Starlette:
     )
     app = build_app(settings, root=open_data_dir(settings))
     redact_access_log()
+    configure(TransportLimits.of(settings))
     settle_garbage_collector()
     return app

@@ -31,6 +31,13 @@ FILE_SETTINGS = frozenset(
         "database_pool_size",
         "cache_ttl_seconds",
         "max_body_bytes",
+        "max_header_bytes",
+        "max_headers",
+        "header_timeout_seconds",
+        "body_timeout_seconds",
+        "keep_alive_seconds",
+        "max_connections",
+        "max_concurrent_requests",
         "log_level",
         "scheduler_interval_seconds",
         "scheduler_takeover_seconds",
@@ -136,6 +143,20 @@ class Settings:
     cache_ttl_seconds: float = 30.0
     #: Largest request body accepted (a 65,535-byte plaintext is ~87 KiB of JSON).
     max_body_bytes: int = 1 << 20
+    #: A request's line and headers, in bytes and in fields (beyond: 431).
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    #: How long a connection may take to send a request's line and headers (from its opening,
+    #: or the previous response), and then its body (beyond: 408, or closed).
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    #: How long an idle keep-alive connection stays open.
+    keep_alive_seconds: float = 5.0
+    #: Open connections per server process (kept below its open-file limit); when full, the
+    #: oldest connection waiting for a request is closed, or the newcomer gets 503.
+    max_connections: int = 4096
+    #: Requests in progress per server process (beyond: 503 ``busy`` with ``Retry-After``).
+    max_concurrent_requests: int = 1024
     log_level: str = "info"
     #: How often the scheduler looks for keys due for rotation or purge.
     scheduler_interval_seconds: float = 3600.0
@@ -375,6 +396,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         "cache_size",
         "database_pool_size",
         "max_body_bytes",
+        "max_header_bytes",
+        "max_headers",
+        "max_connections",
+        "max_concurrent_requests",
         "audit_checkpoint_every",
         "audit_auth_failures_per_minute",
         "audit_retention_days",
@@ -386,6 +411,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
             values[name] = raw[name]
     for name in (
         "cache_ttl_seconds",
+        "header_timeout_seconds",
+        "body_timeout_seconds",
+        "keep_alive_seconds",
         "scheduler_interval_seconds",
         "scheduler_takeover_seconds",
         "seal_check_seconds",

@@ -183,16 +183,19 @@ def _is_loopback(host: str) -> bool:
 def uvicorn_options(settings: Settings, *, access_log: bool = False) -> dict[str, Any]:
     """The ASGI server settings of ``coffer serve`` (the benchmark's floor server uses these
     same settings, so that it measures the same server)."""
+    from coffer.api.transport import GuardedHttpToolsProtocol  # the server's, loaded for it only
+
     return {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
         "ssl_certfile": str(settings.tls_cert) if settings.tls_cert else None,
         "ssl_keyfile": str(settings.tls_key) if settings.tls_key else None,
         "log_level": settings.log_level.lower(),
         "access_log": access_log,
         "server_header": False,
+        "http": GuardedHttpToolsProtocol,
+        "timeout_keep_alive": settings.keep_alive_seconds,
     }
 
 
@@ -221,6 +224,8 @@ def serve(
     """Serve the KMS API."""
     import uvicorn
 
+    from coffer.api.transport import TransportLimits
+    from coffer.api.transport import configure as configure_transport
     from coffer.bootstrap import (
         build_app,
         open_data_dir,
@@ -270,6 +275,10 @@ def serve(
         )
     options = uvicorn_options(settings, access_log=access_log)
     redact_access_log()
+    limits = configure_transport(TransportLimits.of(settings))
+    log.info("limits: %d connections, %d requests in progress, headers %d bytes / %d fields",
+             limits.max_connections, limits.max_concurrent_requests, limits.max_header_bytes,
+             limits.max_headers)  # fmt: skip
     if settings.workers > 1:
         # Each worker builds its own app (coffer.asgi) from these settings; the schema is
         # already current (open_data_dir above), so no two workers migrate at once.

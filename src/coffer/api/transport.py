@@ -1,0 +1,275 @@
+"""HTTP transport limits that uvicorn's httptools protocol does not enforce itself.
+
+``GuardedHttpToolsProtocol`` is uvicorn's httptools protocol with:
+
+* **header size and count**: the bytes of a request line and headers are counted as they arrive
+  (httptools would buffer a header of any size before handing it over), and past
+  ``max_header_bytes`` or ``max_headers`` the answer is 431 and the connection is closed;
+* **slow clients**: a request's line and headers must arrive within ``header_timeout_seconds``
+  of the connection (or of the previous response), its body within ``body_timeout_seconds`` of
+  its headers; a connection that sends nothing is closed after the first (a slow one gets 408);
+* **connections**: at most ``max_connections`` open per server process; when full, the oldest
+  connection that is waiting for a request is closed to make room, and if every one is busy the
+  newcomer gets 503 ``busy``;
+* **requests in flight**: at most ``max_concurrent_requests``; beyond, 503 ``busy`` with
+  ``Retry-After`` instead of an unbounded queue;
+* **malformed HTTP**: 400 with the JSON error body (uvicorn answers in plain text).
+
+Every answer it gives is the API's JSON error body. The limits are read when a connection is
+made, from ``LIMITS`` (set by ``configure`` in each server process before it serves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import resource
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+import msgspec
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from coffer.config import Settings
+from coffer.schemas import ErrorBody
+
+log = logging.getLogger(__name__)
+
+#: File descriptors kept for everything but client connections (database, files, pipes).
+FD_RESERVE = 128
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 4096
+    max_concurrent_requests: int = 1024
+
+    @classmethod
+    def of(cls, settings: Settings) -> TransportLimits:
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            header_timeout_seconds=settings.header_timeout_seconds,
+            body_timeout_seconds=settings.body_timeout_seconds,
+            max_connections=settings.max_connections,
+            max_concurrent_requests=settings.max_concurrent_requests,
+        )
+
+
+LIMITS = TransportLimits()
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable"}  # fmt: skip
+
+
+def _answer(status: int, code: str, message: str, retry_after: int | None = None) -> bytes:
+    body = msgspec.json.encode(ErrorBody(message, code, secrets.token_hex(16)))
+    head = [b"HTTP/1.1 %d %s" % (status, _REASONS[status]), b"content-type: application/json",
+            b"content-length: %d" % len(body), b"connection: close"]  # fmt: skip
+    if retry_after is not None:
+        head.append(b"retry-after: %d" % retry_after)
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+async def _busy(scope: Any, receive: Any, send: Any) -> None:
+    """The app of a request beyond ``max_concurrent_requests``."""
+    body = msgspec.json.encode(
+        ErrorBody("too many requests in progress: retry shortly", "busy", secrets.token_hex(16))
+    )
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"), (b"connection", b"close"),
+    ]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+#: The order connections were made in (the oldest idle one makes room first).
+_OPENED = itertools.count(1)
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing: the request is refused."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = LIMITS
+        self._awaiting_headers = True
+        self._pending = 0  # bytes received while headers are incomplete (what httptools holds)
+        self._header_bytes = 0  # the request line and headers as parsed
+        self._header_count = 0
+        self._received_any = False
+        self._opened = 0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._refusal: bytes | None = None
+
+    # --- connections -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self._limits.max_connections and not self._make_room():
+            self.transport = transport
+            transport.write(_answer(503, "busy", "too many connections: retry shortly", 1))
+            transport.close()
+            return
+        super().connection_made(transport)
+        self._opened = next(_OPENED)
+        self._arm(self._limits.header_timeout_seconds)
+
+    def _make_room(self) -> bool:
+        """Close the oldest connection that waits for a request without having sent a byte."""
+        idle = [
+            other
+            for other in self.connections
+            if isinstance(other, GuardedHttpToolsProtocol)
+            and other._awaiting_headers
+            and not other._received_any
+            and other.transport is not None
+            and not other.transport.is_closing()
+        ]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda other: other._opened)
+        oldest.transport.close()
+        self.connections.discard(oldest)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    # --- deadlines -------------------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._awaiting_headers and self._received_any:
+            self.transport.write(_answer(408, "request_timeout", "the request came too slowly"))
+        self.transport.close()  # a body still on its way: the app sees the client leave
+
+    # --- parsing ---------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return
+        self._unset_keepalive_if_required()
+        self._received_any = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._refusal is None:
+                self._refusal = _answer(400, "invalid_request", "malformed HTTP request")
+        if self._refusal is None and self._awaiting_headers:
+            # Everything of this chunk belongs to headers still incomplete: count it before
+            # httptools buffers more of it.
+            self._pending += len(data)
+            if self._pending > self._limits.max_header_bytes:
+                self._refuse_headers()
+        if self._refusal is not None:
+            self._disarm()
+            self.transport.write(self._refusal)
+            self.transport.close()
+
+    def _refuse_headers(self) -> None:
+        self._refusal = _answer(
+            431,
+            "request_header_fields_too_large",
+            f"request headers must be at most {self._limits.max_header_bytes} bytes in "
+            f"{self._limits.max_headers} fields",
+        )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._awaiting_headers = True
+        self._header_bytes = self._header_count = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._header_bytes += len(url)
+        if self._header_bytes > self._limits.max_header_bytes:
+            self._refuse_headers()
+            raise _Refused
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value)
+        limits = self._limits
+        if self._header_count > limits.max_headers or self._header_bytes > limits.max_header_bytes:
+            self._refuse_headers()
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._pending = 0
+        self._arm(self._limits.body_timeout_seconds)
+        if len(self.tasks) >= self._limits.max_concurrent_requests:
+            app, self.app = self.app, _busy
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()  # the app has the whole request: the response is its business
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._awaiting_headers = True
+        self._received_any = False  # an idle keep-alive connection may be closed to make room
+        if not self.transport.is_closing() and not self.pipeline:
+            self._arm(self._limits.header_timeout_seconds)
+
+
+def configure(limits: TransportLimits) -> TransportLimits:
+    """Raise this process's soft limit of open files to its hard limit, and set ``LIMITS``
+    with ``max_connections`` kept below it (``FD_RESERVE`` left for everything else). Returns
+    the limits in force."""
+    global LIMITS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            log.info("open files: soft limit raised from %d to the hard limit %d", soft, hard)
+            soft = hard
+        except (ValueError, OSError):
+            log.warning("open files: the soft limit %d could not be raised to %d", soft, hard)
+    else:
+        log.info("open files: soft limit %d, hard limit %d", soft, hard)
+    ceiling = max(16, soft - FD_RESERVE)
+    if limits.max_connections > ceiling:
+        log.warning("max_connections %d is above what %d open files allow: %d",
+                    limits.max_connections, soft, ceiling)  # fmt: skip
+        limits = TransportLimits(**{**_fields(limits), "max_connections": ceiling})
+    LIMITS = limits
+    return limits
+
+
+def _fields(limits: TransportLimits) -> dict[str, Any]:
+    return {name: getattr(limits, name) for name in TransportLimits.__slots__}
