@@ -91,10 +91,11 @@ def test_two_schedulers_racing_rotate_each_due_key_once(kms: Kms) -> None:
             async def read_then_wait(
                 now: datetime,
                 limit: int,
+                after: str = "",
                 read=read,  # type: ignore[no-untyped-def]
-            ) -> Sequence[Key]:
-                found = await read(now, limit)
-                if found:
+            ) -> tuple[Sequence[Key], str | None]:
+                found = await read(now, limit, after)
+                if found[0]:
                     await barrier.wait()
                 return found
 
@@ -143,7 +144,7 @@ def test_a_key_whose_deletion_was_cancelled_after_listing_is_not_purged(kms: Kms
     kms.create_key("k")
     kms.client.delete(f"{KEYS}/k", headers=kms.headers)
     kms.clock.advance(days=31)
-    due = kms.run(kms.services.store.keys_due_for_purge, kms.clock(), 10)
+    due, _ = kms.run(kms.services.store.keys_due_for_purge, kms.clock(), 10)
     assert len(due) == 1
     kms.client.delete(f"{KEYS}/k/cancel-deletion", headers=kms.headers)
 
@@ -174,3 +175,64 @@ def test_one_failing_key_does_not_stop_the_others(kms: Kms, monkeypatch: Any) ->
     report = kms.run(kms.scheduler.run_once)
     assert report.failed == [broken["identity"]]
     assert latest(kms, "fine") == 2
+
+
+def due_keys(kms: Kms, count: int) -> list[str]:
+    """``count`` keys due for rotation now, sorted by identity (the scheduler's order)."""
+    identities = [
+        kms.create_key(f"k{n}", keyRotationEnabled=True, rotationPeriodInDays=1)["identity"]
+        for n in range(count)
+    ]
+    kms.clock.advance(days=1, seconds=1)
+    return sorted(identities)
+
+
+def test_a_hundred_failing_keys_do_not_stall_the_keys_after_them(
+    kms: Kms, monkeypatch: Any
+) -> None:
+    """More failing keys than a batch holds, all sorting first: every other key still rotates,
+    and the failing ones wait out a back-off instead of being tried every pass."""
+    identities = due_keys(kms, 130)
+    failing = set(identities[:105])
+    rotate_due = kms.services.lifecycle.rotate_due
+    tried: list[str] = []
+
+    async def rotate_or_fail(key: Key, now: datetime) -> Key:
+        tried.append(key.identity)
+        if key.identity in failing:
+            raise RuntimeError("this key cannot rotate")
+        return await rotate_due(key, now)
+
+    monkeypatch.setattr(kms.services.lifecycle, "rotate_due", rotate_or_fail)
+    report = kms.run(kms.scheduler.run_once)
+    assert sorted(report.rotated) == identities[105:]
+    assert sorted(report.failed) == sorted(failing)
+    tried.clear()
+    again = kms.run(kms.scheduler.run_once)
+    assert (again.rotated, again.failed, tried) == ([], [], [])
+    assert sorted(again.deferred) == sorted(failing), "reported, not tried, during back-off"
+    kms.clock.advance(hours=2)  # past the first back-off (one interval: an hour by default)
+    failing.clear()  # mended
+    later = kms.run(kms.scheduler.run_once)
+    assert sorted(later.rotated) == identities[:105]
+
+
+def test_a_hundred_forged_key_rows_do_not_stall_the_keys_after_them(kms: Kms) -> None:
+    """A writer of the database who forges the rows sorting first (refused by the storage
+    barrier) cannot stop automatic rotation of every other key."""
+    from sqlalchemy import text
+
+    from tests.conftest import sync_engine
+
+    identities = due_keys(kms, 110)
+    forged = identities[:101]
+    engine = sync_engine(kms.settings)
+    try:
+        with engine.begin() as conn:
+            for identity in forged:
+                conn.execute(text("UPDATE keys SET mac = :mac WHERE identity = :identity"),
+                             {"mac": bytes(32), "identity": identity})  # fmt: skip
+    finally:
+        engine.dispose()
+    report = kms.run(kms.scheduler.run_once)
+    assert sorted(report.rotated) == identities[101:]

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from coffer.audit.log import AuditLog
 from coffer.errors import Conflict
@@ -27,6 +28,8 @@ from coffer.storage.repositories import Store
 log = logging.getLogger(__name__)
 
 BATCH = 100
+#: The longest a key whose scheduled job keeps failing waits between tries.
+MAX_BACKOFF = timedelta(days=1)
 
 
 @dataclass(slots=True)
@@ -35,6 +38,8 @@ class RunReport:
     purged: list[str] = field(default_factory=list)
     lost_races: int = 0
     failed: list[str] = field(default_factory=list)
+    #: Keys due whose job failed before and waits out its back-off.
+    deferred: list[str] = field(default_factory=list)
     audit_pruned: int = 0
     audit_checkpoint: bool = False
     #: The pass did nothing: the root of trust is sealed.
@@ -66,6 +71,8 @@ class Scheduler:
         self._interval = interval_seconds
         self._audit_log = audit_log
         self._audit_retention = audit_retention
+        #: Keys whose job failed: (failures in a row, not to be tried before).
+        self._backoff: dict[str, tuple[int, datetime]] = {}
 
     async def run_once(self) -> RunReport:
         """One pass: every key due now is rotated or purged (in batches until none is left)."""
@@ -79,41 +86,61 @@ class Scheduler:
             except Exception:
                 log.exception("the root rotation under way could not go on; next pass retries")
         now = self._clock()
-        seen: set[str] = set()
-        while batch := [k for k in await self._store.keys_due_for_rotation(now, BATCH)
-                        if k.identity not in seen]:  # fmt: skip
+        # Paged by identity: keys that fail (or rows the storage barrier refuses) never hide
+        # the keys after them.
+        after: str | None = ""
+        while after is not None:
+            batch, after = await self._store.keys_due_for_rotation(now, BATCH, after)
             for key in batch:
-                seen.add(key.identity)
-                if not key.rotation_due(now):
-                    continue
-                try:
-                    await self._lifecycle.rotate_due(key, now)
-                    report.rotated.append(key.identity)
-                except Conflict:
-                    report.lost_races += 1
-                except Exception:
-                    # One key that cannot rotate must not hold up every other key.
-                    log.exception("scheduled rotation of %s failed", key.identity)
-                    report.failed.append(key.identity)
-        while batch := [k for k in await self._store.keys_due_for_purge(now, BATCH)
-                        if k.identity not in seen]:  # fmt: skip
+                if key.rotation_due(now) and self._may_try(key.identity, now, report):
+                    await self._job(key.identity, "rotation", report.rotated, report,
+                                    self._lifecycle.rotate_due(key, now), now)  # fmt: skip
+        after = ""
+        while after is not None:
+            batch, after = await self._store.keys_due_for_purge(now, BATCH, after)
             for key in batch:
-                seen.add(key.identity)
-                if not key.purge_due(now):
-                    continue
-                try:
-                    await self._lifecycle.purge(key)
-                    report.purged.append(key.identity)
-                except Conflict:
-                    report.lost_races += 1
-                except Exception:
-                    log.exception("purge of %s failed", key.identity)
-                    report.failed.append(key.identity)
+                if key.purge_due(now) and self._may_try(key.identity, now, report):
+                    await self._job(key.identity, "purge", report.purged, report,
+                                    self._lifecycle.purge(key), now)  # fmt: skip
         if self._audit_log is not None:
             report.audit_checkpoint = await self._audit_log.checkpoint()
             if self._audit_retention is not None:
                 report.audit_pruned = await self._audit_log.prune(now - self._audit_retention)
         return report
+
+    def _may_try(self, identity: str, now: datetime, report: RunReport) -> bool:
+        """Whether a key whose job failed before is past its back-off."""
+        held = self._backoff.get(identity)
+        if held is not None and now < held[1]:
+            report.deferred.append(identity)
+            return False
+        return True
+
+    async def _job(
+        self,
+        identity: str,
+        what: str,
+        done: list[str],
+        report: RunReport,
+        job: Coroutine[Any, Any, object],
+        now: datetime,
+    ) -> None:
+        try:
+            await job
+        except Conflict:
+            report.lost_races += 1
+        except Exception:
+            # One key that cannot rotate must not hold up every other key: it waits, twice as
+            # long after each failure (from one interval up to a day), and is reported.
+            failures = self._backoff.get(identity, (0, now))[0] + 1
+            wait = min(MAX_BACKOFF, timedelta(seconds=self._interval) * 2 ** (failures - 1))
+            self._backoff[identity] = (failures, now + wait)
+            log.exception("scheduled %s of %s failed (%d in a row); next try after %s",
+                          what, identity, failures, wait)  # fmt: skip
+            report.failed.append(identity)
+        else:
+            self._backoff.pop(identity, None)
+            done.append(identity)
 
     async def run_forever(self) -> None:
         """Run a pass every interval until cancelled; a failed pass is logged and retried.

@@ -179,12 +179,18 @@ class Store(RootStore, Protocol):
         """Number of keys of one scope by (region, status)."""
         ...
 
-    async def keys_due_for_rotation(self, now: datetime, limit: int) -> Sequence[Key]:
-        """Active keys whose automatic rotation is due at ``now``."""
+    async def keys_due_for_rotation(
+        self, now: datetime, limit: int, after: str = ""
+    ) -> tuple[Sequence[Key], str | None]:
+        """Active keys whose automatic rotation is due at ``now``, of identity after ``after``
+        (at most ``limit`` rows read), and the last identity read (``None``: none left). Rows
+        refused by the storage barrier are left out but still move the cursor on."""
         ...
 
-    async def keys_due_for_purge(self, now: datetime, limit: int) -> Sequence[Key]:
-        """Keys pending deletion whose retention has elapsed at ``now``."""
+    async def keys_due_for_purge(
+        self, now: datetime, limit: int, after: str = ""
+    ) -> tuple[Sequence[Key], str | None]:
+        """Keys pending deletion whose retention has elapsed at ``now``, as above."""
         ...
 
     async def wrapped_version(self, key_identity: str, version: int) -> bytes | None: ...

@@ -274,32 +274,46 @@ class SqlStore:
             rows = (await conn.execute(query)).all()
         return {(region, KeyStatus(status)): count for region, status, count in rows}
 
-    async def _keys_where(self, *conditions: Any, limit: int) -> list[Key]:
+    async def _keys_where(
+        self, *conditions: Any, limit: int, after: str
+    ) -> tuple[list[Key], str | None]:
         table = schema.keys
-        query = select(table).where(*conditions).order_by(table.c.identity).limit(limit)
+        query = (
+            select(table)
+            .where(*conditions, table.c.identity > after)
+            .order_by(table.c.identity)
+            .limit(limit)
+        )
         async with self.reading() as conn:
             rows = (await conn.execute(query)).all()
+            last = str(rows[-1].identity) if rows else None
             # The scheduler acts on these: a forged or rolled-back row (one that would have a
             # key purged) is left out.
             rows = await conn.run_sync(
                 lambda c: verified.key_rows(c, self._integrity, rows, current=True)
             )
-            return await self._with_versions(conn, rows)
+            return await self._with_versions(conn, rows), last
 
-    async def keys_due_for_rotation(self, now: datetime, limit: int) -> Sequence[Key]:
+    async def keys_due_for_rotation(
+        self, now: datetime, limit: int, after: str = ""
+    ) -> tuple[Sequence[Key], str | None]:
         table = schema.keys
         return await self._keys_where(
             table.c.next_rotation_at <= now,
             table.c.status == KeyStatus.ACTIVE.value,
             limit=limit,
+            after=after,
         )
 
-    async def keys_due_for_purge(self, now: datetime, limit: int) -> Sequence[Key]:
+    async def keys_due_for_purge(
+        self, now: datetime, limit: int, after: str = ""
+    ) -> tuple[Sequence[Key], str | None]:
         table = schema.keys
         return await self._keys_where(
             table.c.deletion_scheduled_at <= now,
             table.c.status == KeyStatus.PENDING_DELETION.value,
             limit=limit,
+            after=after,
         )
 
     async def wrapped_version(self, key_identity: str, version: int) -> bytes | None:
