@@ -431,7 +431,8 @@ def build_services(
             rotation.kick()  # a rotation that waited for the seal goes on
 
     root.on_change(seal_changed)
-    keys = KeyService(store, operations, keyring, scope, wrapping, clock)
+    keys = KeyService(store, operations, keyring, scope, wrapping, clock,
+                      max_keys=settings.max_keys_per_organisation)  # fmt: skip
     lifecycle = LifecycleService(
         operations,
         keyring,
@@ -439,6 +440,7 @@ def build_services(
         clock,
         retention=timedelta(days=settings.deletion_retention_days),
         changes=changes,
+        max_versions=settings.max_versions_per_key,
     )
     return Services(
         settings=settings,

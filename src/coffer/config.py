@@ -38,6 +38,8 @@ FILE_SETTINGS = frozenset(
         "keep_alive_seconds",
         "max_connections",
         "max_concurrent_requests",
+        "max_keys_per_organisation",
+        "max_versions_per_key",
         "log_level",
         "scheduler_interval_seconds",
         "scheduler_takeover_seconds",
@@ -163,6 +165,10 @@ class Settings:
     #: With several nodes on PostgreSQL, how often a node that does not run the background jobs
     #: checks whether the node that does is gone (and takes over).
     scheduler_takeover_seconds: float = 10.0
+    #: Quotas: keys an organisation may hold (every state until purged), versions a key may
+    #: have (beyond: 409 ``quota_exceeded``).
+    max_keys_per_organisation: int = 10_000
+    max_versions_per_key: int = 1_000
     #: How long a deleted key stays pending before it is purged (at least one day).
     deletion_retention_days: int = 30
     #: How long an organisation's BYOK wrapping key is handed out before a successor is made (the
@@ -400,6 +406,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         "max_headers",
         "max_connections",
         "max_concurrent_requests",
+        "max_keys_per_organisation",
+        "max_versions_per_key",
         "audit_checkpoint_every",
         "audit_auth_failures_per_minute",
         "audit_retention_days",

@@ -214,6 +214,13 @@ class Conflict(CofferError):
 # --- 5xx: the server's side -----------------------------------------------------------------
 
 
+class QuotaExceeded(CofferError):
+    """An organisation has as many keys, or a key as many versions, as it may."""
+
+    code = "quota_exceeded"
+    default_message = "quota exceeded"
+
+
 class RateLimited(CofferError):
     """Too many requests of one principal, or failed authentications of one address."""
 

@@ -25,6 +25,7 @@ STATUS: dict[type[errors.CofferError], int] = {
     errors.InvalidRequest: 400,
     errors.RequestTooLarge: 413,
     errors.Conflict: 409,
+    errors.QuotaExceeded: 409,
     errors.RateLimited: 429,
     errors.Unavailable: 503,
     errors.CofferError: 500,

@@ -15,7 +15,7 @@ from coffer.domain.keytypes import require
 from coffer.domain.permissions import Action
 from coffer.domain.regions import Region
 from coffer.domain.signing import ImportHash
-from coffer.errors import Conflict, InvalidKeyMaterial, OrganisationShredded
+from coffer.errors import Conflict, InvalidKeyMaterial, OrganisationShredded, QuotaExceeded
 from coffer.service.byok import WrappingKeys
 from coffer.service.context import Caller, Input, RequestMeta
 from coffer.service.keyring import Keyring
@@ -66,7 +66,10 @@ class KeyService:
         scope: KeyScope,
         wrapping: WrappingKeys,
         clock: Callable[[], datetime],
+        *,
+        max_keys: int = 10_000,
     ) -> None:
+        self._max_keys = max_keys
         self._store = store
         self._wrapping = wrapping
         self._ops = operations
@@ -123,6 +126,13 @@ class KeyService:
             if caller.organisation.shredded_at is not None:
                 raise OrganisationShredded()
             given = request()
+            held = await self._store.count_organisation_keys(caller.organisation.identity)
+            if held >= self._max_keys:
+                raise QuotaExceeded(
+                    f"the organisation has {held} keys, its quota is {self._max_keys}: delete "
+                    "keys (they count until purged) or ask the operator to raise "
+                    "max_keys_per_organisation"
+                )
             new = given.spec
             algorithm = algorithm_for(new.key_type)
             if given.import_material is None:

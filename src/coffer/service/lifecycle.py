@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from coffer.crypto.algorithms import algorithm_for
 from coffer.domain.keys import Key
 from coffer.domain.permissions import Action
+from coffer.errors import QuotaExceeded
 from coffer.service.changes import Changes
 from coffer.service.context import Input, RequestMeta
 from coffer.service.keyring import Keyring
@@ -44,7 +45,10 @@ class LifecycleService:
         clock: Callable[[], datetime],
         retention: timedelta,
         changes: Changes,
+        *,
+        max_versions: int = 1_000,
     ) -> None:
+        self._max_versions = max_versions
         self._changes = changes
         self._ops = operations
         self._keyring = keyring
@@ -55,6 +59,12 @@ class LifecycleService:
     # --- writes shared by every change ----------------------------------------------------------
 
     async def _rotate(self, op: Operation, key: Key, now: datetime, *, quiet: bool = False) -> Key:
+        if key.latest_version >= self._max_versions:
+            raise QuotaExceeded(
+                f"the key has {key.latest_version} versions, its quota is {self._max_versions}: "
+                "create a new key and move to it, or ask the operator to raise "
+                "max_versions_per_key"
+            )
         rotated = key.rotate(now)
         version = rotated.latest_version
         op.event.key_version = version

@@ -179,6 +179,10 @@ class Store(RootStore, Protocol):
         """Number of keys of one scope by (region, status)."""
         ...
 
+    async def count_organisation_keys(self, organisation_identity: str) -> int:
+        """Keys of an organisation, every region, project and state (not yet purged)."""
+        ...
+
     async def keys_due_for_rotation(
         self, now: datetime, limit: int, after: str = ""
     ) -> tuple[Sequence[Key], str | None]:

@@ -258,6 +258,12 @@ class SqlStore:
                 rows = [row for row in rows if wanted <= dict(row.labels).items()]
             return await self._with_versions(conn, rows)
 
+    async def count_organisation_keys(self, organisation_identity: str) -> int:
+        table = schema.keys
+        query = select(func.count()).where(table.c.organisation_identity == organisation_identity)
+        async with self.reading() as conn:
+            return int(await conn.scalar(query) or 0)
+
     async def count_keys(
         self, organisation_identity: str, project_identity: str | None
     ) -> Mapping[tuple[str, KeyStatus], int]:
