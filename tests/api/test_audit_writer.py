@@ -3,6 +3,7 @@ records committed by a child process, which is restarted when it dies and stops 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -104,3 +105,33 @@ def test_a_writer_that_dies_during_a_batch_fails_that_batch_with_unavailable() -
             await committer.close()
 
     asyncio.run(attempt())
+
+
+def test_readiness_goes_through_the_writer_and_a_dead_one_is_replaced_or_reported(
+    kms: Kms,
+) -> None:
+    """``/readyz`` commits an empty batch: it fails while no writer can take a batch (the
+    writer hangs), and a killed writer is replaced by the check itself."""
+    kms.create_key("k")
+    (writer,) = writers()
+    os.kill(writer, signal.SIGKILL)
+    time.sleep(0.2)
+    first = kms.client.get("/readyz")  # the batch to the dead writer fails closed …
+    again = kms.client.get("/readyz")  # … and the next one starts a new writer
+    assert (first.status_code, again.status_code) in ((503, 200), (200, 200))
+    (replaced,) = writers()
+    assert replaced != writer
+    from coffer.audit import process
+
+    os.kill(replaced, signal.SIGSTOP)  # a writer that takes no batch (a stuck disk)
+    saved = process.ANSWER_TIMEOUT_SECONDS
+    process.ANSWER_TIMEOUT_SECONDS = 1.0
+    try:
+        stuck = kms.client.get("/readyz")
+        assert stuck.status_code == 503
+        assert stuck.json()["code"] == "unavailable"
+    finally:
+        process.ANSWER_TIMEOUT_SECONDS = saved
+        with contextlib.suppress(ProcessLookupError):  # killed by the server as hung
+            os.kill(replaced, signal.SIGCONT)
+    assert kms.client.get("/readyz").status_code == 200

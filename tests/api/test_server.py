@@ -37,6 +37,46 @@ def test_readyz_checks_database_and_root_key(kms: Kms) -> None:
     assert kms.client.get("/readyz").status_code == 200
 
 
+def test_readyz_fails_while_the_database_refuses_writes(kms: Kms) -> None:
+    """Reads still work, so a read-only check would say ready; every write would fail."""
+    from tests.api.test_audit import execute
+
+    assert kms.client.get("/readyz").status_code == 200
+    if on_postgresql():
+        execute(kms, "CREATE FUNCTION refuse_write() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'read-only'; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER refuse BEFORE UPDATE ON audit_chain_head "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_write()")  # fmt: skip
+    else:
+        execute(kms, "CREATE TRIGGER refuse BEFORE UPDATE ON audit_chain_head "
+                "BEGIN SELECT RAISE(ABORT, 'read-only'); END")  # fmt: skip
+    try:
+        error(kms.client.get("/readyz"), 503, "unavailable")
+        assert kms.client.get("/v1/kms/nl-01/keys", headers=kms.headers).status_code == 503
+    finally:
+        if on_postgresql():
+            execute(kms, "DROP TRIGGER refuse ON audit_chain_head", "DROP FUNCTION refuse_write()")
+        else:
+            execute(kms, "DROP TRIGGER refuse")
+    assert kms.client.get("/readyz").status_code == 200
+
+
+def test_readyz_fails_while_the_audit_anchor_cannot_be_written(
+    kms: Kms, caplog: pytest.LogCaptureFixture
+) -> None:
+    anchor = kms.settings.anchor_path
+    away = anchor.with_suffix(".away")
+    anchor.rename(away)
+    anchor.mkdir()  # something that cannot be appended to stands in its place
+    try:
+        error(kms.client.get("/readyz"), 503, "unavailable")
+        assert "the audit anchor cannot be written" in caplog.text  # the operator's log
+    finally:
+        anchor.rmdir()
+        away.rename(anchor)
+    assert kms.client.get("/readyz").status_code == 200
+
+
 def test_request_id_is_echoed_or_generated(kms: Kms) -> None:
     given = kms.client.get("/healthz", headers={"X-Request-Id": "trace-123"})
     assert given.headers["x-request-id"] == "trace-123"

@@ -11,6 +11,7 @@ checkpoint names the anchor it went to.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -25,6 +26,8 @@ from coffer.crypto.root import sync_directory
 from coffer.domain.audit import Checkpoint
 
 FORMAT = "coffer-audit-anchor/1"
+#: A disk with less room than this is reported full (``probe``).
+MIN_FREE_BYTES = 1 << 20
 ANCHOR_PREFIX = "anc"
 
 
@@ -97,6 +100,14 @@ class Anchor:
             finally:
                 os.close(fd)
         return self._identity
+
+    def probe(self) -> None:
+        """``OSError`` unless a checkpoint could be appended now: the file opens for writing
+        and its disk has room (at least ``MIN_FREE_BYTES``)."""
+        os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
+        stats = os.statvfs(self.path)
+        if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, f"less than {MIN_FREE_BYTES} bytes free", str(self.path))
 
     def append(self, checkpoint: Checkpoint) -> None:
         """Append ``checkpoint`` and fsync; raises ``OSError`` if it is not on disk."""

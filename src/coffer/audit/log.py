@@ -48,6 +48,7 @@ class AuditLog:
         self._clock = clock
         self._committer = committer
         self._checkpoints = Anchored(signer, anchor, clock)
+        self._anchor = anchor
         self._batch_meter = batch_meter
         self._sinks = sinks
         self._queue: list[_Entry] = []
@@ -64,6 +65,22 @@ class AuditLog:
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_all())
         await done
+
+    async def probe(self) -> None:
+        """``Unavailable`` unless a batch could be committed now: an empty batch goes the whole
+        way (the writer process, started again if it died; its database connection; the
+        chain's head locked), and the anchor file can be appended to."""
+        try:
+            await self._committer.commit([])
+        except Unavailable:
+            raise
+        except Exception as exc:
+            raise Unavailable("the audit log cannot be written") from exc
+        if self._anchor is not None:
+            try:
+                await asyncio.to_thread(self._anchor.probe)
+            except OSError as exc:
+                raise Unavailable("the audit anchor cannot be written") from exc
 
     async def close(self) -> None:
         """Let the records under way commit, then sign a checkpoint of the chain's end."""

@@ -251,7 +251,7 @@ class RequiredSinks:
     def send(self, rows: Sequence[ChainRow], checkpoint: Checkpoint | None) -> None:
         """Deliver the lines of ``rows`` (and ``checkpoint``) to every required sink, or raise
         ``SinkError`` (the caller's transaction then rolls back)."""
-        if not self._destinations:
+        if not self._destinations or (not rows and checkpoint is None):
             return
         lines = lines_of(rows, [checkpoint] if checkpoint is not None else [])
         if checkpoint is not None and (not rows or rows[-1].seq != checkpoint.seq):

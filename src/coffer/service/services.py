@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from coffer.audit.log import AuditLog
 from coffer.config import Settings
-from coffer.errors import CofferError
+from coffer.errors import CofferError, Unavailable
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
 from coffer.service.changes import Changes
@@ -37,6 +40,15 @@ class Lease(Protocol):
     async def release(self) -> None: ...
 
 
+#: A data directory's disk with less room than this is reported full (``ready``).
+MIN_FREE_BYTES = 1 << 20
+
+
+def free_bytes(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
@@ -63,10 +75,19 @@ class Services:
     iam: IamService
 
     async def ready(self) -> None:
-        """Raise ``Unavailable`` unless the database and the root key can be used (``Sealed``
-        while sealed)."""
+        """Raise ``Unavailable`` unless a request could be served and its writes stored now:
+        the database read and written (a write that changes nothing), the root key usable
+        (``Sealed`` while sealed), the audit log's writer and anchor able to take a batch, and
+        (SQLite) room on the data directory's disk."""
         await self.store.ping()
         await self.root.check()
+        await self.audit_store.probe_write()
+        if self.audit_log is not None:
+            await self.audit_log.probe()
+        if self.settings.database_url is None:
+            free = await asyncio.to_thread(free_bytes, self.settings.data_dir)
+            if free < MIN_FREE_BYTES:
+                raise Unavailable(f"the data directory's disk has {free} bytes free")
 
     async def close(self) -> None:
         try:

@@ -217,6 +217,11 @@ BuildRows = Callable[
 
 
 class AuditStore(Protocol):
+    async def probe_write(self) -> None:
+        """``Unavailable`` unless the database can be written now (a write that changes
+        nothing)."""
+        ...
+
     async def close(self) -> None: ...
 
     async def audit_head(self) -> tuple[int, bytes]:

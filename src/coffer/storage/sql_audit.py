@@ -111,6 +111,31 @@ class SqlAuditStore:
     async def close(self) -> None:
         await asyncio.to_thread(self._writer.dispose)
 
+    async def probe_write(self) -> None:
+        """A write transaction that changes nothing but still reaches the disk (the chain's
+        head written back as it is): ``Unavailable`` when the database cannot be written (a
+        full disk, read-only or immutable files, a lost connection)."""
+        try:
+            await asyncio.to_thread(self._with_turn, self._probe_locked)
+        except (DBAPIError, PoolTimeout, OSError) as exc:
+            raise Unavailable("the database cannot be written") from exc
+
+    def _probe_locked(self) -> None:
+        head = schema.audit_chain_head
+        with self._writer.begin() as conn:
+            conn.execute(head.update().where(head.c.id == _HEAD_ID).values(seq=head.c.seq))
+
+    def _with_turn(self, write: Callable[[], None]) -> None:
+        if self._turns is None:
+            write()
+            return
+        with self._turns.open("a") as turn:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            try:
+                write()
+            finally:
+                fcntl.flock(turn, fcntl.LOCK_UN)
+
     async def audit_head(self) -> tuple[int, bytes]:
         head = schema.audit_chain_head
         async with self._store.reading() as conn:
@@ -141,15 +166,7 @@ class SqlAuditStore:
             change.apply(conn, self._macs())
 
     def _append_sync(self, changes: Sequence[Change | None], build: BuildRows) -> None:
-        if self._turns is None:
-            self._append_locked(changes, build)
-            return
-        with self._turns.open("a") as turn:
-            fcntl.flock(turn, fcntl.LOCK_EX)
-            try:
-                self._append_locked(changes, build)
-            finally:
-                fcntl.flock(turn, fcntl.LOCK_UN)
+        self._with_turn(lambda: self._append_locked(changes, build))
 
     def _append_locked(self, changes: Sequence[Change | None], build: BuildRows) -> None:
         head = schema.audit_chain_head
