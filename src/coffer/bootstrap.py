@@ -98,6 +98,7 @@ from coffer.metrics import (
 from coffer.scheduler.jobs import Scheduler
 from coffer.service.access import AccessService
 from coffer.service.audit import AuditService
+from coffer.service.budget import EncryptionBudget
 from coffer.service.byok import WrappingKeys
 from coffer.service.caches import KeyCache
 from coffer.service.changes import ChangeBus, Changes
@@ -431,8 +432,9 @@ def build_services(
             rotation.kick()  # a rotation that waited for the seal goes on
 
     root.on_change(seal_changed)
+    budget = EncryptionBudget(store, settings.encryption_budget)
     keys = KeyService(store, operations, keyring, scope, wrapping, clock,
-                      max_keys=settings.max_keys_per_organisation)  # fmt: skip
+                      max_keys=settings.max_keys_per_organisation, budget=budget)  # fmt: skip
     lifecycle = LifecycleService(
         operations,
         keyring,
@@ -441,6 +443,7 @@ def build_services(
         retention=timedelta(days=settings.deletion_retention_days),
         changes=changes,
         max_versions=settings.max_versions_per_key,
+        budget=settings.encryption_budget,
     )
     return Services(
         settings=settings,
@@ -454,7 +457,7 @@ def build_services(
         access=access,
         keyring=keyring,
         keys=keys,
-        crypto=CryptoService(operations, keyring, scope),
+        crypto=CryptoService(operations, keyring, scope, budget, lifecycle.rotate_spent),
         lifecycle=lifecycle,
         audit=AuditService(audit_store, operations),
         audit_log=audit_log,

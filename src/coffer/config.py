@@ -40,6 +40,7 @@ FILE_SETTINGS = frozenset(
         "max_concurrent_requests",
         "max_keys_per_organisation",
         "max_versions_per_key",
+        "encryption_budget",
         "log_level",
         "scheduler_interval_seconds",
         "scheduler_takeover_seconds",
@@ -169,6 +170,10 @@ class Settings:
     #: have (beyond: 409 ``quota_exceeded``).
     max_keys_per_organisation: int = 10_000
     max_versions_per_key: int = 1_000
+    #: Encryptions one AES-GCM or ChaCha20-Poly1305 key version may make (random 96-bit nonces:
+    #: at most 2^32, NIST SP 800-38D); then the key rotates by itself, or (imported material
+    #: that may not rotate) refuses to encrypt.
+    encryption_budget: int = 1 << 30
     #: How long a deleted key stays pending before it is purged (at least one day).
     deletion_retention_days: int = 30
     #: How long an organisation's BYOK wrapping key is handed out before a successor is made (the
@@ -437,6 +442,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
             if not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0:
                 raise ConfigError(f"{path}: '{name}' must be a number, at least 0 (0: no limit)")
             values[name] = float(rate)
+    if "encryption_budget" in raw:
+        budget = raw["encryption_budget"]
+        if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= 1 << 32:
+            raise ConfigError(f"{path}: 'encryption_budget' must be a whole number, 1 to 2^32")
+        values["encryption_budget"] = budget
     if "root_rotation_grace_seconds" in raw:
         grace = raw["root_rotation_grace_seconds"]
         if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:

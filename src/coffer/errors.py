@@ -181,6 +181,13 @@ class KeyActive(InvalidState):
     default_message = "the key is active"
 
 
+class EncryptionBudgetExhausted(InvalidState):
+    code = "encryption_budget_exhausted"
+    default_message = (
+        "this key version has made as many encryptions as its random nonces safely allow"
+    )
+
+
 class RotationNotAllowed(InvalidState):
     code = "rotation_not_allowed"
     default_message = "this imported key was not created with allowRotation"
@@ -227,8 +234,10 @@ class RateLimited(CofferError):
     code = "rate_limited"
     default_message = "too many requests: retry after the time Retry-After gives"
 
-    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str | None = None, *, retry_after: int = 1, request_id: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
         #: Whole seconds until a request would be admitted again.
         self.retry_after = retry_after
 

@@ -42,10 +42,13 @@ class OrganisationView(Response):
     object_version: int
 
 
-class KeyVersionView(Response):
+class KeyVersionView(Response, omit_defaults=True):
     version: int
     status: str
     created_at: datetime
+    #: Extension, in ``GET`` of one AES-GCM or ChaCha20-Poly1305 key: encryptions counted
+    #: against the version's budget (an upper bound: reserved in blocks).
+    encryptions: int | None = None
 
 
 class KmsKey(Response):

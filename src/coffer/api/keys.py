@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,7 +23,9 @@ from coffer.schemas import (
 from coffer.service.keys import CreateInput
 
 
-def key_view(key: Key, organisation: Organisation) -> KmsKey:
+def key_view(
+    key: Key, organisation: Organisation, encryptions: Mapping[int, int] | None = None
+) -> KmsKey:
     return KmsKey(
         identity=key.identity,
         name=key.name,
@@ -43,6 +47,7 @@ def key_view(key: Key, organisation: Organisation) -> KmsKey:
                 version=v.version,
                 status=key.version_status(v.version).value,
                 created_at=v.created_at,
+                encryptions=encryptions.get(v.version, 0) if encryptions is not None else None,
             )
             for v in key.versions
         ],
@@ -133,4 +138,4 @@ async def get_key(request: Request) -> Response:
     found = await http.services(request).keys.get_key(
         http.meta(request), request.path_params["region"], request.path_params["key"]
     )
-    return http.json(key_view(found.key, found.caller.organisation))
+    return http.json(key_view(found.key, found.caller.organisation, found.encryptions))

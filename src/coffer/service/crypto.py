@@ -8,7 +8,7 @@ cryptography, on a handle loaded once per key version and cached.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,7 +19,13 @@ from coffer.domain.keytypes import Operation as KeyOperation
 from coffer.domain.keytypes import max_plaintext, require
 from coffer.domain.permissions import Action
 from coffer.domain.signing import SignOptions, check_input_size, check_no_context, mac_hash
-from coffer.errors import InvalidCiphertext, InvalidKeyVersion, InvalidSignatureFormat
+from coffer.errors import (
+    EncryptionBudgetExhausted,
+    InvalidCiphertext,
+    InvalidKeyVersion,
+    InvalidSignatureFormat,
+)
+from coffer.service.budget import BUDGETED, EncryptionBudget
 from coffer.service.context import Input, RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.operations import Operation, Operations
@@ -116,10 +122,19 @@ async def _private(handle: KeyHandle, operation: Callable[..., T], *args: Any) -
 
 
 class CryptoService:
-    def __init__(self, operations: Operations, keyring: Keyring, scope: KeyScope) -> None:
+    def __init__(
+        self,
+        operations: Operations,
+        keyring: Keyring,
+        scope: KeyScope,
+        budget: EncryptionBudget | None = None,
+        rotate_spent: Callable[[Key, int], Awaitable[Key]] | None = None,
+    ) -> None:
         self._ops = operations
         self._keyring = keyring
         self._scope = scope
+        self._budget = budget
+        self._rotate_spent = rotate_spent
 
     async def _key(self, op: Operation, region_ref: str, key_ref: str, action: Action) -> Key:
         caller = await op.authorise()
@@ -155,9 +170,26 @@ class CryptoService:
             op.event.key_version = use
             op.event.plaintext_bytes = len(given.plaintext)
             check_plaintext_size(len(given.plaintext), max_plaintext(key.key_type))
+            if self._budget is not None and key.key_type in BUDGETED:
+                key, use = await self._within_budget(key, use, given.key_version is not None)
+                op.event.key_version = use
             body = (await self._keyring.handle(key, use)).encrypt(given.plaintext)
             op.event.ciphertext_bytes = len(body)
             return Versioned(formats.encode(use, body), use)
+
+    async def _within_budget(self, key: Key, use: int, asked: bool) -> tuple[Key, int]:
+        """Count this encryption against the version's budget; when it is spent, the key is
+        rotated and the new version used — unless the caller asked for this version."""
+        assert self._budget is not None
+        while not await self._budget.take(key.identity, use):
+            if asked or self._rotate_spent is None:
+                raise EncryptionBudgetExhausted(
+                    f"version {use} has made its {self._budget.budget} encryptions: encrypt "
+                    "with the latest version (leave keyVersion out)"
+                )
+            key = await self._rotate_spent(key, use)
+            use = key.latest_version
+        return key, use
 
     async def decrypt(
         self, meta: RequestMeta, region_ref: str, key_ref: str, ciphertext: Input[str]

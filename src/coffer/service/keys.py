@@ -16,6 +16,7 @@ from coffer.domain.permissions import Action
 from coffer.domain.regions import Region
 from coffer.domain.signing import ImportHash
 from coffer.errors import Conflict, InvalidKeyMaterial, OrganisationShredded, QuotaExceeded
+from coffer.service.budget import BUDGETED, EncryptionBudget
 from coffer.service.byok import WrappingKeys
 from coffer.service.context import Caller, Input, RequestMeta
 from coffer.service.keyring import Keyring
@@ -55,6 +56,8 @@ class Scoped:
 
     key: Key
     caller: Caller
+    #: Encryptions counted per version (one budgeted key read on its own), else ``None``.
+    encryptions: Mapping[int, int] | None = None
 
 
 class KeyService:
@@ -68,8 +71,10 @@ class KeyService:
         clock: Callable[[], datetime],
         *,
         max_keys: int = 10_000,
+        budget: EncryptionBudget | None = None,
     ) -> None:
         self._max_keys = max_keys
+        self._budget = budget
         self._store = store
         self._wrapping = wrapping
         self._ops = operations
@@ -199,4 +204,10 @@ class KeyService:
             caller = await op.authorise()
             region = self._scope.region(op, region_ref)
             key = await self._scope.authorised_key(op, caller, region, key_ref, Action.READ)
-            return Scoped(key, caller)
+            counts = None
+            if key.key_type in BUDGETED:
+                counts = dict(await self._store.encryption_counts(key.identity))
+                if self._budget is not None:  # this process's unused reservations: not made
+                    for version, left in self._budget.unused(key.identity).items():
+                        counts[version] = max(0, counts.get(version, 0) - left)
+            return Scoped(key, caller, counts)

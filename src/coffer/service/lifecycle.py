@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from coffer.crypto.algorithms import algorithm_for
 from coffer.domain.keys import Key
 from coffer.domain.permissions import Action
-from coffer.errors import QuotaExceeded
+from coffer.errors import Conflict, EncryptionBudgetExhausted, QuotaExceeded
 from coffer.service.changes import Changes
 from coffer.service.context import Input, RequestMeta
 from coffer.service.keyring import Keyring
@@ -47,8 +47,11 @@ class LifecycleService:
         changes: Changes,
         *,
         max_versions: int = 1_000,
+        budget: int = 1 << 30,
     ) -> None:
         self._max_versions = max_versions
+        self._budget = budget
+        self._spent = asyncio.Lock()
         self._changes = changes
         self._ops = operations
         self._keyring = keyring
@@ -173,6 +176,28 @@ class LifecycleService:
         async with self._ops.begin_system("kms.rotate.scheduled") as op:
             op.touch(key)
             return await self._rotate(op, key, now, quiet=True)
+
+    async def rotate_spent(self, key: Key, version: int) -> Key:
+        """Rotate ``key`` because ``version`` spent its encryption budget, even with automatic
+        rotation off (``kms.rotate.budget``, by the system). Returns the key as it is now:
+        rotated here, or already by another request or node. ``EncryptionBudgetExhausted`` if
+        the key may not rotate (imported material without ``allowRotation``)."""
+        async with self._spent:
+            current = await self._scope.current(key) or key
+            if current.latest_version > version:
+                return current  # rotated meanwhile
+            if current.imported and not current.allow_rotation:
+                raise EncryptionBudgetExhausted(
+                    f"version {version} of this imported key has made its {self._budget} "
+                    "encryptions (random nonces allow no more); import new material as a new "
+                    "key, or create the key with allowRotation"
+                )
+            try:
+                async with self._ops.begin_system("kms.rotate.budget") as op:
+                    op.touch(current)
+                    return await self._rotate(op, current, self._clock(), quiet=True)
+            except Conflict:
+                return await self._scope.current(key) or key  # another node rotated it
 
     async def purge(self, key: Key) -> None:
         """Destroy a key whose retention elapsed: its row, every version, all wrapped material.

@@ -44,6 +44,12 @@ class KeyScope:
             lambda: self._store.find_key(organisation, region.identity, project, ref),
         )
 
+    async def current(self, key: Key) -> Key | None:
+        """``key`` as the database has it now (no cache)."""
+        return await self._store.find_key(
+            key.organisation_identity, key.region, key.project_identity, key.identity
+        )
+
     async def authorised_key(
         self, op: Operation, caller: Caller, region: Region, ref: str, action: Action
     ) -> Key:

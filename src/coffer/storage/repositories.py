@@ -179,6 +179,17 @@ class Store(RootStore, Protocol):
         """Number of keys of one scope by (region, status)."""
         ...
 
+    async def reserve_encryptions(
+        self, key_identity: str, version: int, wanted: int, budget: int
+    ) -> int:
+        """Reserve up to ``wanted`` encryptions of a key version against ``budget``, durably;
+        how many were granted (``wanted``, or 1 near the end, or 0 once it is spent)."""
+        ...
+
+    async def encryption_counts(self, key_identity: str) -> Mapping[int, int]:
+        """Encryptions reserved so far, by version."""
+        ...
+
     async def count_organisation_keys(self, organisation_identity: str) -> int:
         """Keys of an organisation, every region, project and state (not yet purged)."""
         ...

@@ -268,6 +268,8 @@ key_versions = Table(
     # Material wrapped by the organisation KEK, bound to (organisation, key, version, type).
     Column("wrapped_material", LargeBinary, nullable=False),
     Column("created_at", Timestamp, nullable=False),
+    # Encryptions reserved against the version's budget (an upper bound of those made).
+    Column("encryptions", BigInteger, nullable=False, server_default="0"),
 )
 
 # --- audit ----------------------------------------------------------------------------------------

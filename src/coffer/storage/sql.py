@@ -258,6 +258,31 @@ class SqlStore:
                 rows = [row for row in rows if wanted <= dict(row.labels).items()]
             return await self._with_versions(conn, rows)
 
+    async def reserve_encryptions(
+        self, key_identity: str, version: int, wanted: int, budget: int
+    ) -> int:
+        table = schema.key_versions
+        this = (table.c.key_identity == key_identity) & (table.c.version == version)
+        # One statement each, atomic on both engines: a whole block if it fits, else one.
+        for grant in dict.fromkeys((wanted, 1)):
+            query = (
+                table.update()
+                .where(this, table.c.encryptions + grant <= budget)
+                .values(encryptions=table.c.encryptions + grant)
+            )
+            async with self.transaction() as tx:
+                if (await tx.connection.execute(query)).rowcount == 1:
+                    return grant
+        return 0
+
+    async def encryption_counts(self, key_identity: str) -> Mapping[int, int]:
+        table = schema.key_versions
+        query = select(table.c.version, table.c.encryptions).where(
+            table.c.key_identity == key_identity
+        )
+        async with self.reading() as conn:
+            return {int(v): int(n) for v, n in (await conn.execute(query)).all()}
+
     async def count_organisation_keys(self, organisation_identity: str) -> int:
         table = schema.keys
         query = select(func.count()).where(table.c.organisation_identity == organisation_identity)
