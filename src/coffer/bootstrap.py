@@ -117,6 +117,7 @@ from coffer.service.scope import KeyScope
 from coffer.service.services import Lease, Services
 from coffer.service.sys import SysService
 from coffer.service.tenants import Bootstrapped, TenantService
+from coffer.service.work import ExpensiveWork
 from coffer.storage import sql_root
 from coffer.storage.database import (
     DatabaseUnreadable,
@@ -408,6 +409,9 @@ def build_services(
         overlap=timedelta(hours=BYOK_OVERLAP_HOURS),
     )
     tenants = TenantService(root, clock, purposes.token_digest)
+    work = ExpensiveWork(
+        settings.expensive_work_threads or os.cpu_count() or 2, settings.expensive_work_queue
+    )
     bus, lease = _coordination(settings, store)
     changes = Changes(scope.keys, keyring, access, bus, root)
     rotation = RootRotation(
@@ -434,7 +438,8 @@ def build_services(
     root.on_change(seal_changed)
     budget = EncryptionBudget(store, settings.encryption_budget)
     keys = KeyService(store, operations, keyring, scope, wrapping, clock,
-                      max_keys=settings.max_keys_per_organisation, budget=budget)  # fmt: skip
+                      max_keys=settings.max_keys_per_organisation, budget=budget,
+                      work=work)  # fmt: skip
     lifecycle = LifecycleService(
         operations,
         keyring,
@@ -444,6 +449,7 @@ def build_services(
         changes=changes,
         max_versions=settings.max_versions_per_key,
         budget=settings.encryption_budget,
+        work=work,
     )
     return Services(
         settings=settings,
@@ -457,7 +463,7 @@ def build_services(
         access=access,
         keyring=keyring,
         keys=keys,
-        crypto=CryptoService(operations, keyring, scope, budget, lifecycle.rotate_spent),
+        crypto=CryptoService(operations, keyring, scope, budget, lifecycle.rotate_spent, work),
         lifecycle=lifecycle,
         audit=AuditService(audit_store, operations),
         audit_log=audit_log,

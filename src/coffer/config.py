@@ -41,6 +41,8 @@ FILE_SETTINGS = frozenset(
         "max_keys_per_organisation",
         "max_versions_per_key",
         "encryption_budget",
+        "expensive_work_threads",
+        "expensive_work_queue",
         "log_level",
         "scheduler_interval_seconds",
         "scheduler_takeover_seconds",
@@ -174,6 +176,11 @@ class Settings:
     #: at most 2^32, NIST SP 800-38D); then the key rotates by itself, or (imported material
     #: that may not rotate) refuses to encrypt.
     encryption_budget: int = 1 << 30
+    #: RSA key generation, BYOK unwrapping and RSA private-key operations run on a pool of this
+    #: many threads per server process (0: one per core), taking at most ``expensive_work_queue``
+    #: jobs at once (beyond: 503 ``busy``).
+    expensive_work_threads: int = 0
+    expensive_work_queue: int = 64
     #: How long a deleted key stays pending before it is purged (at least one day).
     deletion_retention_days: int = 30
     #: How long an organisation's BYOK wrapping key is handed out before a successor is made (the
@@ -413,6 +420,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         "max_concurrent_requests",
         "max_keys_per_organisation",
         "max_versions_per_key",
+        "expensive_work_queue",
         "audit_checkpoint_every",
         "audit_auth_failures_per_minute",
         "audit_retention_days",
@@ -442,6 +450,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
             if not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0:
                 raise ConfigError(f"{path}: '{name}' must be a number, at least 0 (0: no limit)")
             values[name] = float(rate)
+    if "expensive_work_threads" in raw:
+        threads = raw["expensive_work_threads"]
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+            raise ConfigError(
+                f"{path}: 'expensive_work_threads' must be a whole number, at least 0"
+            )
+        values["expensive_work_threads"] = threads
     if "encryption_budget" in raw:
         budget = raw["encryption_budget"]
         if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= 1 << 32:

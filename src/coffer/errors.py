@@ -247,6 +247,13 @@ class Unavailable(CofferError):
     default_message = "the service is temporarily unavailable"
 
 
+class Busy(Unavailable):
+    """Too much in progress: the request was refused at once rather than queued."""
+
+    code = "busy"
+    default_message = "too much in progress: retry shortly"
+
+
 class Sealed(Unavailable):
     """The root of trust is not open: nothing can be decrypted, written or signed."""
 

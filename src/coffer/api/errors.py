@@ -70,6 +70,8 @@ async def coffer_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, errors.RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
         return error_response(status, exc.message, exc.code, request_id, headers)
+    if isinstance(exc, errors.Busy):  # a state, not a fault: not logged per request
+        return error_response(status, exc.message, exc.code, request_id, {"Retry-After": "1"})
     if status < 500:
         return error_response(status, exc.message, exc.code, request_id)
     if isinstance(exc, errors.RegionUnavailable | errors.Sealed):

@@ -7,7 +7,6 @@ cryptography, on a handle loaded once per key version and cached.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,6 +29,7 @@ from coffer.service.context import Input, RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.operations import Operation, Operations
 from coffer.service.scope import KeyScope
+from coffer.service.work import ExpensiveWork
 
 T = TypeVar("T")
 
@@ -114,13 +114,6 @@ class Verdict:
     key_version: int
 
 
-async def _private(handle: KeyHandle, operation: Callable[..., T], *args: Any) -> T:
-    """Run a private-key operation inline, or in a worker thread if the handle's are slow."""
-    if handle.slow_private_operations:
-        return await asyncio.to_thread(operation, *args)
-    return operation(*args)
-
-
 class CryptoService:
     def __init__(
         self,
@@ -129,7 +122,9 @@ class CryptoService:
         scope: KeyScope,
         budget: EncryptionBudget | None = None,
         rotate_spent: Callable[[Key, int], Awaitable[Key]] | None = None,
+        work: ExpensiveWork | None = None,
     ) -> None:
+        self._work = work or ExpensiveWork(threads=2, queue=64)
         self._ops = operations
         self._keyring = keyring
         self._scope = scope
@@ -177,6 +172,12 @@ class CryptoService:
             op.event.ciphertext_bytes = len(body)
             return Versioned(formats.encode(use, body), use)
 
+    async def _private(self, handle: KeyHandle, operation: Callable[..., T], *args: Any) -> T:
+        """A private-key operation inline, or on the bounded pool if the handle's are slow."""
+        if handle.slow_private_operations:
+            return await self._work.run(operation, *args)
+        return operation(*args)
+
     async def _within_budget(self, key: Key, use: int, asked: bool) -> tuple[Key, int]:
         """Count this encryption against the version's budget; when it is spent, the key is
         rotated and the new version used — unless the caller asked for this version."""
@@ -204,7 +205,7 @@ class CryptoService:
                 raise InvalidCiphertext()
             op.event.key_version = versioned.version
             handle = await self._keyring.handle(key, versioned.version)
-            plaintext = await _private(handle, handle.decrypt, versioned.body)
+            plaintext = await self._private(handle, handle.decrypt, versioned.body)
             op.event.plaintext_bytes = len(plaintext)
             return Plain(plaintext, versioned.version)
 
@@ -222,7 +223,7 @@ class CryptoService:
             op.event.key_version = use
             op.event.plaintext_bytes = len(given.data)
             handle = await self._keyring.handle(key, use)
-            signature = await _private(handle, handle.sign, given.data, options)
+            signature = await self._private(handle, handle.sign, given.data, options)
             return Versioned(formats.encode(use, signature), use)
 
     async def verify(

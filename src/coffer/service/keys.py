@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +21,7 @@ from coffer.service.context import Caller, Input, RequestMeta
 from coffer.service.keyring import Keyring
 from coffer.service.operations import Operations
 from coffer.service.scope import KeyScope
+from coffer.service.work import ExpensiveWork
 from coffer.storage.changes import AddKey
 from coffer.storage.repositories import Store
 
@@ -72,7 +72,9 @@ class KeyService:
         *,
         max_keys: int = 10_000,
         budget: EncryptionBudget | None = None,
+        work: ExpensiveWork | None = None,
     ) -> None:
+        self._work = work or ExpensiveWork(threads=2, queue=64)
         self._max_keys = max_keys
         self._budget = budget
         self._store = store
@@ -141,13 +143,13 @@ class KeyService:
             new = given.spec
             algorithm = algorithm_for(new.key_type)
             if given.import_material is None:
-                # Generating material can be slow (RSA); keep it off the event loop.
-                material = await asyncio.to_thread(algorithm.generate)
+                # Generating material can be slow (RSA): on the bounded pool, off the loop.
+                material = await self._work.generate(new.key_type, algorithm.generate)
             else:
                 require(new.key_type, KeyOperation.IMPORT)
                 # Only this organisation's keys: a blob wrapped for another does not open.
                 accepted = await self._wrapping.accepted(caller.organisation.identity, region)
-                material = await asyncio.to_thread(
+                material = await self._work.run(
                     self._unwrap, accepted, algorithm, given.import_material, given.hash_function
                 )
             handle = algorithm.load(material)

@@ -24,6 +24,7 @@ from coffer.service.keyring import Keyring
 from coffer.service.keys import Scoped
 from coffer.service.operations import Operation, Operations
 from coffer.service.scope import KeyScope
+from coffer.service.work import ExpensiveWork
 from coffer.storage.changes import KeyWrite
 
 
@@ -48,7 +49,9 @@ class LifecycleService:
         *,
         max_versions: int = 1_000,
         budget: int = 1 << 30,
+        work: ExpensiveWork | None = None,
     ) -> None:
+        self._work = work or ExpensiveWork(threads=2, queue=64)
         self._max_versions = max_versions
         self._budget = budget
         self._spent = asyncio.Lock()
@@ -72,7 +75,7 @@ class LifecycleService:
         version = rotated.latest_version
         op.event.key_version = version
         algorithm = algorithm_for(rotated.key_type)
-        material = await asyncio.to_thread(algorithm.generate)
+        material = await self._work.generate(rotated.key_type, algorithm.generate)
         handle = algorithm.load(material)
         wrapped = await self._keyring.wrap(rotated, version, material)
         # One transaction, with the audit record: the key row moves to version N+1 only together
