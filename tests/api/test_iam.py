@@ -156,13 +156,13 @@ def test_expired_tokens_are_refused(kms: Kms) -> None:
 
 @pytest.mark.parametrize(
     ("path", "body", "code"),
-    [("/v1/iam/role-bindings", {"principal": "nobody", "policy": "kms:ReadAccess"}, "invalid_request"),
+    [("/v1/iam/role-bindings", {"principal": "nobody", "policy": "kms:ReadAccess"}, "not_found"),
      ("/v1/iam/role-bindings", {"principal": "app", "policy": "kms:Everything"}, "invalid_request"),
      ("/v1/iam/role-bindings", {"principal": "app", "policy": "iam:Admin", "project": "web"}, "invalid_request"),
-     ("/v1/iam/role-bindings", {"principal": "app", "policy": "kms:ReadAccess", "project": "nope"}, "invalid_request"),
-     ("/v1/iam/role-bindings", {"principal": "app", "policy": "kms:ReadAccess", "key": "kms-nope"}, "invalid_request"),
+     ("/v1/iam/role-bindings", {"principal": "app", "policy": "kms:ReadAccess", "project": "nope"}, "not_found"),
+     ("/v1/iam/role-bindings", {"principal": "app", "policy": "kms:ReadAccess", "key": "kms-nope"}, "key_not_found"),
      ("/v1/iam/role-bindings", {"principal": "app", "policy": "kms:ReadAccess", "project": "web", "key": "k"}, "invalid_request"),
-     ("/v1/iam/tokens", {"serviceAccount": "nobody"}, "invalid_request"),
+     ("/v1/iam/tokens", {"serviceAccount": "nobody"}, "not_found"),
      ("/v1/iam/tokens", {"serviceAccount": "app", "expiresInSeconds": 0}, "invalid_request"),
      ("/v1/iam/tokens", {"serviceAccount": "app", "expiresInSeconds": 10**15}, "invalid_request"),
      ("/v1/iam/service-accounts", {"name": "oidc:alice"}, "invalid_request"),
@@ -179,7 +179,8 @@ def test_bad_administration_requests_are_4xx_and_change_nothing(
     ok(kms.post("/v1/projects", {"name": "Web"}), 201)
     before = {p: kms.get(p).json() for p in ("/v1/projects", "/v1/iam/service-accounts",
                                             "/v1/iam/tokens", "/v1/iam/role-bindings")}  # fmt: skip
-    error(kms.post(path, body), 409 if code == "conflict" else 400, code)
+    status = {"conflict": 409, "not_found": 404, "key_not_found": 404}.get(code, 400)
+    error(kms.post(path, body), status, code)
     assert {p: kms.get(p).json() for p in before} == before
 
 

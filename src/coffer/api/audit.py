@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import msgspec
@@ -14,6 +15,7 @@ from coffer.errors import InvalidRequest
 from coffer.schemas import AuditItem, AuditPageResponse
 from coffer.service.audit import AuditQuery
 
+_LEAP_SECOND = re.compile(r":60(\.[0-9]+)?(?=[+-]|$)")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
@@ -31,16 +33,26 @@ def _time(query: dict[str, str], name: str) -> datetime | None:
     text = query.get(name)
     if text is None:
         return None
+    # RFC 3339 allows a lower-case t and z, and a leap second (:60, taken as the last instant
+    # of the minute before it).
+    text = text.replace("z", "+00:00").replace("Z", "+00:00")
+    leap = _LEAP_SECOND.search(text)
+    if leap is not None:
+        text = text[: leap.start()] + ":59.999999" + text[leap.end() :]
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidRequest(f"{name} must be an RFC 3339 time") from None
     if parsed.tzinfo is None:
         raise InvalidRequest(f"{name} must carry a time zone (e.g. Z)")
     try:
         return parsed.astimezone(UTC)  # stored times are UTC; not every engine compares offsets
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 lies before the first UTC date
-        raise InvalidRequest(f"{name} is out of range") from None
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00: before the first UTC instant
+        return (
+            datetime.min.replace(tzinfo=UTC)
+            if parsed.year == 1
+            else datetime.max.replace(tzinfo=UTC)
+        )
 
 
 def _order(query: dict[str, str]) -> bool:

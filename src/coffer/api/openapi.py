@@ -9,6 +9,18 @@ from typing import Any
 import msgspec
 
 from coffer.api.routes import Endpoint
+from coffer.domain.keys import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_LABEL_VALUE_LENGTH,
+    MAX_LABELS,
+    MAX_ROTATION_DAYS,
+    MIN_ROTATION_DAYS,
+    KeyStatus,
+)
+from coffer.domain.keytypes import KeyType
+from coffer.domain.permissions import ORGANISATION_ONLY_POLICIES, POLICIES
+from coffer.domain.signing import ImportHash
+from coffer.domain.slugs import MAX_SLUG_LENGTH
 from coffer.schemas import ErrorBody
 
 _REF = "#/components/schemas/{name}"
@@ -17,6 +29,80 @@ _PARAM_DOCS = {
     "region": "Region identity or slug, e.g. nl-01",
     "key": "Key identity or slug",
 }
+
+
+_TEXT = {"type": "string", "pattern": "^[^\\u0000]*$"}  # no NUL: no engine stores one
+#: What each query parameter takes: what the server accepts, no more and no less.
+_QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "status": {"type": "string", "enum": [s.value for s in KeyStatus]},
+    "keyType": {"type": "string", "enum": [t.value for t in KeyType]},
+    "version": {"type": "integer", "minimum": 1, "maximum": 9_999_999_999},
+    "page": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "responseStatus": {"type": "integer", "minimum": 100, "maximum": 599},
+    "since": {"type": "string", "format": "date-time"},
+    "until": {"type": "string", "format": "date-time"},
+    "order": {"type": "string", "enum": ["asc", "desc"]},
+    "afterSeq": {"type": "integer", "minimum": 0, "maximum": 2**62},
+}
+
+
+#: A name that makes a slug: 1 to 255 characters, an ASCII letter or digit among them.
+_SLUGGED_NAME = {"minLength": 1, "maxLength": 255, "pattern": "[A-Za-z0-9]"}
+_LABELS = {
+    "maxProperties": MAX_LABELS,
+    "propertyNames": {"pattern": "^[A-Za-z0-9._/-]{1,63}$"},
+    "additionalProperties": {"type": "string", "maxLength": MAX_LABEL_VALUE_LENGTH},
+}
+#: What the server checks beyond the types, added to the request bodies' schemas so that the
+#: document promises no more than the server accepts (schemathesis holds both to it).
+_CONSTRAINTS: dict[str, dict[str, dict[str, Any]]] = {
+    "CreateKeyRequest": {
+        "name": _SLUGGED_NAME,
+        "keyType": {"enum": [t.value for t in KeyType]},
+        "description": {"maxLength": MAX_DESCRIPTION_LENGTH},
+        "labels": _LABELS,
+        "annotations": _LABELS,
+        "rotationPeriodInDays": {"minimum": MIN_ROTATION_DAYS, "maximum": MAX_ROTATION_DAYS},
+        "hashFunction": {"enum": [h.value for h in ImportHash]},
+    },
+    "CreateOrganisationRequest": {
+        "name": _SLUGGED_NAME,
+        "slug": {"maxLength": MAX_SLUG_LENGTH, "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$"},
+    },
+    "CreateProjectRequest": {"name": _SLUGGED_NAME},
+    # ``oidc:`` names users of the identity provider in role bindings: no account has a colon.
+    "CreateServiceAccountRequest": {
+        "name": {"minLength": 1, "maxLength": 255, "pattern": "^[^:]*$"}
+    },
+    "CreateRoleBindingRequest": {"policy": {"enum": list(POLICIES)}, "principal": {"minLength": 1}},
+}
+
+
+#: Rules between fields of one body.
+_STRING = {"type": "string"}
+_OBJECT_RULES: dict[str, dict[str, Any]] = {
+    "CreateRoleBindingRequest": {
+        # A binding is on the organisation, a project or a key: not both of the last two.
+        "not": {"properties": {"project": _STRING, "key": _STRING}, "required": ["project", "key"]},
+        # Some policies are bound on the whole organisation only.
+        "if": {"properties": {"policy": {"enum": sorted(ORGANISATION_ONLY_POLICIES)}}},
+        "then": {"properties": {"project": {"type": "null"}, "key": {"type": "null"}}},
+    },
+}
+
+
+def _constrained(components: dict[str, Any]) -> dict[str, Any]:
+    for name, rules in _OBJECT_RULES.items():
+        components[name].update(rules)
+    for name, fields in _CONSTRAINTS.items():
+        properties = components[name]["properties"]
+        for field, extra in fields.items():
+            schema = properties[field]
+            if "anyOf" in schema:  # optional: the constraint goes on the non-null branch
+                schema = next(s for s in schema["anyOf"] if s.get("type") != "null")
+            schema.update(extra)
+    return components
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -50,7 +136,7 @@ def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]
                 "name": name,
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string"},
+                "schema": _QUERY_SCHEMAS.get(name, _TEXT),
             }
             for name in endpoint.query
         ]
@@ -112,7 +198,7 @@ def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]
         },
         "paths": paths,
         "components": {
-            "schemas": components,
+            "schemas": _constrained(components),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -39,6 +39,7 @@ from coffer.errors import (
     Conflict,
     Forbidden,
     InvalidRequest,
+    KeyNotFound,
     NotFound,
     OrganisationRequired,
     shown,
@@ -333,7 +334,7 @@ class IamService:
                     organisation.identity, given.service_account
                 )
                 if account is None:
-                    raise InvalidRequest("no such service account in this organisation")
+                    raise NotFound("no such service account in this organisation")
                 owner = account
             return await self._add_token(op, owner, given.expires_in)
 
@@ -445,7 +446,10 @@ class IamService:
             user = await self._iam.find_principal(ref)
             if user is not None and user.kind is PrincipalKind.USER:
                 return user, None
-        raise InvalidRequest("principal must be a service account of this organisation or a user")
+        raise NotFound(
+            f"no principal {shown(ref)}: a service account of this organisation (name or "
+            "identity), a user's identity, or oidc:<subject>"
+        )
 
     async def _scope(
         self, organisation: Organisation, given: BindingSpec
@@ -459,11 +463,11 @@ class IamService:
         if given.project is not None:
             project = await self._store.find_project(organisation.identity, given.project)
             if project is None:
-                raise InvalidRequest("no such project in this organisation")
+                raise NotFound("no such project in this organisation")
             return ScopeKind.PROJECT, project.identity
         assert given.key is not None
         if not await self._iam.has_key(organisation.identity, given.key):
-            raise InvalidRequest("no key with this identity in this organisation")
+            raise KeyNotFound(f"no key {shown(given.key)} in this organisation")
         return ScopeKind.KEY, given.key
 
     async def bind(self, meta: RequestMeta, request: Input[BindingSpec]) -> RoleBinding:
