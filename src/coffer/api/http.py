@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json as stdlib_json
 import logging
 import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -16,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coffer.api.errors import error_response
+from coffer.domain.paging import MAX_PAGE, After, Paged, PageRequest
 from coffer.errors import Internal, InvalidRequest, RequestTooLarge, shown
 from coffer.metrics import UNMATCHED, RequestMeter
 from coffer.service.context import RequestMeta
@@ -212,6 +215,49 @@ def decode(body: bytes, type_: type[T]) -> T:
         raise InvalidRequest("request body must be valid JSON") from None
     except UnicodeDecodeError:  # msgspec's, for a string (value or name) that is not UTF-8
         raise InvalidRequest("request body must be JSON in UTF-8") from None
+
+
+#: The header that carries the cursor of a list's next page.
+NEXT_CURSOR = "X-Next-Cursor"
+
+
+def page(request: Request, default_limit: int | None) -> PageRequest:
+    """``limit`` (1 to 1,000; ``default_limit`` when absent) and ``cursor`` (opaque: what a
+    previous page's ``X-Next-Cursor`` said) of a list request."""
+    query = request.query_params
+    limit = default_limit
+    text = query.get("limit")
+    if text is not None:
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_PAGE):
+            raise InvalidRequest(f"limit must be an integer between 1 and {MAX_PAGE}")
+        limit = int(text)
+    cursor = query.get("cursor")
+    after = None
+    if cursor is not None:
+        try:
+            at, identity = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode() + b"=="))
+            after = (datetime.fromisoformat(at), str(identity))
+            if after[0].tzinfo is None:
+                raise ValueError
+        except (ValueError, TypeError, msgspec.DecodeError, UnicodeEncodeError):
+            raise InvalidRequest("cursor is not one a page of this list gave") from None
+        if limit is None:
+            limit = MAX_PAGE  # a cursor pages: the rest comes page by page too
+    return PageRequest(limit, after)
+
+
+def cursor_of(after: After) -> str:
+    at, identity = after
+    raw = msgspec.json.encode([at.isoformat(), identity])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def page_json(items: Any, found: Paged[Any]) -> Response:
+    """A list's page as a JSON array, with the next page's cursor in ``X-Next-Cursor``."""
+    headers = None
+    if found.next_after is not None:
+        headers = {NEXT_CURSOR: cursor_of(found.next_after)}
+    return json(items, headers=headers)
 
 
 def json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from coffer.api import http
+from coffer.domain.paging import PageRequest
 from coffer.domain.permissions import RoleBinding, ScopeKind
 from coffer.domain.tenants import Organisation, Principal, Project, TokenInfo
 from coffer.errors import InvalidRequest
@@ -99,6 +101,14 @@ def _binding(binding: RoleBinding) -> RoleBindingView:
 # --- organisations ------------------------------------------------------------------------------
 
 
+#: Administration lists answer at most this many items a page unless ``limit`` says otherwise.
+ADMIN_PAGE = 100
+
+
+def _page(request: Request) -> Callable[[], PageRequest]:
+    return lambda: http.page(request, ADMIN_PAGE)
+
+
 async def create_organisation(request: Request) -> Response:
     meta = http.meta(request)
     body = await http.read_body(request)
@@ -112,8 +122,8 @@ async def create_organisation(request: Request) -> Response:
 
 
 async def list_organisations(request: Request) -> Response:
-    found = await _iam(request).list_organisations(http.meta(request))
-    return http.json([organisation_item(o) for o in found])
+    found = await _iam(request).list_organisations(http.meta(request), _page(request))
+    return http.page_json([organisation_item(o) for o in found], found)
 
 
 async def enable_kms(request: Request) -> Response:
@@ -154,7 +164,8 @@ async def create_project(request: Request) -> Response:
 
 
 async def list_projects(request: Request) -> Response:
-    return http.json([_project(p) for p in await _iam(request).list_projects(http.meta(request))])
+    found = await _iam(request).list_projects(http.meta(request), _page(request))
+    return http.page_json([_project(p) for p in found], found)
 
 
 async def create_service_account(request: Request) -> Response:
@@ -167,8 +178,8 @@ async def create_service_account(request: Request) -> Response:
 
 
 async def list_service_accounts(request: Request) -> Response:
-    found = await _iam(request).list_service_accounts(http.meta(request))
-    return http.json([_account(a) for a in found])
+    found = await _iam(request).list_service_accounts(http.meta(request), _page(request))
+    return http.page_json([_account(a) for a in found], found)
 
 
 # --- tokens ---------------------------------------------------------------------------------------
@@ -202,7 +213,8 @@ async def create_token(request: Request) -> Response:
 
 
 async def list_tokens(request: Request) -> Response:
-    return http.json([_token(t) for t in await _iam(request).list_tokens(http.meta(request))])
+    found = await _iam(request).list_tokens(http.meta(request), _page(request))
+    return http.page_json([_token(t) for t in found], found)
 
 
 async def revoke_token(request: Request) -> Response:
@@ -226,8 +238,8 @@ async def create_role_binding(request: Request) -> Response:
 
 
 async def list_role_bindings(request: Request) -> Response:
-    found = await _iam(request).list_bindings(http.meta(request))
-    return http.json([_binding(b) for b in found])
+    found = await _iam(request).list_bindings(http.meta(request), _page(request))
+    return http.page_json([_binding(b) for b in found], found)
 
 
 async def delete_role_binding(request: Request) -> Response:

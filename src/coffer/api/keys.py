@@ -93,10 +93,14 @@ def _key_filter(request: Request) -> KeyFilter:
 
 
 async def list_keys(request: Request) -> Response:
+    # Without ``limit``, every key (the contract's list is one array; the key quota bounds it).
     caller, keys = await http.services(request).keys.list_keys(
-        http.meta(request), request.path_params["region"], lambda: _key_filter(request)
+        http.meta(request),
+        request.path_params["region"],
+        lambda: _key_filter(request),
+        lambda: http.page(request, None),
     )
-    return http.json([key_view(key, caller.organisation) for key in keys])
+    return http.page_json([key_view(key, caller.organisation) for key in keys], keys)
 
 
 async def create_key(request: Request) -> Response:

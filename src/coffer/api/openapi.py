@@ -105,6 +105,12 @@ def _constrained(components: dict[str, Any]) -> dict[str, Any]:
     return components
 
 
+_NEXT_CURSOR = {
+    "description": "Present when more items follow: send it back as ``cursor`` for the next page",
+    "schema": {"type": "string"},
+}
+
+
 def _error_response(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -147,6 +153,11 @@ def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]
                 str(endpoint.status): {
                     "description": endpoint.summary,
                     "content": {endpoint.media_type: {"schema": schema_of[id(endpoint.response)]}},
+                    **(
+                        {"headers": {"X-Next-Cursor": _NEXT_CURSOR}}
+                        if "cursor" in endpoint.query
+                        else {}
+                    ),
                 },
                 "default": _error_response("Error"),
             },

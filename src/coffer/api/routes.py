@@ -81,12 +81,14 @@ class Endpoint:
 
 
 KEY = "/v1/kms/{region}/keys/{key}"
+#: The query of a paged list: ``limit`` and the ``cursor`` a page's ``X-Next-Cursor`` gave.
+PAGED = ("limit", "cursor")
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/kms/summary", summary.summary, "KMS availability and key counts",
              response=SummaryResponse),
     Endpoint("GET", "/v1/kms/{region}/keys", keys.list_keys, "List keys", response=list[KmsKey],
-             query=("identity", "name", "slug", "status", "keyType")),
+             query=("identity", "name", "slug", "status", "keyType", *PAGED)),
     Endpoint("POST", "/v1/kms/{region}/keys", keys.create_key, "Create a key",
              request=CreateKeyRequest, response=KmsKey, status=201, changes=True),
     Endpoint("GET", "/v1/kms/{region}/wrapping-key", keys.wrapping_key,
@@ -138,7 +140,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              response=OrganisationItem, status=201, kms=False, token_only=True, changes=True),
     Endpoint("GET", "/v1/organisations", iam.list_organisations,
              "Organisations the caller belongs to (all, for platform administrators)",
-             response=list[OrganisationItem], kms=False, token_only=True),
+             response=list[OrganisationItem], kms=False, token_only=True, query=PAGED),
     Endpoint("POST", "/v1/organisations/{organisation}/enable-kms", iam.enable_kms,
              "Switch the KMS feature on (platform administrators)", response=OrganisationItem,
              kms=False, token_only=True, changes=True),
@@ -152,12 +154,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/projects", iam.create_project, "Create a project",
              request=CreateProjectRequest, response=ProjectView, status=201, changes=True),
     Endpoint("GET", "/v1/projects", iam.list_projects, "The organisation's projects",
-             response=list[ProjectView]),
+             response=list[ProjectView], query=PAGED),
     Endpoint("POST", "/v1/iam/service-accounts", iam.create_service_account,
              "Create a service account", request=CreateServiceAccountRequest,
              response=ServiceAccountView, status=201, changes=True),
     Endpoint("GET", "/v1/iam/service-accounts", iam.list_service_accounts,
-             "The organisation's service accounts", response=list[ServiceAccountView]),
+             "The organisation's service accounts", response=list[ServiceAccountView],
+             query=PAGED),
     Endpoint("POST", "/v1/iam/tokens", iam.create_token,
              "Create a token for a service account, or without an organisation for the calling "
              "platform administrator (shown once)", request=CreateTokenRequest,
@@ -165,7 +168,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/iam/tokens", iam.list_tokens,
              "Tokens of the organisation's service accounts, or without an organisation the "
              "platform administrators' tokens (never the secrets)",
-             response=list[TokenView], organisation_optional=True),
+             response=list[TokenView], organisation_optional=True, query=PAGED),
     Endpoint("DELETE", "/v1/iam/tokens/{token}", iam.revoke_token,
              "Revoke a token (a platform administrator's too, with or without an organisation)",
              response=TokenView, changes=True, organisation_optional=True),
@@ -173,7 +176,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Bind a built-in policy to a principal", request=CreateRoleBindingRequest,
              response=RoleBindingView, status=201, changes=True),
     Endpoint("GET", "/v1/iam/role-bindings", iam.list_role_bindings,
-             "The organisation's role bindings", response=list[RoleBindingView]),
+             "The organisation's role bindings", response=list[RoleBindingView], query=PAGED),
     Endpoint("DELETE", "/v1/iam/role-bindings/{binding}", iam.delete_role_binding,
              "Remove a role binding", response=RoleBindingView, changes=True),
     Endpoint("GET", "/v1/audit/public-key", sys.audit_public_key,

@@ -73,12 +73,16 @@ class Call(Generic[T]):
     params: Sequence[tuple[str, str]] = field(default_factory=tuple)
     idempotent: bool = True
     organisation: bool = True  # sends X-Organisation-Identity (and X-Project-Identity)
+    #: A paged list: the client asks for big pages and follows ``X-Next-Cursor`` to the end.
+    paged: bool = False
 
 
 def _decoder(kind: type[T]) -> Callable[[bytes], T]:
     return msgspec.json.Decoder(kind).decode
 
 
+#: Paged lists are asked for in the largest pages the server gives.
+_BIG_PAGES = (("limit", "1000"),)
 _KEY = _decoder(KmsKey)
 _KEYS = _decoder(list[KmsKey])
 
@@ -152,7 +156,7 @@ def list_keys(
     if key_type is not None:
         params.append(("keyType", key_type))
     params += [(f"matchLabels[{k}]", v) for k, v in (labels or {}).items()]
-    return Call("GET", _keys_path(c, region), _KEYS, params=params)
+    return Call("GET", _keys_path(c, region), _KEYS, params=[*params, *_BIG_PAGES], paged=True)
 
 
 def get_key(c: Connection, key: str, *, region: str | None = None) -> Call[KmsKey]:
@@ -451,7 +455,8 @@ def create_organisation(
 
 def list_organisations(c: Connection) -> Call[list[OrganisationItem]]:
     """The organisations the caller belongs to (all, for platform administrators)."""
-    return Call("GET", "/v1/organisations", _decoder(list[OrganisationItem]), organisation=False)
+    return Call("GET", "/v1/organisations", _decoder(list[OrganisationItem]), organisation=False,
+                params=_BIG_PAGES, paged=True)  # fmt: skip
 
 
 def _kms_switch(action: str) -> Callable[..., Call[OrganisationItem]]:
@@ -485,7 +490,7 @@ def create_project(c: Connection, name: str) -> Call[ProjectView]:
 
 def list_projects(c: Connection) -> Call[list[ProjectView]]:
     """The organisation's projects."""
-    return Call("GET", "/v1/projects", _decoder(list[ProjectView]))
+    return Call("GET", "/v1/projects", _decoder(list[ProjectView]), params=_BIG_PAGES, paged=True)
 
 
 def create_service_account(c: Connection, name: str) -> Call[ServiceAccountView]:
@@ -496,7 +501,8 @@ def create_service_account(c: Connection, name: str) -> Call[ServiceAccountView]
 
 def list_service_accounts(c: Connection) -> Call[list[ServiceAccountView]]:
     """The organisation's service accounts."""
-    return Call("GET", "/v1/iam/service-accounts", _decoder(list[ServiceAccountView]))
+    return Call("GET", "/v1/iam/service-accounts", _decoder(list[ServiceAccountView]),
+                params=_BIG_PAGES, paged=True)  # fmt: skip
 
 
 def create_token(
@@ -516,7 +522,7 @@ def list_tokens(c: Connection, *, platform_admin: bool = False) -> Call[list[Tok
     """Tokens of the organisation's service accounts, or (``platform_admin``) the platform
     administrators' tokens (never their secrets)."""
     return Call("GET", "/v1/iam/tokens", _decoder(list[TokenView]),
-                organisation=not platform_admin)  # fmt: skip
+                organisation=not platform_admin, params=_BIG_PAGES, paged=True)  # fmt: skip
 
 
 def revoke_token(c: Connection, token: str) -> Call[TokenView]:
@@ -541,7 +547,8 @@ def create_role_binding(
 
 def list_role_bindings(c: Connection) -> Call[list[RoleBindingView]]:
     """The organisation's role bindings."""
-    return Call("GET", "/v1/iam/role-bindings", _decoder(list[RoleBindingView]))
+    return Call("GET", "/v1/iam/role-bindings", _decoder(list[RoleBindingView]),
+                params=_BIG_PAGES, paged=True)  # fmt: skip
 
 
 def delete_role_binding(c: Connection, binding: str) -> Call[RoleBindingView]:

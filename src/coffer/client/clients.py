@@ -13,6 +13,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -74,6 +75,10 @@ def error_from_response(status: int, content: bytes) -> CofferError:
     return cls(body.message, request_id=body.request_id or None)
 
 
+#: The header of a paged list's answer naming the next page (``cursor``).
+NEXT_CURSOR = "X-Next-Cursor"
+
+
 class _Core:
     """What both clients share: the connection, headers, the retry rule, the answer."""
 
@@ -130,6 +135,23 @@ class _Core:
             raise Unavailable(
                 f"unexpected answer from {self._base} (HTTP {response.status_code})"
             ) from None
+
+    @staticmethod
+    def following(call: Call[T], response: httpx.Response) -> Call[T] | None:
+        """The call of a paged list's next page, if the answer names one."""
+        cursor = response.headers.get(NEXT_CURSOR)
+        if not call.paged or not cursor:
+            return None
+        params = [(k, v) for k, v in call.params if k != "cursor"]
+        return replace(call, params=(*params, ("cursor", cursor)))
+
+    @staticmethod
+    def joined(first: T, rest: T) -> T:
+        """A page and the pages after it, as one list."""
+        assert isinstance(first, list)
+        assert isinstance(rest, list)
+        first.extend(rest)
+        return first
 
     def delay(self, call: Call[Any], attempt: int, response: httpx.Response | None,
               error: httpx.TransportError | None) -> float | None:  # fmt: skip
@@ -300,7 +322,11 @@ class Client:
             else:
                 wait = self._core.delay(call, attempt, response, None)
                 if wait is None:
-                    return self._core.answer(call, response)
+                    answer = self._core.answer(call, response)
+                    following = self._core.following(call, response)
+                    if following is None:
+                        return answer
+                    return self._core.joined(answer, self._run(following))
             time.sleep(wait)
             attempt += 1
 
@@ -432,7 +458,11 @@ class AsyncClient:
             else:
                 wait = self._core.delay(call, attempt, response, None)
                 if wait is None:
-                    return self._core.answer(call, response)
+                    answer = self._core.answer(call, response)
+                    following = self._core.following(call, response)
+                    if following is None:
+                        return answer
+                    return self._core.joined(answer, await self._run(following))
             await asyncio.sleep(wait)
             attempt += 1
 

@@ -12,7 +12,7 @@ caches, so that it holds from the next request on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -26,6 +26,7 @@ from coffer.domain.identity import (
     new_identity,
     user_identity,
 )
+from coffer.domain.paging import EVERYTHING, Paged, PageRequest
 from coffer.domain.permissions import (
     ORGANISATION_ONLY_POLICIES,
     POLICIES,
@@ -210,12 +211,14 @@ class IamService:
                 raise
             return organisation
 
-    async def list_organisations(self, meta: RequestMeta) -> Sequence[Organisation]:
+    async def list_organisations(
+        self, meta: RequestMeta, page: Input[PageRequest] = lambda: EVERYTHING
+    ) -> Paged[Organisation]:
         """Every organisation for a platform administrator; else those the caller is bound in."""
         async with self._ops.begin(meta, None) as op:
             principal = await op.authenticate()
             member = None if principal.platform_admin else principal.identity
-            return await self._iam.organisations(member)
+            return await self._iam.organisations(member, page())
 
     async def set_kms_enabled(self, meta: RequestMeta, ref: str, enabled: bool) -> Organisation:
         action = "iam.organisation.enable_kms" if enabled else "iam.organisation.disable_kms"
@@ -278,10 +281,12 @@ class IamService:
                 ) from None
             return project
 
-    async def list_projects(self, meta: RequestMeta) -> Sequence[Project]:
+    async def list_projects(
+        self, meta: RequestMeta, page: Input[PageRequest] = lambda: EVERYTHING
+    ) -> Paged[Project]:
         async with self._ops.begin(meta, None) as op:
             organisation = await self._organisation(op, meta.organisation_ref)
-            return await self._iam.projects(organisation.identity)
+            return await self._iam.projects(organisation.identity, page())
 
     async def create_service_account(self, meta: RequestMeta, name: Input[str]) -> Principal:
         async with self._ops.begin(meta, "iam.service_account.create") as op:
@@ -307,10 +312,12 @@ class IamService:
                 ) from None
             return account
 
-    async def list_service_accounts(self, meta: RequestMeta) -> Sequence[Principal]:
+    async def list_service_accounts(
+        self, meta: RequestMeta, page: Input[PageRequest] = lambda: EVERYTHING
+    ) -> Paged[Principal]:
         async with self._ops.begin(meta, None) as op:
             organisation = await self._organisation(op, meta.organisation_ref)
-            return await self._iam.service_accounts(organisation.identity)
+            return await self._iam.service_accounts(organisation.identity, page())
 
     # --- tokens ---------------------------------------------------------------------------------
 
@@ -371,15 +378,17 @@ class IamService:
         )  # fmt: skip
         return NewToken(info, owner, token)
 
-    async def list_tokens(self, meta: RequestMeta) -> Sequence[TokenInfo]:
+    async def list_tokens(
+        self, meta: RequestMeta, page: Input[PageRequest] = lambda: EVERYTHING
+    ) -> Paged[TokenInfo]:
         """The tokens of the organisation's service accounts; without an organisation, the
         platform administrators' tokens."""
         async with self._ops.begin(meta, None) as op:
             if not meta.organisation_ref:
                 await self._platform_scope(op)
-                return await self._iam.platform_tokens()
+                return await self._iam.platform_tokens(page())
             organisation = await self._organisation(op, meta.organisation_ref)
-            return await self._iam.tokens(organisation.identity)
+            return await self._iam.tokens(organisation.identity, page())
 
     async def revoke_token(self, meta: RequestMeta, identity: str) -> RevokedToken:
         """Revoke a token of the organisation, or (for a platform administrator, with or
@@ -500,7 +509,9 @@ class IamService:
             await self._changes.access_changed()
             return found[0]
 
-    async def list_bindings(self, meta: RequestMeta) -> Sequence[RoleBinding]:
+    async def list_bindings(
+        self, meta: RequestMeta, page: Input[PageRequest] = lambda: EVERYTHING
+    ) -> Paged[RoleBinding]:
         async with self._ops.begin(meta, None) as op:
             organisation = await self._organisation(op, meta.organisation_ref)
-            return await self._iam.role_bindings(organisation.identity)
+            return await self._iam.role_bindings(organisation.identity, page())

@@ -11,6 +11,7 @@ from coffer.crypto.byok import UNWRAP_FAILED, WrappingKey
 from coffer.domain.keys import Key, KeyFilter, KeySpec, KeyStatus
 from coffer.domain.keytypes import Operation as KeyOperation
 from coffer.domain.keytypes import require
+from coffer.domain.paging import EVERYTHING, Paged, PageRequest
 from coffer.domain.permissions import Action
 from coffer.domain.regions import Region
 from coffer.domain.signing import ImportHash
@@ -109,8 +110,12 @@ class KeyService:
             )
 
     async def list_keys(
-        self, meta: RequestMeta, region_ref: str, key_filter: Input[KeyFilter]
-    ) -> tuple[Caller, Sequence[Key]]:
+        self,
+        meta: RequestMeta,
+        region_ref: str,
+        key_filter: Input[KeyFilter],
+        page: Input[PageRequest] = lambda: EVERYTHING,
+    ) -> tuple[Caller, Paged[Key]]:
         async with self._ops.begin(meta, "kms.key.list") as op:
             caller = await op.authorise()
             region = self._scope.region(op, region_ref)
@@ -120,6 +125,7 @@ class KeyService:
                 region.identity,
                 caller.project_identity,
                 key_filter(),
+                page(),
             )
             return caller, keys
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from coffer.domain.audit import AuditFilter, ChainRow, ChainTip, Checkpoint, PruneMark
 from coffer.domain.keys import Key, KeyFilter, KeyStatus
+from coffer.domain.paging import EVERYTHING, Paged, PageRequest
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.seal import (
     Installation,
@@ -169,8 +170,9 @@ class Store(RootStore, Protocol):
         region: str,
         project_identity: str | None,
         key_filter: KeyFilter,
-    ) -> Sequence[Key]:
-        """Keys of one scope, ordered by (createdAt, identity)."""
+        page: PageRequest = EVERYTHING,
+    ) -> Paged[Key]:
+        """Keys of one scope, ordered by (createdAt, identity), one page of them."""
         ...
 
     async def count_keys(
@@ -284,11 +286,17 @@ class AuditStore(Protocol):
 class IamStore(Protocol):
     """The reads of IAM administration."""
 
-    async def organisations(self, member: str | None) -> Sequence[Organisation]: ...
+    async def organisations(
+        self, member: str | None, page: PageRequest = EVERYTHING
+    ) -> Paged[Organisation]: ...
 
-    async def projects(self, organisation_identity: str) -> Sequence[Project]: ...
+    async def projects(
+        self, organisation_identity: str, page: PageRequest = EVERYTHING
+    ) -> Paged[Project]: ...
 
-    async def service_accounts(self, organisation_identity: str) -> Sequence[Principal]: ...
+    async def service_accounts(
+        self, organisation_identity: str, page: PageRequest = EVERYTHING
+    ) -> Paged[Principal]: ...
 
     async def find_service_account(
         self, organisation_identity: str, ref: str
@@ -298,12 +306,16 @@ class IamStore(Protocol):
 
     async def platform_admins(self) -> Sequence[Principal]: ...
 
-    async def platform_tokens(self) -> Sequence[TokenInfo]: ...
+    async def platform_tokens(self, page: PageRequest = EVERYTHING) -> Paged[TokenInfo]: ...
 
-    async def tokens(self, organisation_identity: str) -> Sequence[TokenInfo]: ...
+    async def tokens(
+        self, organisation_identity: str, page: PageRequest = EVERYTHING
+    ) -> Paged[TokenInfo]: ...
 
     async def find_token(self, organisation_identity: str, identity: str) -> TokenInfo | None: ...
 
-    async def role_bindings(self, organisation_identity: str) -> Sequence[RoleBinding]: ...
+    async def role_bindings(
+        self, organisation_identity: str, page: PageRequest = EVERYTHING
+    ) -> Paged[RoleBinding]: ...
 
     async def has_key(self, organisation_identity: str, key_identity: str) -> bool: ...

@@ -16,11 +16,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coffer.domain.keys import Key, KeyFilter, KeyStatus
+from coffer.domain.paging import EVERYTHING, Paged, PageRequest
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.seal import Installation, RootGeneration, RootWrappedRow, Wrapped
 from coffer.domain.tenants import Organisation, Project
 from coffer.errors import Conflict, Unavailable
 from coffer.storage import schema, sql_root, verified
+from coffer.storage.paging import cut, paged
 from coffer.storage.repositories import Integrity, TokenRecord, WrappingKeyRecord
 from coffer.storage.rows import (
     identity_first,
@@ -228,7 +230,8 @@ class SqlStore:
         region: str,
         project_identity: str | None,
         key_filter: KeyFilter,
-    ) -> Sequence[Key]:
+        page: PageRequest = EVERYTHING,
+    ) -> Paged[Key]:
         table = schema.keys
         conditions = [
             table.c.organisation_identity == organisation_identity,
@@ -245,18 +248,17 @@ class SqlStore:
             conditions.append(table.c.status == key_filter.status.value)
         if key_filter.key_type is not None:
             conditions.append(table.c.key_type == key_filter.key_type.value)
-        query = (
-            select(table).where(and_(*conditions)).order_by(table.c.created_at, table.c.identity)
-        )
+        query = paged(select(table).where(and_(*conditions)), table.c.created_at,
+                      table.c.identity, page)  # fmt: skip
         async with self.reading() as conn:
-            rows = (await conn.execute(query)).all()
+            rows, next_after = cut((await conn.execute(query)).all(), page)
             rows = await conn.run_sync(
                 lambda c: verified.key_rows(c, self._integrity, rows, current=False)
             )
             if key_filter.labels:
                 wanted = key_filter.labels.items()
                 rows = [row for row in rows if wanted <= dict(row.labels).items()]
-            return await self._with_versions(conn, rows)
+            return Paged(await self._with_versions(conn, rows), next_after)
 
     async def reserve_encryptions(
         self, key_identity: str, version: int, wanted: int, budget: int
