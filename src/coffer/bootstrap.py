@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -135,6 +136,8 @@ from coffer.storage.sql_iam import SqlIamStore
 from coffer.storage.sqlite_changes import FileLease, SqliteChangeBus
 
 log = logging.getLogger(__name__)
+#: SQLite's words for a file that is not (or no longer) a sound database.
+_DAMAGED = re.compile(r"not a database|malformed|corrupt", re.IGNORECASE)
 
 #: The schema revision from which the root of trust has rows of its own.
 ROOT_OF_TRUST_REVISION = "0007"
@@ -771,6 +774,24 @@ def _install_legacy(settings: Settings, key: bytes) -> None:
     log.warning("data directory upgraded: installation %s, root key generation 1", identity)
 
 
+def check_writable(settings: Settings) -> None:
+    """``ConfigError`` naming the first file or directory a server must write but this user
+    cannot (permissions, owner, an immutable attribute) — told apart from a damaged database,
+    so that nobody restores a backup over a healthy one."""
+    paths = [settings.anchor_path.parent, settings.anchor_path]
+    if settings.database_url is None:
+        database = settings.database_path
+        paths = [settings.data_dir, database, Path(f"{database}-wal"), Path(f"{database}-shm"),
+                 *paths]  # fmt: skip
+    for path in paths:
+        if path.exists() and not os.access(path, os.W_OK):
+            raise ConfigError(
+                f"{path} cannot be written by this user (check its owner, its mode and its "
+                "attributes: lsattr). The data may well be intact: fix the access rather than "
+                "restore a backup over it"
+            )
+
+
 def open_data_dir(settings: Settings) -> RootOfTrust:
     """Check that ``settings.data_dir`` is an initialised Coffer, check its root key, migrate
     its schema to this version, and open its root of trust. Raises ``ConfigError`` with what to
@@ -783,9 +804,15 @@ def open_data_dir(settings: Settings) -> RootOfTrust:
     try:
         current, head = schema_revision(settings.url)
     except DatabaseUnreadable as exc:
+        if _DAMAGED.search(str(exc)):
+            raise ConfigError(
+                f"the database of {settings.data_dir} is damaged ({exc}): restore it from your "
+                "backup"
+            ) from None
         raise ConfigError(
-            f"the database of {settings.data_dir} cannot be read ({exc}): restore it from your "
-            "backup"
+            f"the database of {settings.data_dir} cannot be opened ({exc}): check that this user "
+            "may read and write the directory and its files, and that the disk has room. The "
+            "database itself may be intact: do not replace it with a backup before you know"
         ) from None
     if current is None:
         raise NotInitialised(

@@ -119,6 +119,14 @@ class InvalidRequest(CofferError):
     default_message = "invalid request"
 
 
+class ClientGone(InvalidRequest):
+    """The client closed its connection before its request body was complete: there is nobody
+    to answer (nothing is logged beyond the access log; nothing was done)."""
+
+    code = "client_gone"
+    default_message = "the client closed the connection before its request was complete"
+
+
 class RequestTooLarge(InvalidRequest):
     code = "request_too_large"
     default_message = "request body too large"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +138,32 @@ def test_serve_refuses_a_database_file_that_is_not_a_database(fresh: Initialised
     result = run_coffer("serve", "--data-dir", fresh.data_dir, "--port", str(free_port()))
 
     assert result.returncode == 1
-    assert "cannot be read" in result.stderr
+    assert "is damaged" in result.stderr
+    assert "restore it from your backup" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("which", ["coffer.db", "data directory", "audit-anchor.jsonl"])
+def test_serve_tells_unwritable_files_from_a_damaged_database(
+    fresh: Initialised, which: str
+) -> None:
+    """Healthy files this user cannot write (here: immutable) must not be called damaged: the
+    advice to restore a backup would replace good data with older data."""
+    target = fresh.data_dir if which == "data directory" else fresh.data_dir / which
+    if which == "audit-anchor.jsonl":
+        target.write_text('{"anchor": "anc-0000000000000000", "format": "coffer-audit-anchor/1"}\n')
+    made = subprocess.run(["chattr", "+i", str(target)], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert made.returncode == 0, f"this test makes files immutable with chattr: {made.stderr}"
+    try:
+        result = run_coffer("serve", "--data-dir", fresh.data_dir, "--port", str(free_port()))
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+    assert result.returncode == 1
+    assert f"{target} cannot be written by this user" in result.stderr
+    assert "fix the access rather than restore a backup over it" in result.stderr
+    assert "damaged" not in result.stderr
     assert "Traceback" not in result.stderr
 
 

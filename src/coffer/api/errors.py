@@ -12,9 +12,11 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from coffer import errors
+from coffer.logs import Throttled
 from coffer.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
+unavailable = Throttled(log)
 
 STATUS: dict[type[errors.CofferError], int] = {
     errors.Unauthenticated: 401,
@@ -79,7 +81,10 @@ async def coffer_error(request: Request, exc: Exception) -> Response:
         return error_response(status, exc.message, exc.code, request_id)
     # Details (with the cause) stay in the server log; the client gets the request id to quote.
     if status == 503:
-        log.warning("request %s: %s", request_id, exc.message, exc_info=exc.__cause__)
+        # The same cause (a full disk) answers many requests: its traceback once a minute.
+        kind = f"{exc.message}/{type(exc.__cause__).__name__}"
+        unavailable.failure(logging.WARNING, kind, "request %s: %s", request_id, exc.message,
+                            exc_info=exc.__cause__)  # fmt: skip
     else:
         log.error("request %s failed: %s", request_id, exc.code, exc_info=exc)
     return error_response(status, type(exc).default_message, exc.code, request_id)

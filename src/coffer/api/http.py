@@ -13,13 +13,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coffer.api.errors import error_response
 from coffer.domain.paging import MAX_PAGE, After, Paged, PageRequest
-from coffer.errors import Internal, InvalidRequest, RequestTooLarge, shown
+from coffer.errors import ClientGone, Internal, InvalidRequest, RequestTooLarge, shown
 from coffer.metrics import UNMATCHED, RequestMeter
 from coffer.service.context import RequestMeta
 from coffer.service.services import Services
@@ -166,11 +166,14 @@ async def read_body(request: Request) -> Body:
         return Body(b"", too_large)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return Body(b"", too_large)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return Body(b"", too_large)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone() from None  # an aborted upload: a 4xx nobody reads, no traceback
     return Body(b"".join(chunks))
 
 

@@ -22,9 +22,12 @@ from coffer.audit.events import AuditEvent
 from coffer.audit.sinks import RequiredSinks
 from coffer.domain.audit import ChainTip, Checkpoint, PruneMark
 from coffer.errors import Unavailable
+from coffer.logs import Throttled
 from coffer.storage.repositories import AuditStore, Change
 
 log = logging.getLogger(__name__)
+#: A disk that stays full fails every batch: its traceback once, then a count a minute.
+failures = Throttled(log)
 
 MAX_BATCH = 1000
 
@@ -139,9 +142,9 @@ class AuditLog:
                         [(event, change) for event, change, _ in batch]
                     )
                 except Exception as exc:  # every failure fails the batch closed
-                    log.error(
-                        "audit log: %d record(s) could not be written", len(batch), exc_info=exc
-                    )
+                    failures.failure(logging.ERROR, type(exc).__name__,
+                                     "audit log: %d record(s) could not be written", len(batch),
+                                     exc_info=exc)  # fmt: skip
                     for _, _, done in batch:
                         if not done.done():
                             done.set_exception(Unavailable("the audit log cannot be written"))

@@ -25,8 +25,10 @@ from typing import IO, Any
 from coffer.audit.committer import Committer, Entry
 from coffer.config import Settings
 from coffer.errors import CofferError, Unavailable
+from coffer.logs import Throttled
 
 log = logging.getLogger(__name__)
+failures = Throttled(log)
 
 _LENGTH = struct.Struct(">I")
 #: How long a batch may take (a stuck disk or database) before the writer is replaced and the
@@ -152,7 +154,9 @@ async def serve(committer: Committer, requests: IO[bytes], replies: IO[bytes]) -
         try:
             reply: tuple[str, object] = ("ok", list(await committer.commit(batch)))
         except Exception as exc:
-            log.error("audit writer: %d record(s) could not be written", len(batch), exc_info=exc)
+            failures.failure(logging.ERROR, type(exc).__name__,
+                             "audit writer: %d record(s) could not be written", len(batch),
+                             exc_info=exc)  # fmt: skip
             reply = ("error", type(exc).__name__)
         replies.write(frame(reply))
         replies.flush()

@@ -228,6 +228,7 @@ def serve(
     from coffer.api.transport import configure as configure_transport
     from coffer.bootstrap import (
         build_app,
+        check_writable,
         open_data_dir,
         redact_access_log,
         settle_garbage_collector,
@@ -244,6 +245,7 @@ def serve(
             database_url=database_url,
             workers=workers,
         )
+        check_writable(settings)
         root = open_data_dir(settings)
     except ConfigError as exc:
         raise _fail(str(exc)) from None

@@ -216,6 +216,8 @@ class Operation:
         self.event.status = self._status_of(self.event.action, error)
         try:
             await self._sink.write(self.event)
+        except CofferError:
+            raise  # the log said why, once for the batch
         except Exception as write_error:
             log.exception("audit record %s could not be written", self.event.event_id)
             raise Unavailable("the audit log cannot be written") from write_error
