@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +245,20 @@ def test_when_connections_run_out_an_idle_one_makes_room_and_busy_ones_get_503(
                 sock.close()
         time.sleep(0.3)
         assert server.get() == 200
+
+
+def test_the_limits_hold_in_every_worker(tmp_path: Path, serve: Any) -> None:
+    """With --workers, each worker process applies the configured limits."""
+    data_dir = tmp_path / "data"
+    assert run_coffer("init", "--data-dir", data_dir).returncode == 0
+    config = tmp_path / "coffer.toml"
+    config.write_text("max_header_bytes = 2048\n")
+    port = free_port()
+    serve("--data-dir", data_dir, "--port", str(port), "--workers", "2", "--config", config,
+          port=port)  # fmt: skip
+    answers = []
+    for _ in range(8):  # connections land on either worker
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
+            answers.append(read_answer(sock)[0])
+    assert answers == [431] * 8
