@@ -78,6 +78,9 @@ def test_a_second_export_allowed_does_not_make_an_exportable_key(world: Kms) -> 
     for body in (
         b'{"name":"x","keyType":"hmac","exportAllowed":false,"exportAllowed":true}',
         b'{"name":"x","keyType":"hmac","labels":{"team":"a","team":"b"}}',
+        # The second name spelt with an escape: the same name once decoded.
+        b'{"name":"x","keyType":"hmac","exportAllowed":false,"exportAll\\u006fwed":true}',
+        b'{"name":"x","keyType":"hmac","exportAllowed":false,"export\\u0041llowed":true}',
     ):
         answer = world.client.post("/v1/kms/nl-01/keys", content=body, headers=world.headers)
         assert answer.status_code == 400, answer.text

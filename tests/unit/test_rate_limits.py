@@ -26,7 +26,7 @@ def test_a_bucket_holds_one_seconds_worth_and_refills_at_the_rate() -> None:
     assert buckets.take("b") == 0.0, "each key has its own bucket"
 
 
-def test_memory_is_bounded_by_forgetting_the_longest_idle() -> None:
+def test_memory_is_bounded_by_forgetting_the_oldest_bucket() -> None:
     timer = Timer()
     buckets = TokenBuckets(1, timer)
     assert buckets.take("first") == 0.0

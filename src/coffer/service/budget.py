@@ -39,6 +39,16 @@ class EncryptionBudget:
         self._reserving: dict[tuple[str, int], asyncio.Future[int]] = {}
         self._meter = meter
 
+    def take_reserved(self, key_identity: str, version: int) -> bool:
+        """Count one encryption from this process's reservation, if it has one left (the hot
+        path: no await)."""
+        which = (key_identity, version)
+        left = self._left.get(which, 0)
+        if left > 0:
+            self._left[which] = left - 1
+            return True
+        return False
+
     async def take(self, key_identity: str, version: int) -> bool:
         """Count one encryption of the version; ``False`` if its budget is spent."""
         which = (key_identity, version)

@@ -165,7 +165,12 @@ class CryptoService:
             op.event.key_version = use
             op.event.plaintext_bytes = len(given.plaintext)
             check_plaintext_size(len(given.plaintext), max_plaintext(key.key_type))
-            if self._budget is not None and key.key_type in BUDGETED:
+            budget = self._budget
+            if (
+                budget is not None
+                and key.key_type in BUDGETED
+                and not budget.take_reserved(key.identity, use)
+            ):
                 key, use = await self._within_budget(key, use, given.key_version is not None)
                 op.event.key_version = use
             body = (await self._keyring.handle(key, use)).encrypt(given.plaintext)

@@ -9,8 +9,9 @@ Two limits, each answered with 429 ``rate_limited`` and ``Retry-After``:
   token from its address's bucket (``rate_limit_auth_failures_per_second``); beyond it the
   answer is 429 rather than 401. Valid tokens from the same address are not held back.
 
-Buckets are kept for at most ``MAX_KEYS`` principals or addresses at once (the longest idle is
-forgotten first), so a flood of new addresses cannot grow memory without bound.
+Buckets are kept for at most ``MAX_KEYS`` principals or addresses at once (beyond, the oldest
+bucket is forgotten: it starts full again if its key comes back), so a flood of new addresses
+cannot grow memory without bound.
 """
 
 from __future__ import annotations
@@ -36,16 +37,17 @@ class TokenBuckets:
     def take(self, key: str) -> float:
         """Take a token for ``key``: 0.0 if there was one, else the seconds until there is."""
         now = self._timer()
-        tokens, then = self._buckets.pop(key, (self._capacity, now))
+        buckets = self._buckets
+        tokens, then = buckets.get(key) or (self._capacity, now)
         tokens = min(self._capacity, tokens + (now - then) * self._rate)
         if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)  # newest last
+            buckets[key] = (tokens - 1.0, now)
             wait = 0.0
         else:
-            self._buckets[key] = (tokens, now)
+            buckets[key] = (tokens, now)
             wait = (1.0 - tokens) / self._rate
-        if len(self._buckets) > MAX_KEYS:
-            del self._buckets[next(iter(self._buckets))]
+        if len(buckets) > MAX_KEYS:  # the first made goes (it comes back full if still used)
+            del buckets[next(iter(buckets))]
         return wait
 
 
