@@ -94,6 +94,27 @@ async def _busy(scope: Any, receive: Any, send: Any) -> None:
 _OPENED = itertools.count(1)
 
 
+#: How often each server process looks for connections past their deadline.
+SWEEP_SECONDS = 0.5
+_WATCHED: dict[int, asyncio.TimerHandle] = {}  # id(connections) → the next sweep
+
+
+def _watch(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+    """Sweep ``connections`` (a server's) twice a second, from now on, for deadlines passed."""
+    if id(connections) in _WATCHED:
+        return
+
+    def sweep() -> None:
+        now = loop.time()
+        for connection in list(connections):
+            deadline = getattr(connection, "_deadline", None)
+            if deadline is not None and now >= deadline:
+                connection._too_slow()
+        _WATCHED[id(connections)] = loop.call_later(SWEEP_SECONDS, sweep)
+
+    _WATCHED[id(connections)] = loop.call_later(SWEEP_SECONDS, sweep)
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing: the request is refused."""
 
@@ -108,7 +129,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._received_any = False
         self._opened = 0
-        self._deadline: asyncio.TimerHandle | None = None
+        #: When this connection must have sent what it owes (``loop.time()``), else ``None``.
+        self._deadline: float | None = None
         self._refusal: bytes | None = None
 
     # --- connections -----------------------------------------------------------------------
@@ -122,6 +144,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._opened = next(_OPENED)
         self._arm(self._limits.header_timeout_seconds)
+        _watch(self.loop, self.connections)
 
     def _make_room(self) -> bool:
         """Close the oldest connection that waits for a request without having sent a byte."""
@@ -147,14 +170,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # --- deadlines -------------------------------------------------------------------------
 
+    # A deadline is a number, checked by one sweep of all connections twice a second: a timer
+    # per request (armed and cancelled three times each) cost more than the request's routing.
+
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._too_slow)
+        self._deadline = self.loop.time() + seconds
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline = None
 
     def _too_slow(self) -> None:
         self._deadline = None
