@@ -149,6 +149,16 @@ def test_too_many_header_fields_get_431(server: Server) -> None:
     status, _, body = server.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
     assert status == 431
     assert json.loads(body)["code"] == "request_header_fields_too_large"
+    fine = b"".join(b"X-H%d: v\r\n" % n for n in range(98))
+    assert server.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fine + b"\r\n")[0] == 200
+
+
+def test_a_big_head_sent_whole_gets_431(server: Server) -> None:
+    """Headers that arrive complete in one chunk are measured too."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 40_000 + b"\r\n\r\n"
+    assert server.request(head)[0] == 431
+    just = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 16_000 + b"\r\n\r\n"
+    assert server.request(just)[0] == 200
 
 
 def test_malformed_http_gets_the_json_error_body(server: Server) -> None:

@@ -4,7 +4,8 @@
 
 * **header size and count**: the bytes of a request line and headers are counted as they arrive
   (httptools would buffer a header of any size before handing it over), and past
-  ``max_header_bytes`` or ``max_headers`` the answer is 431 and the connection is closed;
+  ``max_header_bytes`` or ``max_headers`` the answer is 431 and the connection is closed (checked
+  per chunk received and once the headers are complete: no Python call per header);
 * **slow clients**: a request's line and headers must arrive within ``header_timeout_seconds``
   of the connection (or of the previous response), its body within ``body_timeout_seconds`` of
   its headers; a connection that sends nothing is closed after the first (a slow one gets 408);
@@ -125,8 +126,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._limits = LIMITS
         self._awaiting_headers = True
         self._pending = 0  # bytes received while headers are incomplete (what httptools holds)
-        self._header_bytes = 0  # the request line and headers as parsed
-        self._header_count = 0
+        self._chunk = 0  # the size of the chunk being parsed
         self._received_any = False
         self._opened = 0
         #: When this connection must have sent what it owes (``loop.time()``), else ``None``.
@@ -194,6 +194,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._unset_keepalive_if_required()
         self._received_any = True
+        self._chunk = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -224,32 +225,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             f"{self._limits.max_headers} fields",
         )
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._awaiting_headers = True
-        self._header_bytes = self._header_count = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._header_bytes += len(url)
-        if self._header_bytes > self._limits.max_header_bytes:
-            self._refuse_headers()
-            raise _Refused
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._header_bytes += len(name) + len(value)
-        limits = self._limits
-        if self._header_count > limits.max_headers or self._header_bytes > limits.max_header_bytes:
-            self._refuse_headers()
-            raise _Refused
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        limits = self._limits
+        if (
+            len(self.headers) > limits.max_headers
+            # Headers that came in one big chunk were never counted as incomplete: count them.
+            or (
+                self._chunk > limits.max_header_bytes
+                and self._head_size() > limits.max_header_bytes
+            )
+        ):
+            self._refuse_headers()
+            raise _Refused
         self._awaiting_headers = False
         self._pending = 0
-        self._arm(self._limits.body_timeout_seconds)
-        if len(self.tasks) >= self._limits.max_concurrent_requests:
+        self._arm(limits.body_timeout_seconds)
+        if len(self.tasks) >= limits.max_concurrent_requests:
             app, self.app = self.app, _busy
             try:
                 super().on_headers_complete()
@@ -257,6 +248,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.app = app
             return
         super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) for name, value in self.headers)
 
     def on_message_complete(self) -> None:
         self._disarm()  # the app has the whole request: the response is its business
