@@ -28,7 +28,7 @@ from tests.e2e.processes import (
     wait_until_healthy,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.one_engine]  # the transport: no storage involved
 
 
 @dataclass(frozen=True)
