@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from tests.e2e.processes import (
 pytestmark = [pytest.mark.slow, pytest.mark.one_engine]
 
 CONFIG = Path(__file__).resolve().parents[1] / "schemathesis" / "schemathesis.toml"
-SCHEMATHESIS = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "schemathesis"
+#: Installed beside the Python that runs the tests (the project's virtual environment).
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 #: Operations whose schema-valid requests are refused for reasons a schema cannot state: an
 #: unseal key share that is not one of this installation's (400 ``invalid_unseal_key``), and a
 #: token's ``serviceAccount``, required only with ``X-Organisation-Identity``.
