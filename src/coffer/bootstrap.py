@@ -992,8 +992,11 @@ async def verify_audit(
             if copy is not None:
                 path = anchor_path or settings.anchor_path
                 anchor = await asyncio.to_thread(_anchor_file, path) if path.exists() else None
+                # The installation's first keyed record, not the copy's word for it: a copy
+                # could claim every record is linked the old, unkeyed way.
+                keyed = await audit_store.audit_keyed_from()
                 return await verify_chain(copy, purposes.signer, purposes.audit_link, anchor,
-                                          copy=copy)  # fmt: skip
+                                          copy=copy, keyed_from=keyed)  # fmt: skip
             anchor = await _anchor_of(audit_store, anchor_path or settings.anchor_path)
             return await verify_chain(audit_store, purposes.signer, purposes.audit_link, anchor)
     finally:
@@ -1006,10 +1009,11 @@ async def export_audit(settings: Settings, out: BinaryIO) -> int:
     head, so that the export can be verified elsewhere (``coffer audit verify --export``). Reads
     the database only: no root of trust. Returns how many records went out."""
     async with _stores(settings, _no_macs) as (_, store):
+        made = utc_now()  # before the head is read: every checkpoint it holds is older
         head_seq, head_link = await store.audit_head()
         keyed_from = await store.audit_keyed_from()
         checkpoints = [cp for cp in await store.audit_checkpoints() if cp.seq <= head_seq]
-        out.write(export_header(utc_now()))
+        out.write(export_header(made))
         for mark in await store.audit_prune_marks():
             out.write(pruned_line(mark))
         after = count = 0
@@ -1020,6 +1024,8 @@ async def export_audit(settings: Settings, out: BinaryIO) -> int:
             out.writelines(lines_of(rows, checkpoints))
             count += len(rows)
             after = rows[-1].seq if rows else head_seq
+        if count == 0:  # every record pruned: the checkpoint where they end still shows it
+            out.writelines(checkpoint_line(cp) for cp in checkpoints)
         out.write(head_line(head_seq, head_link, keyed_from))
         return count
 

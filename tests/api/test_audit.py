@@ -705,7 +705,7 @@ EXPORT_ATTACKS: dict[str, tuple[Callable[[list[bytes]], list[bytes]], str]] = {
         "the checkpoint at record 15 does not follow the checkpoint before it"),
     "swap two records": (
         lambda lines: [*lines[:3], lines[4], lines[3], *lines[5:]],
-        "record 4 is missing (next is 5)"),  # the later 3 supersedes: 4 is gone
+        "record 3 appears twice, behind a checkpoint"),
 }  # fmt: skip
 
 
@@ -739,11 +739,70 @@ def test_an_export_verifies_elsewhere_with_the_public_key_and_the_anchor_alone(
     for name, (attack, problem) in EXPORT_ATTACKS.items():
         assert problem in (verify(attack(lines)).problem or ""), name
 
-    # The anchor goes on after the export: later checkpoints are not the export's to hold.
+    # The anchor goes on after the export: later checkpoints are not the export's to hold, and
+    # verify says how many there are (an older copy and a cut one look the same).
     for _ in range(5):
         longer.post(f"{KEYS}/k/encrypt", {"plaintext": "AA=="})
     shutil.copy(longer.settings.anchor_path, elsewhere / "anchor.jsonl")
-    assert verify(lines).ok
+    later = verify(lines)
+    assert later.ok, later.problem
+    assert (later.beyond, later.beyond_seq) == (1, 25)
+
+    # Cut back and dated before its own checkpoints, to hide the anchor's: refused.
+    cut = _truncated_to(lines, 10)
+    cut[0] = cut[0].replace(b'"exportedAt":"2026', b'"exportedAt":"1970')
+    assert "before its own newest checkpoint" in (verify(cut).problem or "")
+    # Dated between checkpoints 10 and 15: passes, and says the anchor holds 3 beyond it.
+    cut = _truncated_to(lines, 10)
+    checkpoint_10 = json.loads(next(line for line in cut if b'"type":"checkpoint"' in line
+                                    and b'"seq":10,' in line))["checkpoint"]["createdAt"]  # fmt: skip
+    cut[0] = json.dumps({"type": "export", "format": "coffer-audit-export/1",
+                         "exportedAt": checkpoint_10}).encode() + b"\n"  # fmt: skip
+    shown = verify(cut)
+    assert shown.ok, shown.problem
+    assert (shown.beyond, shown.beyond_seq, shown.last_seq) == (3, 25, 10)
+    # Without its head line, a cut export still fails (it is dated); without its first line
+    # too (it then reads as a sink's copy), the anchor's checkpoints beyond it are counted.
+    headless = [line for line in lines if b'"type":"head"' not in line][:-5]
+    assert "beyond the database's last record" in (verify(headless).problem or "")
+    undated = verify(headless[1:])
+    assert undated.ok, undated.problem
+    assert undated.beyond >= 1
+
+
+def test_a_fabricated_export_claiming_unkeyed_links_is_refused(longer: Kms, tmp_path: Any) -> None:
+    """Records linked with plain SHA-256 (as before keyed links), a head saying so, dated long
+    ago so that no anchor checkpoint is its to hold: no signed checkpoint, no verification; and
+    with checkpoints taken from a real export, the installation's own first keyed record (not
+    the copy's) decides how links are checked."""
+    import asyncio
+    import hashlib
+
+    from coffer.audit.chain import canonical
+    from coffer.bootstrap import verify_audit
+
+    prev = bytes(32)
+    lines = [json.dumps({"type": "export", "format": "coffer-audit-export/1",
+                         "exportedAt": "1970-01-01T00:00:00Z"}).encode()]  # fmt: skip
+    real = records(longer)
+    for record in real[:3]:
+        record = {**record, "context": {**record["context"], "status": 999}}
+        link = hashlib.sha256(prev + canonical(record)).digest()
+        lines.append(json.dumps({"type": "record", "seq": record["seq"], "prev": prev.hex(),
+                                 "link": link.hex(), "record": record}).encode())  # fmt: skip
+        prev = link
+    lines.append(json.dumps({"type": "head", "seq": 3, "link": prev.hex(),
+                             "keyedFrom": None}).encode())  # fmt: skip
+    (tmp_path / "forged.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    result = asyncio.run(verify_audit(longer.settings, export=tmp_path / "forged.jsonl"))
+    assert result.problem == "the copy holds no signed checkpoint: nothing in it can be proven"
+
+    genuine = exported(longer, tmp_path / "export.jsonl")
+    with_checkpoints = [genuine[0], *lines[1:4], *[g for g in genuine if b'"checkpoint"' in g]]
+    (tmp_path / "forged.jsonl").write_bytes(b"\n".join(x.rstrip(b"\n") for x in with_checkpoints)
+                                            + b"\n")  # fmt: skip
+    result = asyncio.run(verify_audit(longer.settings, export=tmp_path / "forged.jsonl"))
+    assert not result.ok
 
 
 def test_an_edited_export_record_is_caught_by_its_link_with_the_root_of_trust(

@@ -218,6 +218,7 @@ def test_a_required_sink_that_is_down_fails_every_request_with_503_and_nothing_c
         collector.start()  # back: requests succeed again, the chain goes on unbroken
         assert kms.client.post(f"{KEYS}/k/rotate", headers=kms.headers).status_code == 200
         assert key_state(kms) == (before[0] + 1, before[1] + 1)
+        assert set(encrypt(kms, 5)) == {200}  # to a signed checkpoint: a copy proves that far
         assert_copy_is_the_log(kms, read_lines(iter(collector.lines())))
 
 
@@ -368,3 +369,25 @@ def test_a_required_syslog_socket_that_is_gone_fails_closed(tmp_path: Path) -> N
         before = key_state(kms)
         assert kms.client.post(f"{KEYS}/k/rotate", headers=kms.headers).status_code == 503
         assert key_state(kms) == before
+
+
+def test_an_optional_sink_gets_the_checkpoints_made_on_their_own(
+    tmp_path: Path, collector: Collector
+) -> None:
+    """A scheduler pass or a shutdown signs the chain where it stands, records already sent:
+    the sink still gets that checkpoint (the next one names it), and its copy verifies."""
+    name = f"standalone-{collector.port}"
+    sink = AuditSinkSettings(name=name, type="http", url=collector.url,
+                             token_env="COFFER_TEST_COLLECTOR_TOKEN")  # fmt: skip
+    collector.start()
+    with open_with_sinks(tmp_path, sink) as kms:
+        kms.create_key("k")
+        encrypt(kms, 2)
+        wait_for(lambda: len(read_lines(iter(collector.lines())).rows) == 3)
+        assert kms.run(kms.services.audit_log.checkpoint), "a checkpoint of record 3, alone"
+        encrypt(kms, 12)
+        wait_for(lambda: len(read_lines(iter(collector.lines())).rows) == 15)
+        wait_for(lambda: lag(kms, name) == 0)
+        copy = read_lines(iter(collector.lines()))
+        assert [cp.seq for cp in copy.checkpoints] == [3, 5, 10, 15]
+        assert_copy_is_the_log(kms, copy)

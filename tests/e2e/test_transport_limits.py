@@ -272,3 +272,42 @@ def test_the_limits_hold_in_every_worker(tmp_path: Path, serve: Any) -> None:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
             answers.append(read_answer(sock)[0])
     assert answers == [431] * 8
+
+
+def test_a_pipelined_head_is_bounded_while_a_response_is_under_way(server: Server) -> None:
+    """The first request takes a while (an RSA-4096 key is made); the second's head streams
+    in meanwhile: it is counted all the same, and refused past the limit."""
+    body = json.dumps({"name": "slow", "keyType": "rsa-4096"}).encode()
+    first = (f"POST /v1/kms/nl-01/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+             f"{server.token}\r\nX-Organisation-Identity: default\r\nContent-Type: "
+             f"application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+    with server.connect() as sock:
+        sock.sendall(first + b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):
+            for _ in range(64):
+                sock.sendall(b"b" * 16_384)
+        status, _, _ = read_answer(sock)
+        assert status in (201, 431)
+        if status == 201:
+            assert read_answer(sock)[0] == 431
+    assert server.get() == 200
+
+
+def test_an_early_answer_does_not_count_the_rest_of_the_body_as_a_head(server: Server) -> None:
+    """A body over the limit is answered 413 at once; the rest of it, still arriving, is a
+    body, not the next request's head: no second answer."""
+    head = (b"POST /v1/kms/nl-01/keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2000000\r\nConnection: close\r\n\r\n")  # fmt: skip
+    with server.connect() as sock:
+        sock.sendall(head)
+        with contextlib.suppress(OSError):
+            for _ in range(8):
+                sock.sendall(b"a" * 65_536)
+        status, _, body = read_answer(sock)
+        assert status in (401, 413), body
+        sock.settimeout(3)
+        rest = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                rest += chunk
+        assert b"HTTP/1.1" not in rest, "one answer only"

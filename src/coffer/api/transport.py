@@ -121,15 +121,19 @@ class _Refused(Exception):
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """State kept by the parser's events: ``_in_head`` while bytes belong to a request line and
+    headers not complete yet (from the connection, or a request's end, to its next headers),
+    ``_pending`` the bytes of that head so far. A response may still be on its way meanwhile
+    (pipelining, or a client slow to read): then the head's bytes count all the same."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._limits = LIMITS
-        self._awaiting_headers = True
-        self._pending = 0  # bytes received while headers are incomplete (what httptools holds)
+        self._in_head = True
+        self._pending = 0  # bytes of the head being received (what httptools holds of it)
         self._chunk = 0  # the size of the chunk being parsed
-        self._received_any = False
         self._opened = 0
-        #: When this connection must have sent what it owes (``loop.time()``), else ``None``.
+        #: When this connection must have sent (or read) what it owes (``loop.time()``).
         self._deadline: float | None = None
         self._refusal: bytes | None = None
 
@@ -143,19 +147,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)
         self._opened = next(_OPENED)
-        self._arm(self._limits.header_timeout_seconds)
+        self._next_deadline()
         _watch(self.loop, self.connections)
 
+    def _idle(self) -> bool:
+        """Waiting for a request it has not begun to send, with no response under way."""
+        return (
+            self._in_head
+            and self._pending == 0
+            and (self.cycle is None or self.cycle.response_complete)
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
+
     def _make_room(self) -> bool:
-        """Close the oldest connection that waits for a request without having sent a byte."""
+        """Close the oldest idle connection."""
         idle = [
-            other
-            for other in self.connections
-            if isinstance(other, GuardedHttpToolsProtocol)
-            and other._awaiting_headers
-            and not other._received_any
-            and other.transport is not None
-            and not other.transport.is_closing()
+            c for c in self.connections if isinstance(c, GuardedHttpToolsProtocol) and c._idle()
         ]
         if not idle:
             return False
@@ -165,7 +173,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._deadline = None
         super().connection_lost(exc)
 
     # --- deadlines -------------------------------------------------------------------------
@@ -173,19 +181,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # A deadline is a number, checked by one sweep of all connections twice a second: a timer
     # per request (armed and cancelled three times each) cost more than the request's routing.
 
-    def _arm(self, seconds: float) -> None:
+    def _next_deadline(self) -> None:
+        """A head must arrive within ``header_timeout_seconds``; a body, and a response (sent and
+        read: a client that does not read holds a task), within ``body_timeout_seconds``."""
+        responding = self.cycle is not None and not self.cycle.response_complete
+        limits = self._limits
+        seconds = (
+            limits.header_timeout_seconds
+            if self._in_head and not responding
+            else limits.body_timeout_seconds
+        )
         self._deadline = self.loop.time() + seconds
-
-    def _disarm(self) -> None:
-        self._deadline = None
 
     def _too_slow(self) -> None:
         self._deadline = None
         if self.transport is None or self.transport.is_closing():
             return
-        if self._awaiting_headers and self._received_any:
+        if self._in_head and self._pending and (self.cycle is None or self.cycle.response_complete):
             self.transport.write(_answer(408, "request_timeout", "the request came too slowly"))
-        self.transport.close()  # a body still on its way: the app sees the client leave
+        self.transport.close()  # a body or a response under way: the app sees the client leave
 
     # --- parsing ---------------------------------------------------------------------------
 
@@ -193,7 +207,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refusal is not None:
             return
         self._unset_keepalive_if_required()
-        self._received_any = True
         self._chunk = len(data)
         try:
             self.parser.feed_data(data)
@@ -206,14 +219,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self._refusal is None:
                 self._refusal = _answer(400, "invalid_request", "malformed HTTP request")
-        if self._refusal is None and self._awaiting_headers:
-            # Everything of this chunk belongs to headers still incomplete: count it before
-            # httptools buffers more of it.
+        if self._refusal is None and self._in_head:
+            # The chunk ended inside a head: count it before httptools holds more of it.
             self._pending += len(data)
             if self._pending > self._limits.max_header_bytes:
                 self._refuse_headers()
         if self._refusal is not None:
-            self._disarm()
+            self._deadline = None
             self.transport.write(self._refusal)
             self.transport.close()
 
@@ -229,39 +241,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         limits = self._limits
         if (
             len(self.headers) > limits.max_headers
-            # Headers that came in one big chunk were never counted as incomplete: count them.
+            # Bytes of this chunk were not counted yet: measure the head itself if they could
+            # have taken it over the limit.
             or (
-                self._chunk > limits.max_header_bytes
+                self._pending + self._chunk > limits.max_header_bytes
                 and self._head_size() > limits.max_header_bytes
             )
         ):
             self._refuse_headers()
             raise _Refused
-        self._awaiting_headers = False
+        self._in_head = False
         self._pending = 0
-        self._arm(limits.body_timeout_seconds)
         if len(self.tasks) >= limits.max_concurrent_requests:
             app, self.app = self.app, _busy
             try:
                 super().on_headers_complete()
             finally:
                 self.app = app
-            return
-        super().on_headers_complete()
+        else:
+            super().on_headers_complete()
+        self._next_deadline()
 
     def _head_size(self) -> int:
         return len(self.url) + sum(len(name) + len(value) for name, value in self.headers)
 
     def on_message_complete(self) -> None:
-        self._disarm()  # the app has the whole request: the response is its business
         super().on_message_complete()
+        self._in_head = True  # what comes next is the next request's head
+        self._next_deadline()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._awaiting_headers = True
-        self._received_any = False  # an idle keep-alive connection may be closed to make room
-        if not self.transport.is_closing() and not self.pipeline:
-            self._arm(self._limits.header_timeout_seconds)
+        if not self.transport.is_closing():
+            self._next_deadline()
 
 
 def configure(limits: TransportLimits) -> TransportLimits:

@@ -88,6 +88,9 @@ class ExportedChain:
     head: tuple[int, bytes] | None = None
     keyed_from: int | None = None
     exported_at: datetime | None = None
+    #: A record seen again behind a checkpoint already read (only records after the newest
+    #: checkpoint may be superseded: a batch whose commit failed after a sink took it).
+    superseded_behind: int | None = None
 
     @property
     def partial(self) -> bool:
@@ -151,6 +154,9 @@ def read_lines(lines: Iterator[bytes]) -> ExportedChain:
             if kind == "record":
                 row = _row(fields)
                 if chain.rows and chain.rows[-1].seq >= row.seq:  # a batch not committed:
+                    newest = max((c.seq for c in chain.checkpoints), default=0)
+                    if row.seq <= newest or chain.exported_at is not None:  # an export: never
+                        chain.superseded_behind = chain.superseded_behind or row.seq
                     chain.rows = [r for r in chain.rows if r.seq < row.seq]  # superseded
                     chain.checkpoints = [c for c in chain.checkpoints if c.seq < row.seq]
                 chain.rows.append(row)
@@ -163,7 +169,10 @@ def read_lines(lines: Iterator[bytes]) -> ExportedChain:
                 chain.marks.append(PruneMark(int(fields["seq"]), _time(fields["createdAt"]), sig))
             elif kind == "head":
                 chain.head = (int(fields["seq"]), bytes.fromhex(fields["link"]))
-                chain.keyed_from = fields["keyedFrom"]
+                keyed = fields["keyedFrom"]
+                if keyed is not None and (not isinstance(keyed, int) or isinstance(keyed, bool)):
+                    raise ValueError
+                chain.keyed_from = keyed
             elif kind == "export":
                 if fields["format"] != EXPORT_FORMAT:
                     raise LinesError(f"line {number}: an export of another format")

@@ -168,8 +168,12 @@ class SyslogDestination:
             return socket.create_connection((host, port), self._timeout), True
         family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
         sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.settimeout(self._timeout)
-        sock.connect((host, port))
+        try:
+            sock.settimeout(self._timeout)
+            sock.connect((host, port))
+        except OSError:
+            sock.close()
+            raise
         return sock, False
 
     def send(self, lines: Sequence[bytes]) -> None:
@@ -306,17 +310,23 @@ class SinkDelivery:
         self._max_backoff = max_backoff_seconds
         self.name = destination.name
 
-    def _read_cursor(self) -> int | None:
+    def _read_cursor(self) -> tuple[int, int] | None:
+        """(the last record sent, the last checkpoint sent), or ``None`` for a new sink."""
         try:
-            return int(json.loads(self._cursor.read_bytes())["seq"])
+            fields = json.loads(self._cursor.read_bytes())
+            return int(fields["seq"]), int(fields.get("checkpoint", 0))
         except FileNotFoundError:
             return None
+        except (ValueError, KeyError, TypeError):
+            log.warning("audit sink %s: its cursor file %s is unreadable; the sink starts again "
+                        "from the newest checkpoint", self.name, self._cursor)  # fmt: skip
+            return None
 
-    def _write_cursor(self, seq: int) -> None:
+    def _write_cursor(self, seq: int, checkpoint: int) -> None:
         temporary = self._cursor.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, json.dumps({"seq": seq}).encode())
+            os.write(fd, json.dumps({"seq": seq, "checkpoint": checkpoint}).encode())
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -338,39 +348,47 @@ class SinkDelivery:
 
     async def _deliver_locked(self) -> int:
         head, _ = await self._store.audit_head()
-        cursor = await asyncio.to_thread(self._read_cursor)
-        lines: list[bytes] = []
-        new = cursor is None
-        if cursor is None:  # a new sink: from the newest checkpoint, or the beginning
-            checkpoints = await self._store.audit_checkpoints()
-            cursor = checkpoints[-1].seq if checkpoints else 0
-            lines = [checkpoint_line(checkpoints[-1])] if checkpoints else []
+        checkpoints = await self._store.audit_checkpoints()
+        found = await asyncio.to_thread(self._read_cursor)
+        if found is None:  # a new sink: from the newest checkpoint (sent first), or the start
+            start = checkpoints[-1].seq if checkpoints else 0
+            cursor, signed = start, (start - 1 if checkpoints else 0)
+        else:
+            cursor, signed = found
         while True:
             self._report(head - cursor)
-            if cursor >= head:
-                if lines:
-                    await asyncio.to_thread(self._destination.send, lines)
-                if new:
-                    await asyncio.to_thread(self._write_cursor, cursor)
-                return 0
-            rows = await self._store.audit_rows(cursor, self._batch)
-            if not rows:
-                return head - cursor  # the head moved back (a restore): nothing to send
-            if rows[0].seq != cursor + 1:
-                log.warning("audit sink %s: records %d to %d were pruned before it got them",
-                            self.name, cursor + 1, rows[0].seq - 1)  # fmt: skip
-            last = rows[-1].seq
-            covered = [c for c in await self._store.audit_checkpoints() if cursor < c.seq <= last]
-            lines.extend(lines_of(rows, covered))
+            # Checkpoints made on their own sign records already sent (a scheduler pass, a
+            # shutdown): they go first.
+            lines = [checkpoint_line(c) for c in checkpoints if signed < c.seq <= cursor]
+            rows: Sequence[ChainRow] = []
+            if cursor < head:
+                rows = await self._store.audit_rows(cursor, self._batch)
+                if rows and rows[0].seq != cursor + 1:
+                    log.warning("audit sink %s: records %d to %d were pruned before it got them",
+                                self.name, cursor + 1, rows[0].seq - 1)  # fmt: skip
+                lines += lines_of(rows, [c for c in checkpoints if cursor < c.seq])
+            if not lines:
+                if found is None:  # a new sink, caught up: it goes on from here from now on
+                    await asyncio.to_thread(self._write_cursor, cursor, signed)
+                return max(head - cursor, 0)  # caught up (or the head moved back: a restore)
             await asyncio.to_thread(self._destination.send, lines)
-            await asyncio.to_thread(self._write_cursor, last)
-            lines, cursor, new = [], last, False
+            if rows:
+                cursor = rows[-1].seq
+            signed = max([signed, *(c.seq for c in checkpoints if c.seq <= cursor)])
+            await asyncio.to_thread(self._write_cursor, cursor, signed)
+            found = (cursor, signed)
 
     def _report(self, lag: int) -> None:
         if self._lag is not None:
             self._lag(max(lag, 0))
 
     async def run_forever(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.close()  # the server stops: its connections to the sink go
+
+    async def _run(self) -> None:
         failures = 0
         while True:
             try:

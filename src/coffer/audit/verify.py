@@ -54,6 +54,14 @@ class Verification:
     links_checked: bool = True
     #: Whether there was an anchor to compare with (none: an empty log, nothing to anchor).
     anchor_found: bool = True
+    #: A copy: the first record it holds (it may begin after record 1).
+    first_seq: int = 1
+    #: A copy: the anchor's checkpoints beyond the copy's end (it is older than the anchor, or
+    #: was cut: the copy cannot tell which), and the record the newest of them covers.
+    beyond: int = 0
+    beyond_seq: int = 0
+    #: A copy: records after its newest checkpoint (nothing signed covers them).
+    unsigned_tail: int = 0
 
     @property
     def ok(self) -> bool:
@@ -103,21 +111,28 @@ def _anchor_problem(
     anchor: AnchorContents,
     signer: Signer,
     window: tuple[int, datetime | None] | None,
-) -> tuple[str | None, int | None, int]:
+) -> tuple[str | None, int | None, int, list[Checkpoint]]:
     """What is wrong between the database's checkpoints and the anchor's, the newest checkpoint
     of this anchor not yet appended to it (a crash between commit and append), and how many of
     the anchor's checkpoints were compared.
 
-    ``window`` (a copy of the log: an export or a sink's file): the first record it can hold
-    and the time it was made (``None``: it ends where it ends); the anchor's checkpoints
-    outside it are not the copy's to hold."""
+    ``window`` (a copy of the log: an export or a sink's file): the first record it holds and
+    the time it was made (``None``: a sink's copy). The anchor's checkpoints before the copy
+    begins are not its to hold; those beyond its end are returned (the last list), not failed:
+    a copy made earlier and a copy cut short look the same, and ``verify`` says how many there
+    are. One signed before an export was made must be in it."""
     by_seq = {cp.seq: cp for cp in checkpoints}
     compared = 0
+    beyond: list[Checkpoint] = []
     for cp in anchor.checkpoints:
         if window is not None:
             first, made = window
-            later = cp.seq > head_seq if made is None else cp.created_at > made
-            if cp.seq < first or later:
+            if cp.seq < first:
+                continue
+            if cp.seq > head_seq and (made is None or cp.created_at > made):
+                if cp.anchor == anchor.identity and signer.verify(cp.signature,
+                                                                   signed_message(cp)):  # fmt: skip
+                    beyond.append(cp)
                 continue
         compared += 1
         if cp.anchor != anchor.identity or not signer.verify(cp.signature, signed_message(cp)):
@@ -125,25 +140,40 @@ def _anchor_problem(
                 f"the anchor's checkpoint at record {cp.seq} is not one it holds validly",
                 None,
                 0,
+                [],
             )
         if cp.seq > head_seq:
             return (f"the anchor holds a checkpoint at record {cp.seq}, beyond the database's "
                     f"last record {head_seq}: records were deleted or the database was rolled "
-                    "back"), None, 0  # fmt: skip
+                    "back"), None, 0, []  # fmt: skip
         if by_seq.get(cp.seq) != cp:
             problem = (
                 f"the anchor's checkpoint at record {cp.seq} is missing from the database or "
                 "differs there: the log was wiped, truncated or rewritten"
             )
-            return problem, None, 0
+            return problem, None, 0, []
     anchored = {cp.seq for cp in anchor.checkpoints}
     mine = [cp for cp in checkpoints if cp.anchor == anchor.identity]
     missing = [cp.seq for cp in mine if cp.seq not in anchored]
     if missing and missing != [mine[-1].seq]:
         shown = ", ".join(map(str, missing[:5]))
         return (f"the anchor lacks checkpoints the database holds of it (records {shown}): it "
-                "was truncated or replaced by an older copy"), None, 0  # fmt: skip
-    return None, missing[0] if missing else None, compared
+                "was truncated or replaced by an older copy"), None, 0, []  # fmt: skip
+    return None, missing[0] if missing else None, compared, beyond
+
+
+def _copy_problem(copy: ExportedChain, checkpoints: list[Checkpoint]) -> str | None:
+    """What makes a copy unverifiable on its face: no signed checkpoint at all (nothing in it
+    would be proven), records superseded behind a checkpoint, or an export dated before its own
+    newest checkpoint."""
+    if not checkpoints:
+        return "the copy holds no signed checkpoint: nothing in it can be proven"
+    if copy.superseded_behind is not None:
+        return (f"record {copy.superseded_behind} appears twice, behind a checkpoint: the copy "
+                "was edited")  # fmt: skip
+    if copy.exported_at is not None and copy.exported_at < max(c.created_at for c in checkpoints):
+        return "the export's time is before its own newest checkpoint: the copy was edited"
+    return None
 
 
 class ChainSource(Protocol):
@@ -168,26 +198,39 @@ async def verify_chain(
     anchor: AnchorContents | None = None,
     *,
     copy: ExportedChain | None = None,
+    keyed_from: int | None = None,
 ) -> Verification:
     """Verify the chain of ``store``. ``link``: the keyed link (``None``: records are checked by
     count and order only); ``anchor``: the anchor file's contents to compare with; ``copy``: the
-    chain is a copy (``store`` is this): an export, compared with the anchor as it was when the
-    export was made, or a sink's copy (``partial``), which may begin at any record."""
+    chain is a copy (``store`` is this): an export, or a sink's copy (``partial``), which may
+    begin at any record. ``keyed_from``: the installation's first keyed record, from its
+    database (a copy's own word for it is not taken when the link key checks links)."""
     partial = copy is not None and copy.partial
     checkpoints = list(await store.audit_checkpoints())
     head_seq, head_hash = await store.audit_head()
     unanchored = None
     anchored = 0
+    beyond: list[Checkpoint] = []
 
     def result(records: int, last: int, problem: str | None = None) -> Verification:
+        tail = 0
+        if copy is not None and problem is None:
+            newest = max((cp.seq for cp in checkpoints), default=0)
+            tail = sum(1 for row in copy.rows if row.seq > newest)
         return Verification(records, len(checkpoints), last, problem, anchored, unanchored,
-                            link is not None, anchor is not None)  # fmt: skip
+                            link is not None, anchor is not None,
+                            copy.rows[0].seq if copy is not None and copy.rows else 1,
+                            len(beyond), beyond[-1].seq if beyond else 0, tail)  # fmt: skip
 
+    if copy is not None:
+        problem = _copy_problem(copy, checkpoints)
+        if problem is not None:
+            return result(0, 0, problem)
     problem = _checkpoint_problem(checkpoints, signer, partial)
     if problem is not None:
         return result(0, 0, problem)
     signed_from = {cp.keyed_from for cp in checkpoints if cp.prev is not None}
-    stored_from = await store.audit_keyed_from()
+    stored_from = await store.audit_keyed_from() if keyed_from is None else keyed_from
     if len(signed_from) > 1 or (signed_from and stored_from not in signed_from):
         return result(0, 0, "the first keyed record differs between the checkpoints and the "
                             "installation")  # fmt: skip
@@ -200,7 +243,7 @@ async def verify_chain(
         if copy is not None:
             first = copy.rows[0].seq if partial and copy.rows else 0
             window = (first, copy.exported_at)
-        problem, unanchored, anchored = _anchor_problem(
+        problem, unanchored, anchored, beyond = _anchor_problem(
             checkpoints, head_seq, anchor, signer, window
         )
         if problem is not None:
@@ -252,10 +295,10 @@ async def verify_chain(
         and by_seq[head_seq].hash == head_hash
     ):
         last, prev = head_seq, head_hash  # every record was pruned up to a checkpoint
-    beyond = [cp.seq for cp in checkpoints if cp.seq > last]
-    if beyond:
+    covered = [cp.seq for cp in checkpoints if cp.seq > last]
+    if covered:
         return result(count, last, f"records after {last} are missing: a checkpoint covers "
-                                   f"record {beyond[-1]}")  # fmt: skip
+                                   f"record {covered[-1]}")  # fmt: skip
     if (head_seq, head_hash) != (last, prev):
         return result(count, last, f"the chain ends at record {last} but its head is at {head_seq}")
     return result(count, last)

@@ -119,6 +119,21 @@ def verify(
         f"audit chain intact{how}: {result.records} record(s) up to {result.last_seq}, "
         f"{result.checkpoints} signed checkpoint(s), {result.anchored} in the anchor"
     )
+    if export is not None and result.first_seq > 1:
+        typer.echo(f"note: the copy begins at record {result.first_seq}", err=True)
+    if result.unsigned_tail:
+        typer.echo(
+            f"note: the last {result.unsigned_tail} record(s) of the copy come after its newest "
+            "signed checkpoint: only the links prove them (with the root of trust)",
+            err=True,
+        )
+    if result.beyond:
+        typer.echo(
+            f"note: the anchor holds {result.beyond} checkpoint(s) beyond the copy's end, up to "
+            f"record {result.beyond_seq}: the copy is older than the anchor, or was cut short — "
+            "compare with the log itself",
+            err=True,
+        )
     if export is not None and not result.anchor_found:
         typer.echo(
             "note: not compared with an anchor (give --anchor): a copy cut short before its "
