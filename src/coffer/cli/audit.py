@@ -25,6 +25,20 @@ Since = Annotated[str | None, typer.Option(help="From this RFC 3339 time on.")]
 Until = Annotated[str | None, typer.Option(help="Before this RFC 3339 time.")]
 
 
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False)
+]
+ServerConfig = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="COFFER_CONFIG",
+        help="The server's config file (for its audit_anchor_path).",
+        show_default=False,
+    ),
+]
+
+
 class ExportFormat(StrEnum):
     JSONL = "jsonl"
 
@@ -46,19 +60,8 @@ def verify(
             show_default=False,
         ),
     ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            envvar="COFFER_CONFIG",
-            help="The server's config file (for its audit_anchor_path).",
-            show_default=False,
-        ),
-    ] = None,
+    database_url: DatabaseUrl = None,
+    config: ServerConfig = None,
     anchor: Annotated[
         Path | None,
         typer.Option(
@@ -225,14 +228,8 @@ def export(
             show_default=False,
         ),
     ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", envvar="COFFER_CONFIG", show_default=False),
-    ] = None,
+    database_url: DatabaseUrl = None,
+    config: ServerConfig = None,
 ) -> None:
     """Every matching record of the organisation, oldest first, one JSON object per line (for a
     SIEM), through the server; or, with --data-dir, the whole verifiable chain."""
