@@ -114,6 +114,17 @@ def test_a_bad_limit_or_cursor_is_a_400(kms: Kms, params: dict[str, str]) -> Non
         error(kms.get(path, params=params), 400, "invalid_request")
 
 
+def test_any_well_formed_cursor_is_a_place_in_the_list(kms: Kms) -> None:
+    """A cursor names a place (a time and an identity): one from before every item starts at
+    the beginning, one after them all gives an empty page."""
+    for n in range(3):
+        assert kms.post("/v1/iam/service-accounts", {"name": f"c-{n}"}).status_code == 201
+    assert len(kms.get("/v1/iam/service-accounts", params={"cursor": "0.a"}).json()) == 3
+    late = kms.get("/v1/iam/service-accounts", params={"cursor": "9999999999999999.z"})
+    assert late.json() == []
+    assert "x-next-cursor" not in late.headers
+
+
 def test_a_bad_cursor_from_an_unauthenticated_caller_is_still_a_401(kms: Kms) -> None:
     """Validation comes after authentication: it tells an outsider nothing."""
     answer = kms.client.get(KEYS, params={"cursor": "junk"},

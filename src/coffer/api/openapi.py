@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from coffer.api.http import CURSOR
 from coffer.api.routes import Endpoint
 from coffer.domain.keys import (
     MAX_DESCRIPTION_LENGTH,
@@ -44,6 +45,7 @@ _QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "until": {"type": "string", "format": "date-time"},
     "order": {"type": "string", "enum": ["asc", "desc"]},
     "afterSeq": {"type": "integer", "minimum": 0, "maximum": 2**62},
+    "cursor": {"type": "string", "pattern": f"^{CURSOR.pattern}$"},
 }
 
 
