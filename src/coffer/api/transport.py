@@ -27,7 +27,8 @@ import itertools
 import logging
 import resource
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -45,12 +46,14 @@ FD_RESERVE = 128
 
 @dataclass(frozen=True, slots=True)
 class TransportLimits:
-    max_header_bytes: int = 16 * 1024
-    max_headers: int = 100
-    header_timeout_seconds: float = 10.0
-    body_timeout_seconds: float = 30.0
-    max_connections: int = 4096
-    max_concurrent_requests: int = 1024
+    """The limits, as ``Settings`` has them (their defaults are the settings')."""
+
+    max_header_bytes: int
+    max_headers: int
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    max_connections: int
+    max_concurrent_requests: int
 
     @classmethod
     def of(cls, settings: Settings) -> TransportLimits:
@@ -64,7 +67,7 @@ class TransportLimits:
         )
 
 
-LIMITS = TransportLimits()
+LIMITS = TransportLimits.of(Settings(data_dir=Path()))
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
             503: b"Service Unavailable"}  # fmt: skip
@@ -295,10 +298,6 @@ def configure(limits: TransportLimits) -> TransportLimits:
     if limits.max_connections > ceiling:
         log.warning("max_connections %d is above what %d open files allow: %d",
                     limits.max_connections, soft, ceiling)  # fmt: skip
-        limits = TransportLimits(**{**_fields(limits), "max_connections": ceiling})
+        limits = replace(limits, max_connections=ceiling)
     LIMITS = limits
     return limits
-
-
-def _fields(limits: TransportLimits) -> dict[str, Any]:
-    return {name: getattr(limits, name) for name in TransportLimits.__slots__}

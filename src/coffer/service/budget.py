@@ -84,8 +84,3 @@ class EncryptionBudget:
     def unused(self, key_identity: str) -> dict[int, int]:
         """Encryptions this process reserved of the key's versions and has not made yet."""
         return {v: left for (k, v), left in self._left.items() if k == key_identity}
-
-    def forget(self, key_identity: str) -> None:
-        """Drop the blocks of a key's versions (a purged key)."""
-        for which in [w for w in self._left if w[0] == key_identity]:
-            del self._left[which]
