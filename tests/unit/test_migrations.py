@@ -28,10 +28,10 @@ def test_migrations_build_the_declared_schema(tmp_path: Path) -> None:
 def test_a_database_of_the_first_revision_upgrades_in_place(tmp_path: Path) -> None:
     from alembic import command
 
-    from coffer.storage.database import _alembic_config, _sync_engine
+    from coffer.storage.database import _alembic_config, plain_engine
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'coffer.db'}"
-    engine = _sync_engine(url)
+    engine = plain_engine(url)
     try:
         command.upgrade(_alembic_config(engine), "0001")
     finally:
@@ -50,10 +50,10 @@ def test_keys_made_before_the_lifecycle_revision_get_their_rotation_due_time(
     from alembic import command
     from sqlalchemy import text
 
-    from coffer.storage.database import _alembic_config, _sync_engine
+    from coffer.storage.database import _alembic_config, plain_engine
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'coffer.db'}"
-    engine = _sync_engine(url)
+    engine = plain_engine(url)
     made = datetime(2026, 1, 1, tzinfo=UTC)
     try:
         command.upgrade(_alembic_config(engine), "0001")

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from coffer.cli import admin, audit, envelope, kms, operator
+from coffer.cli import admin, audit, backup, envelope, kms, operator
 from coffer.config import ConfigError, Settings, load_settings
 from coffer.metrics import multiprocess_dir, remove_multiprocess_dir
 
@@ -310,6 +310,7 @@ def serve(
 app.add_typer(audit.app, name="audit")
 app.add_typer(operator.app, name="operator")
 kms.register(app)
+backup.register(app)
 app.add_typer(envelope.app, name="envelope")
 app.add_typer(admin.org_app, name="org")
 app.add_typer(admin.project_app, name="project")

@@ -108,7 +108,8 @@ def create_read_engine_for(url: str) -> Engine | None:
     return engine
 
 
-def _sync_engine(url: str) -> Engine:
+def plain_engine(url: str) -> Engine:
+    """A synchronous engine without a pool, for one-off work (migrations, backups)."""
     engine = create_engine(_sync_url(url), poolclass=NullPool, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -129,7 +130,7 @@ def upgrade(url: str) -> None:
     """Bring the schema at ``url`` to the newest migration."""
     from alembic import command
 
-    engine = _sync_engine(url)
+    engine = plain_engine(url)
     try:
         command.upgrade(_alembic_config(engine), "head")
     finally:
