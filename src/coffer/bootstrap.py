@@ -125,6 +125,7 @@ from coffer.storage.database import (
     create_engine_for,
     create_read_engine_for,
     create_sync_engine_for,
+    is_known_revision,
     read_only_engine,
     schema_revision,
     upgrade,
@@ -818,6 +819,12 @@ def open_data_dir(settings: Settings) -> RootOfTrust:
         raise NotInitialised(
             f"the database of {settings.data_dir} holds no Coffer schema: it was not made by "
             "`coffer init`; move it away, then run `coffer init` on the directory"
+        )
+    if not is_known_revision(current):
+        raise ConfigError(
+            f"the database's schema is at revision {current}, made by a newer Coffer than this "
+            f"one (which knows up to {head}): upgrade this node to the version the other nodes "
+            "run (docs/operations.md, upgrades); nothing was changed"
         )
     has_root_rows = current >= ROOT_OF_TRUST_REVISION
     installation = _read_root(settings)[0] if has_root_rows else None

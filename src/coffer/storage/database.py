@@ -116,7 +116,7 @@ def plain_engine(url: str) -> Engine:
     return engine
 
 
-def _alembic_config(engine: Engine) -> Any:
+def _alembic_config(engine: Engine | None) -> Any:
     # Alembic is imported only when migrations are needed: it costs ~0.4 s at start.
     from alembic.config import Config
 
@@ -135,6 +135,18 @@ def upgrade(url: str) -> None:
         command.upgrade(_alembic_config(engine), "head")
     finally:
         engine.dispose()
+
+
+def is_known_revision(revision: str) -> bool:
+    """Whether this code knows the schema revision ``revision`` (a newer Coffer made it if not)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    config = _alembic_config(None)
+    try:
+        return ScriptDirectory.from_config(config).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 class DatabaseUnreadable(Exception):
