@@ -24,6 +24,7 @@ from coffer.audit.sinks import RequiredSinks
 from coffer.bootstrap import audit_status, settle_garbage_collector, utc_now
 from coffer.crypto.integrity import AuditLinks, RowMacs
 from coffer.crypto.signing import CheckpointSigner
+from coffer.logs import LOGGER as DEPENDENCIES
 from coffer.service.integrity import RowIntegrity
 from coffer.storage.database import create_engine_for, create_sync_engine_for
 from coffer.storage.sql import SqlStore
@@ -69,6 +70,9 @@ def main() -> None:
         level=startup.settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # A dependency away (the database, a sink) is the server's to log, once: the writer's
+    # answer carries the cause.
+    logging.getLogger(DEPENDENCIES).disabled = True
     settle_garbage_collector()
     asyncio.run(_run(startup, sys.stdin.buffer, replies))
 

@@ -254,6 +254,18 @@ class Unavailable(CofferError):
     code = "unavailable"
     default_message = "the service is temporarily unavailable"
 
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        dependency: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        #: The dependency that is away (``"database"``, an audit sink), if that is the cause: its
+        #: state logs the outage once (``coffer.logs``), not every request it fails.
+        self.dependency = dependency
+
 
 class Busy(Unavailable):
     """Too much in progress: the request was refused at once rather than queued."""

@@ -1,4 +1,5 @@
-"""A repeated failure's traceback is logged once a minute; every occurrence keeps its line."""
+"""A repeated failure's traceback is logged once a minute; every occurrence keeps its line. A
+dependency's outage is two lines, down and back."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import logging
 
 import pytest
 
-from coffer.logs import Throttled
+from coffer.errors import Unavailable
+from coffer.logs import (
+    LOGGER,
+    DependencyState,
+    Throttled,
+    dependency,
+    dependency_of,
+    describe,
+)
 
 
 def test_a_repeated_failure_logs_its_traceback_once_a_minute(
@@ -28,3 +37,72 @@ def test_a_repeated_failure_logs_its_traceback_once_a_minute(
     assert [r.getMessage() for r in traced] == ["request 0 failed", "request 100 failed"]
     assert caplog.records[5].getMessage() == "request 5 failed (OSError; traceback logged before)"
     assert caplog.text.count("Traceback") == 2
+
+
+def test_a_dependency_logs_one_line_down_and_one_back(caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    state = DependencyState("database", timer=lambda: now[0])
+    refused = ConnectionRefusedError(111, "Connection refused")
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        state.ok()  # up: nothing to say
+        for _ in range(50):
+            state.failed(refused)
+            state.request_failed()
+        now[0] = 105.25
+        state.ok()
+        state.ok()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno > logging.DEBUG]
+    assert said == [
+        (logging.ERROR, "database is down: ConnectionRefusedError: [Errno 111] Connection refused"),
+        (logging.INFO, "database is back after 5.2 s (50 request(s) failed)"),
+    ]
+    assert not any(r.exc_info for r in caplog.records), "an outage is no bug: no traceback"
+    assert not state.down
+
+
+def test_a_dependency_down_again_is_said_again_and_counts_afresh(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    state = DependencyState("audit sink siem", level=logging.WARNING, timer=lambda: 0.0)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        state.failed("SinkError: audit sink siem: HTTP 502")
+        state.request_failed()
+        state.ok()
+        state.request_failed()  # up: not counted
+        state.failed(TimeoutError("timed out"))
+        state.ok()
+    assert [r.getMessage() for r in caplog.records] == [
+        "audit sink siem is down: SinkError: audit sink siem: HTTP 502",
+        "audit sink siem is back after 0.0 s (1 request(s) failed)",
+        "audit sink siem is down: TimeoutError: timed out",
+        "audit sink siem is back after 0.0 s (0 request(s) failed)",
+    ]
+    assert caplog.records[0].levelno == logging.WARNING
+
+
+def test_a_driver_error_is_described_by_its_first_line_and_a_failure_names_its_dependency() -> None:
+    class Wrapped(Exception):  # as SQLAlchemy wraps the driver's error in ``orig``
+        def __init__(self, orig: Exception) -> None:
+            super().__init__(f"({type(orig).__name__}) {orig}\n[SQL: SELECT 1]")
+            self.orig = orig
+
+    class OperationalError(Exception):
+        pass
+
+    driver = OperationalError("connection failed: server closed the connection\nunexpectedly")
+    assert describe(Wrapped(driver)) == "OperationalError: connection failed: server closed " \
+                                        "the connection"  # fmt: skip
+    assert describe("said by another process") == "said by another process"
+
+    outage = Unavailable(dependency="database")
+    try:
+        try:
+            raise outage
+        except Unavailable as exc:
+            raise RuntimeError("the audit log cannot be written") from exc
+    except RuntimeError as exc:
+        later = exc
+    assert dependency_of(later) == "database"
+    assert dependency_of(Unavailable()) is None
+    assert dependency_of(None) is None
+    assert dependency("database") is dependency("database")

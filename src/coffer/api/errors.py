@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from coffer import errors
-from coffer.logs import Throttled
+from coffer.logs import Throttled, dependency, dependency_of
 from coffer.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,12 @@ async def coffer_error(request: Request, exc: Exception) -> Response:
         # A configured state, not a fault: nothing to log (the seal logs its changes once).
         return error_response(status, exc.message, exc.code, request_id)
     # Details (with the cause) stay in the server log; the client gets the request id to quote.
-    if status == 503:
+    if status == 503 and (away := dependency_of(exc)) is not None:
+        # A dependency away (the database, an audit sink): its state says so once, down and
+        # back, with the count of the requests it failed.
+        dependency(away).request_failed()
+        log.debug("request %s: %s (%s is down)", request_id, exc.message, away)
+    elif status == 503:
         # The same cause (a full disk) answers many requests: its traceback once a minute.
         kind = f"{exc.message}/{type(exc.__cause__).__name__}"
         unavailable.failure(logging.WARNING, kind, "request %s: %s", request_id, exc.message,

@@ -22,7 +22,7 @@ from coffer.audit.events import AuditEvent
 from coffer.audit.sinks import RequiredSinks
 from coffer.domain.audit import ChainTip, Checkpoint, PruneMark
 from coffer.errors import Unavailable
-from coffer.logs import Throttled
+from coffer.logs import Throttled, dependency_of
 from coffer.storage.repositories import AuditStore, Change
 
 log = logging.getLogger(__name__)
@@ -142,12 +142,16 @@ class AuditLog:
                         [(event, change) for event, change, _ in batch]
                     )
                 except Exception as exc:  # every failure fails the batch closed
-                    failures.failure(logging.ERROR, type(exc).__name__,
-                                     "audit log: %d record(s) could not be written", len(batch),
-                                     exc_info=exc)  # fmt: skip
+                    away = dependency_of(exc)  # the database or a sink: its state said so
+                    if away is None:
+                        failures.failure(logging.ERROR, type(exc).__name__,
+                                         "audit log: %d record(s) could not be written",
+                                         len(batch), exc_info=exc)  # fmt: skip
                     for _, _, done in batch:
                         if not done.done():
-                            done.set_exception(Unavailable("the audit log cannot be written"))
+                            done.set_exception(
+                                Unavailable("the audit log cannot be written", dependency=away)
+                            )
                     continue
                 self.batches.append(len(batch))
                 if self._batch_meter is not None:

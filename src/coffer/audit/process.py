@@ -25,7 +25,7 @@ from typing import IO, Any
 from coffer.audit.committer import Committer, Entry
 from coffer.config import Settings
 from coffer.errors import CofferError, Unavailable
-from coffer.logs import Throttled
+from coffer.logs import Throttled, dependency, dependency_of
 
 log = logging.getLogger(__name__)
 failures = Throttled(log)
@@ -85,6 +85,8 @@ class ProcessCommitter:
         self._startup = startup
         self._process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+        #: The dependencies the writer found away (down here until a batch commits).
+        self._away: set[str] = set()
 
     async def _writer(self) -> asyncio.subprocess.Process:
         process = self._process
@@ -119,7 +121,17 @@ class ProcessCommitter:
                 self._process = None
                 raise Unavailable("the audit log cannot be written") from exc
         if kind != "ok":
-            raise Unavailable(f"the audit log cannot be written ({value})")
+            name, away, cause = value
+            if away is None:
+                raise Unavailable(f"the audit log cannot be written ({name})")
+            # The writer met a dependency away (it logs no line of its own): said here, once.
+            dependency(away).failed(cause or name)
+            self._away.add(away)
+            raise Unavailable("the audit log cannot be written", dependency=away)
+        for away in list(self._away):
+            if batch or away == "database":  # an empty batch reaches the database alone
+                dependency(away).ok()
+                self._away.discard(away)
         outcomes: Sequence[CofferError | None] = value
         return outcomes
 
@@ -154,9 +166,12 @@ async def serve(committer: Committer, requests: IO[bytes], replies: IO[bytes]) -
         try:
             reply: tuple[str, object] = ("ok", list(await committer.commit(batch)))
         except Exception as exc:
-            failures.failure(logging.ERROR, type(exc).__name__,
-                             "audit writer: %d record(s) could not be written", len(batch),
-                             exc_info=exc)  # fmt: skip
-            reply = ("error", type(exc).__name__)
+            away = dependency_of(exc)
+            if away is None:
+                failures.failure(logging.ERROR, type(exc).__name__,
+                                 "audit writer: %d record(s) could not be written", len(batch),
+                                 exc_info=exc)  # fmt: skip
+            # A dependency away is the server's to log (once): it gets the cause.
+            reply = ("error", (type(exc).__name__, away, away and dependency(away).cause))
         replies.write(frame(reply))
         replies.flush()

@@ -38,6 +38,7 @@ from coffer.audit.lines import checkpoint_line, lines_of
 from coffer.config import SYSLOG_FACILITIES, AuditSinkSettings, ConfigError
 from coffer.crypto.root import sync_directory
 from coffer.domain.audit import ChainRow, Checkpoint
+from coffer.logs import dependency, dependency_of
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,17 @@ _BOM = b"\xef\xbb\xbf"
 
 class SinkError(Exception):
     """A sink did not accept lines (the message names the sink and why)."""
+
+    #: The sink's name as a dependency (``audit sink <name>``), once its state has the failure.
+    dependency: str | None = None
+
+
+def sink_state(name: str, *, required: bool) -> str:
+    """The name of the dependency state of the sink ``name`` (made now if new: its down line an
+    error if the sink is required, since requests then fail, else a warning)."""
+    state = f"audit sink {name}"
+    dependency(state, level=logging.ERROR if required else logging.WARNING)
+    return state
 
 
 class Destination(Protocol):
@@ -261,11 +273,15 @@ class RequiredSinks:
         if checkpoint is not None and (not rows or rows[-1].seq != checkpoint.seq):
             lines.append(checkpoint_line(checkpoint))  # a checkpoint made on its own
         for destination in self._destinations:
+            state = dependency(sink_state(destination.name, required=True))
             try:
                 destination.send(lines)
             except SinkError as exc:
-                log.error("%s: records not accepted; the batch fails (503)", exc)
+                # Down (once) until it accepts lines again; every batch meanwhile fails (503).
+                state.failed(exc)
+                exc.dependency = state.name
                 raise
+            state.ok()
 
     def close(self) -> None:
         for destination in self._destinations:
@@ -389,6 +405,8 @@ class SinkDelivery:
             self.close()  # the server stops: its connections to the sink go
 
     async def _run(self) -> None:
+        # Down (a warning, once: requests go on) until it accepts lines again (then back, once).
+        state = dependency(sink_state(self.name, required=False))
         failures = 0
         while True:
             try:
@@ -397,17 +415,16 @@ class SinkDelivery:
                 failures += 1
                 if self._failed is not None:
                     self._failed()
-                if failures == 1:
-                    log.warning("%s; retrying with back-off, requests go on", exc)
+                state.failed(exc)
                 await asyncio.sleep(min(self._max_backoff, self._poll * 2**failures))
                 continue
-            except Exception:  # the database away, …: try again later, never stop delivering
-                log.exception("audit sink %s: delivery failed", self.name)
+            except Exception as exc:  # the database away, …: try again later, never stop
+                if dependency_of(exc) is None:  # (the database's outage is said by its state)
+                    log.exception("audit sink %s: delivery failed", self.name)
                 await asyncio.sleep(self._max_backoff)
                 continue
-            if failures:
-                log.info("audit sink %s: delivering again", self.name)
-                failures = 0
+            state.ok()
+            failures = 0
             await asyncio.sleep(self._poll)
 
     def close(self) -> None:

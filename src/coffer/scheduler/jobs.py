@@ -19,6 +19,7 @@ from typing import Any
 
 from coffer.audit.log import AuditLog
 from coffer.errors import Conflict
+from coffer.logs import dependency_of
 from coffer.service.lifecycle import LifecycleService
 from coffer.service.root import RootOfTrust
 from coffer.service.rotation import RootRotation
@@ -83,8 +84,10 @@ class Scheduler:
         if self._rotation is not None:
             try:  # a root rotation that a stopped node left half done
                 await self._rotation.run()
-            except Exception:
-                log.exception("the root rotation under way could not go on; next pass retries")
+            except Exception as exc:
+                if dependency_of(exc) is None:  # else the database is away, and said so
+                    log.exception("the root rotation under way could not go on; next pass "
+                                  "retries")  # fmt: skip
         now = self._clock()
         # Paged by identity: keys that fail (or rows the storage barrier refuses) never hide
         # the keys after them.
@@ -129,14 +132,16 @@ class Scheduler:
             await job
         except Conflict:
             report.lost_races += 1
-        except Exception:
+        except Exception as exc:
             # One key that cannot rotate must not hold up every other key: it waits, twice as
             # long after each failure (from one interval up to a day), and is reported.
             failures = self._backoff.get(identity, (0, now))[0] + 1
             wait = min(MAX_BACKOFF, timedelta(seconds=self._interval) * 2 ** (failures - 1))
             self._backoff[identity] = (failures, now + wait)
-            log.exception("scheduled %s of %s failed (%d in a row); next try after %s",
-                          what, identity, failures, wait)  # fmt: skip
+            away = dependency_of(exc)
+            log.log(logging.DEBUG if away else logging.ERROR,
+                    "scheduled %s of %s failed (%d in a row); next try after %s",
+                    what, identity, failures, wait, exc_info=None if away else exc)  # fmt: skip
             report.failed.append(identity)
         else:
             self._backoff.pop(identity, None)
@@ -173,6 +178,10 @@ class Scheduler:
                     len(report.rotated),
                     len(report.purged),
                 )
-        except Exception:
-            # The next pass retries; a database that is briefly away must not end the job.
-            log.exception("scheduler pass failed")
+        except Exception as exc:
+            # The next pass retries; a database that is briefly away must not end the job (its
+            # outage is logged once, by its state).
+            if dependency_of(exc) is None:
+                log.exception("scheduler pass failed")
+            else:
+                log.debug("scheduler pass failed: %s is down", dependency_of(exc))

@@ -18,6 +18,8 @@ from collections.abc import Callable
 import psycopg
 from sqlalchemy.engine import make_url
 
+from coffer.storage.outages import DATABASE
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "coffer_changes"
@@ -73,13 +75,16 @@ class PgChangeBus:
                 connection = await _connect(self._url, "changes")
                 async with connection:
                     await connection.execute(f"LISTEN {CHANNEL}")
+                    DATABASE.ok()
                     on_reset()
                     async for notification in connection.notifies():
                         try:
                             on_change(notification.payload)
                         except Exception:  # one bad notification must not end listening
                             log.exception("change notification could not be applied")
-            except (psycopg.Error, OSError) as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                DATABASE.failed(exc)  # the database is away: said once, and when it is back
+            except psycopg.Error as exc:
                 log.warning(
                     "change notifications interrupted (%s); reconnecting", type(exc).__name__
                 )

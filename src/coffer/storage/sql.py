@@ -20,8 +20,9 @@ from coffer.domain.paging import EVERYTHING, Paged, PageRequest
 from coffer.domain.permissions import RoleBinding
 from coffer.domain.seal import Installation, RootGeneration, RootWrappedRow, Wrapped
 from coffer.domain.tenants import Organisation, Project
-from coffer.errors import Conflict, Unavailable
+from coffer.errors import Conflict
 from coffer.storage import schema, sql_root, verified
+from coffer.storage.outages import reached, unavailable
 from coffer.storage.paging import cut, paged
 from coffer.storage.repositories import Integrity, TokenRecord, WrappingKeyRecord
 from coffer.storage.rows import (
@@ -66,7 +67,8 @@ class SqlStore:
         except IntegrityError:
             raise Conflict() from None
         except (DBAPIError, PoolTimeout) as exc:
-            raise Unavailable() from exc
+            raise unavailable(exc) from exc
+        reached()
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
@@ -74,7 +76,8 @@ class SqlStore:
             async with self._engine.connect() as connection:
                 yield connection
         except (DBAPIError, PoolTimeout) as exc:
-            raise Unavailable() from exc
+            raise unavailable(exc) from exc
+        reached()
 
     async def _read_in_thread(self, work: Callable[[Connection], T], *, snapshot: bool) -> T:
         """``work`` on a connection of ``read_engine``, in a thread; with ``snapshot``, its
@@ -93,9 +96,11 @@ class SqlStore:
                     conn.exec_driver_sql("ROLLBACK")
 
         try:
-            return await asyncio.to_thread(run)
+            found = await asyncio.to_thread(run)
         except (DBAPIError, PoolTimeout) as exc:
-            raise Unavailable() from exc
+            raise unavailable(exc) from exc
+        reached()
+        return found
 
     async def close(self) -> None:
         await self._engine.dispose()

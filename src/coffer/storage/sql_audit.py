@@ -15,8 +15,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.expression import Executable
 
 from coffer.domain.audit import AuditFilter, ChainRow, ChainTip, Checkpoint, PruneMark
-from coffer.errors import CofferError, Conflict, Unavailable
+from coffer.errors import CofferError, Conflict
 from coffer.storage import schema
+from coffer.storage.outages import reached, unavailable
 from coffer.storage.repositories import BuildRows, Change, Macs
 from coffer.storage.rows import utc
 from coffer.storage.sql import SqlStore
@@ -118,7 +119,8 @@ class SqlAuditStore:
         try:
             await asyncio.to_thread(self._with_turn, self._probe_locked)
         except (DBAPIError, PoolTimeout, OSError) as exc:
-            raise Unavailable("the database cannot be written") from exc
+            raise unavailable(exc, "the database cannot be written") from exc
+        reached()
 
     def _probe_locked(self) -> None:
         head = schema.audit_chain_head
@@ -151,7 +153,8 @@ class SqlAuditStore:
         except IntegrityError:
             raise Conflict() from None
         except (DBAPIError, PoolTimeout) as exc:
-            raise Unavailable() from exc
+            raise unavailable(exc) from exc
+        reached()
 
     async def apply_change(self, change: Change) -> None:
         try:
@@ -159,7 +162,8 @@ class SqlAuditStore:
         except IntegrityError:
             raise Conflict() from None
         except (DBAPIError, PoolTimeout) as exc:
-            raise Unavailable() from exc
+            raise unavailable(exc) from exc
+        reached()
 
     def _apply_alone(self, change: Change) -> None:
         with self._writer.begin() as conn:
@@ -232,9 +236,11 @@ class SqlAuditStore:
         self, build: Callable[[ChainTip], Checkpoint | None]
     ) -> Checkpoint | None:
         try:
-            return await asyncio.to_thread(self._checkpoint_sync, build)
+            made = await asyncio.to_thread(self._checkpoint_sync, build)
         except (DBAPIError, PoolTimeout) as exc:
-            raise Unavailable() from exc
+            raise unavailable(exc) from exc
+        reached()
+        return made
 
     def _checkpoint_sync(self, build: Callable[[ChainTip], Checkpoint | None]) -> Checkpoint | None:
         def locked() -> Checkpoint | None:
