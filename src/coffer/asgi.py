@@ -24,6 +24,7 @@ def from_environment() -> Starlette:
         config_file=Path(config) if config else None,
         database_url=os.environ.get("COFFER_DATABASE_URL") or None,
         workers=int(os.environ.get("COFFER_WORKERS", "1")),
+        log_format=os.environ.get("COFFER_LOG_FORMAT") or None,
     )
     app = build_app(settings, root=open_data_dir(settings))
     redact_access_log()

@@ -25,6 +25,7 @@ from coffer.bootstrap import audit_status, settle_garbage_collector, utc_now
 from coffer.crypto.integrity import AuditLinks, RowMacs
 from coffer.crypto.signing import CheckpointSigner
 from coffer.logs import LOGGER as DEPENDENCIES
+from coffer.logs import configure
 from coffer.service.integrity import RowIntegrity
 from coffer.storage.database import create_engine_for, create_sync_engine_for
 from coffer.storage.sql import SqlStore
@@ -66,10 +67,7 @@ def main() -> None:
     startup = read_frame(sys.stdin.buffer)
     if not isinstance(startup, WriterStartup):
         raise SystemExit("coffer.audit_writer is started by `coffer serve`, not by hand")
-    logging.basicConfig(
-        level=startup.settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure(startup.settings.log_level, startup.settings.log_format)
     # A dependency away (the database, a sink) is the server's to log, once: the writer's
     # answer carries the cause.
     logging.getLogger(DEPENDENCIES).disabled = True

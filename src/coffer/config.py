@@ -44,6 +44,7 @@ FILE_SETTINGS = frozenset(
         "expensive_work_threads",
         "expensive_work_queue",
         "log_level",
+        "log_format",
         "scheduler_interval_seconds",
         "scheduler_takeover_seconds",
         "deletion_retention_days",
@@ -66,6 +67,7 @@ FILE_SETTINGS = frozenset(
 )
 AUDIT_WRITERS = ("process", "thread")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 _SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 
@@ -163,6 +165,9 @@ class Settings:
     #: Requests in progress per server process (beyond: 503 ``busy`` with ``Retry-After``).
     max_concurrent_requests: int = 1024
     log_level: str = "info"
+    #: ``text`` (``<time> <LEVEL> <logger>: <message>``) or ``json`` (an object a line, for log
+    #: shippers), for every process of the server.
+    log_format: str = "text"
     #: How often the scheduler looks for keys due for rotation or purge.
     scheduler_interval_seconds: float = 3600.0
     #: With several nodes on PostgreSQL, how often a node that does not run the background jobs
@@ -494,6 +499,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if raw["log_level"] not in LOG_LEVELS:
             raise ConfigError(f"{path}: 'log_level' must be one of {', '.join(LOG_LEVELS)}")
         values["log_level"] = raw["log_level"]
+    if "log_format" in raw:
+        if raw["log_format"] not in LOG_FORMATS:
+            raise ConfigError(f"{path}: 'log_format' must be one of {', '.join(LOG_FORMATS)}")
+        values["log_format"] = raw["log_format"]
     return values
 
 
@@ -507,10 +516,15 @@ def load_settings(
     tls_key: Path | None = None,
     database_url: str | None = None,
     workers: int = 1,
+    log_format: str | None = None,
 ) -> Settings:
     values = read_config_file(config_file) if config_file is not None else {}
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
+    if log_format is not None:  # the command line's (or COFFER_LOG_FORMAT) over the file's
+        if log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        values["log_format"] = log_format
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("--tls-cert and --tls-key must be given together")
     return Settings(

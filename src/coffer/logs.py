@@ -1,4 +1,4 @@
-"""Failures logged without flooding the server's log.
+"""The server's log: its format, and failures logged without flooding it.
 
 A fault (a bug, a full disk) gets a line per failure, but its traceback only the first time and
 then once a minute (``Throttled``): a traceback per request (five, from each layer) turned 1,474
@@ -8,9 +8,16 @@ line when it goes and one when it is back (``DependencyState``), not one per req
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.config
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+#: The ``text`` format's lines (``json``: ``JsonFormatter``).
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: How often a repeated failure's traceback is logged again.
 EVERY_SECONDS = 60.0
@@ -134,3 +141,60 @@ def dependency_of(error: BaseException | None) -> str | None:
             return name
         error = error.__cause__ or error.__context__
     return None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, for log shippers: ``time`` (RFC 3339, UTC), ``level``,
+    ``logger``, ``message``, and ``exc`` (the traceback) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, str] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry)
+
+
+def logging_config(level: str, log_format: str) -> dict[str, Any]:
+    """The ``logging.config.dictConfig`` of a server process (``coffer serve``, each worker, the
+    audit writer): every line to stderr in ``log_format``, uvicorn's included."""
+    formatter: dict[str, Any] = (
+        {"()": JsonFormatter} if log_format == "json" else {"format": TEXT_FORMAT}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"coffer": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "coffer",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {
+            # uvicorn's lines (and its access log, when on) go the same way as the server's.
+            **{
+                name: {"handlers": [], "propagate": True}
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            },
+            # The schema check each worker makes at start says nothing an operator needs.
+            "alembic": {"level": "WARNING"},
+        },
+    }
+
+
+def configure(level: str, log_format: str) -> None:
+    """Set up this process's logging (``logging_config``)."""
+    logging.config.dictConfig(logging_config(level, log_format))

@@ -1,6 +1,6 @@
 """What the server's log says of a PostgreSQL outage: one line when the database goes, one when
-it is back (with how long and how many requests failed), no traceback, and nothing per
-request."""
+it is back (with how long and how many requests failed), no traceback, and nothing per request;
+and with ``--log-format json`` every line of every process is a JSON object."""
 
 from __future__ import annotations
 
@@ -97,3 +97,46 @@ def test_a_postgresql_outage_logs_one_line_down_and_one_back(
                       r"\((\d+) request\(s\) failed\)", text)  # fmt: skip
     assert len(back) == 1, text
     assert int(back[0]) >= 1
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_json_log_lines_are_json_objects_and_the_access_log_holds_no_secret(
+    tmp_path: Path, serve: ServeFactory, workers: str
+) -> None:
+    data_dir = tmp_path / "data"
+    init = run_coffer("init", "--data-dir", data_dir, "--output", "json")
+    assert init.returncode == 0, init.stderr
+    boot = json.loads(init.stdout)
+    SUITE_SECRETS.add(boot["token"])
+    port = free_port()
+    # One worker: the option; several: the environment variable (each worker reads it).
+    if workers == "1":
+        serve("--data-dir", data_dir, "--port", str(port), "--access-log", "--log-format",
+              "json", port=port)  # fmt: skip
+    else:
+        serve("--data-dir", data_dir, "--port", str(port), "--access-log", "--workers", workers,
+              port=port, env={"COFFER_LOG_FORMAT": "json"})  # fmt: skip
+    headers = {"Authorization": f"Bearer {boot['token']}", "X-Organisation-Identity": "default"}
+    secret = "coffer_" + "x" * 40
+    for _ in range(3):
+        status, _ = http_get(port, f"/v1/kms/summary?access_token={secret}", headers)
+        assert status == 200
+    status, _ = http_post(port, "/v1/kms/nl-01/keys", {"name": "k", "keyType": "hmac"}, headers)
+    assert status == 201  # the audit writer process at work
+    time.sleep(0.5)
+
+    lines = (tmp_path / f"serve-{port}.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line: one object
+    assert entries
+    for entry in entries:
+        assert {"time", "level", "logger", "message"} <= entry.keys()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["time"])
+    loggers = {entry["logger"] for entry in entries}
+    assert {"uvicorn.error", "uvicorn.access"} <= loggers
+    access = [e["message"] for e in entries if e["logger"] == "uvicorn.access"]
+    assert sum('"GET /v1/kms/summary?… HTTP/1.1" 200' in line for line in access) == 3
+    text = "\n".join(lines)
+    assert secret not in text
+    assert "access_token" not in text
+    assert boot["token"] not in text
+    assert "Bearer" not in text

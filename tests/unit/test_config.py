@@ -42,6 +42,7 @@ def test_regions_come_from_the_toml_file(tmp_path: Path) -> None:
         "cache_size = 0",
         "cache_size = true",
         'log_level = "loud"',
+        'log_format = "xml"',
         'metrics = "yes"',
         "this is not toml",
     ],
@@ -51,6 +52,16 @@ def test_bad_config_files_are_refused_with_the_file_named(tmp_path: Path, text: 
     config.write_text(text)
     with pytest.raises(ConfigError, match=r"coffer\.toml"):
         load_settings(tmp_path, config_file=config)
+
+
+def test_the_log_format_of_the_command_line_wins_over_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "coffer.toml"
+    config.write_text('log_format = "json"')
+    assert load_settings(tmp_path).log_format == "text"
+    assert load_settings(tmp_path, config_file=config).log_format == "json"
+    assert load_settings(tmp_path, config_file=config, log_format="text").log_format == "text"
+    with pytest.raises(ConfigError, match="--log-format"):
+        load_settings(tmp_path, log_format="xml")
 
 
 def test_tls_needs_both_certificate_and_key(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """A repeated failure's traceback is logged once a minute; every occurrence keeps its line. A
-dependency's outage is two lines, down and back."""
+dependency's outage is two lines, down and back. The JSON format is an object a line."""
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,10 +13,12 @@ from coffer.errors import Unavailable
 from coffer.logs import (
     LOGGER,
     DependencyState,
+    JsonFormatter,
     Throttled,
     dependency,
     dependency_of,
     describe,
+    logging_config,
 )
 
 
@@ -106,3 +110,46 @@ def test_a_driver_error_is_described_by_its_first_line_and_a_failure_names_its_d
     assert dependency_of(Unavailable()) is None
     assert dependency_of(None) is None
     assert dependency("database") is dependency("database")
+
+
+def test_json_lines_carry_time_level_logger_message_and_the_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger = logging.getLogger("coffer.test.json")
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning('two\nlines and a quote " and é')
+        try:
+            raise ValueError("a bug")
+        except ValueError:
+            logger.exception("request %s failed", "r1")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, "one line per record, whatever the message holds"
+    first, second = (json.loads(line) for line in lines)
+    assert set(first) == {"time", "level", "logger", "message"}
+    assert first["level"] == "WARNING"
+    assert first["logger"] == "coffer.test.json"
+    assert first["message"] == 'two\nlines and a quote " and é'
+    stamp = datetime.fromisoformat(first["time"])
+    assert stamp.utcoffset() == timedelta(0)
+    assert first["time"].endswith("Z")
+    assert abs((datetime.now(UTC) - stamp).total_seconds()) < 60
+    assert second["message"] == "request r1 failed"
+    assert second["exc"].startswith("Traceback (most recent call last):")
+    assert second["exc"].endswith("ValueError: a bug")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_logging_config_sends_uvicorn_and_the_server_the_same_way(log_format: str) -> None:
+    config = logging_config("info", log_format)
+    assert config["root"] == {"level": "INFO", "handlers": ["stderr"]}
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        assert config["loggers"][name] == {"handlers": [], "propagate": True}
+    formatter = config["formatters"]["coffer"]
+    assert (formatter.get("()") is JsonFormatter) == (log_format == "json")

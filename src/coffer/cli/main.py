@@ -35,6 +35,11 @@ class OutputFormat(StrEnum):
     JSON = "json"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 class SealKind(StrEnum):
     FILE = "file"
     SHAMIR = "shamir"
@@ -220,6 +225,14 @@ def serve(
     workers: Annotated[
         int, typer.Option(envvar="COFFER_WORKERS", help="Server processes behind the port.")
     ] = 1,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            envvar="COFFER_LOG_FORMAT",
+            help="text, or json (an object a line, for log shippers). [default: text]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the KMS API."""
     import uvicorn
@@ -233,6 +246,8 @@ def serve(
         redact_access_log,
         settle_garbage_collector,
     )
+    from coffer.logs import configure as configure_logging
+    from coffer.logs import logging_config
 
     try:
         settings = load_settings(
@@ -244,6 +259,7 @@ def serve(
             tls_key=tls_key,
             database_url=database_url,
             workers=workers,
+            log_format=log_format.value if log_format is not None else None,
         )
         check_writable(settings)
         root = open_data_dir(settings)
@@ -257,9 +273,7 @@ def serve(
         )
 
     os.umask(0o077)  # the database's -wal and -shm files are for the server's user alone
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     if settings.tls_cert is None and not _is_loopback(host):
         log.warning(
             "listening on %s without TLS: tokens and plaintexts cross the network in clear; "
@@ -276,6 +290,8 @@ def serve(
             settings.root_key_path,
         )
     options = uvicorn_options(settings, access_log=access_log)
+    # uvicorn sets up the logging of each process it runs (each worker) from this.
+    options["log_config"] = logging_config(settings.log_level, settings.log_format)
     redact_access_log()
     limits = configure_transport(TransportLimits.of(settings))
     log.info("limits: %d connections, %d requests in progress, headers %d bytes / %d fields",
@@ -289,6 +305,7 @@ def serve(
             COFFER_WORKERS=str(settings.workers),
             COFFER_CONFIG=str(config.resolve()) if config else "",
             COFFER_DATABASE_URL=database_url or "",
+            COFFER_LOG_FORMAT=settings.log_format,
         )
         # Metrics of all workers are summed from files in a directory of this run's own (a
         # previous run's files would count again), removed when the server stops.
