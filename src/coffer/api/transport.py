@@ -135,6 +135,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._pending = 0  # bytes of the head being received (what httptools holds of it)
         self._chunk = 0  # the size of the chunk being parsed
+        #: A request ended inside the chunk being parsed: the bytes after it (the next head's
+        #: first part, if any) cannot be told from its body, so the next head is measured whole.
+        self._ended = False
+        self._unmeasured = False
         self._opened = 0
         #: When this connection must have sent (or read) what it owes (``loop.time()``).
         self._deadline: float | None = None
@@ -211,6 +215,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._unset_keepalive_if_required()
         self._chunk = len(data)
+        self._ended = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -222,7 +227,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self._refusal is None:
                 self._refusal = _answer(400, "invalid_request", "malformed HTTP request")
-        if self._refusal is None and self._in_head:
+        if self._ended:
+            self._unmeasured = self._unmeasured or self._in_head
+        elif self._refusal is None and self._in_head:
             # The chunk ended inside a head: count it before httptools holds more of it.
             self._pending += len(data)
             if self._pending > self._limits.max_header_bytes:
@@ -247,7 +254,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # Bytes of this chunk were not counted yet: measure the head itself if they could
             # have taken it over the limit.
             or (
-                self._pending + self._chunk > limits.max_header_bytes
+                (self._unmeasured or self._pending + self._chunk > limits.max_header_bytes)
                 and self._head_size() > limits.max_header_bytes
             )
         ):
@@ -255,6 +262,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise _Refused
         self._in_head = False
         self._pending = 0
+        self._unmeasured = False
         if len(self.tasks) >= limits.max_concurrent_requests:
             app, self.app = self.app, _busy
             try:
@@ -271,6 +279,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True  # what comes next is the next request's head
+        self._ended = True  # ... and this chunk's bytes are not all of it: see data_received
         self._next_deadline()
 
     def on_response_complete(self) -> None:
