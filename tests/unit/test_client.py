@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from pathlib import Path
 
 import httpx
@@ -268,3 +269,38 @@ def test_a_break_glass_export_is_never_repeated_by_a_retry() -> None:
     with client_for(script) as client, pytest.raises(errors.Unavailable):
         client.keys.export("k")
     assert len(script.requests) == 1
+
+
+def _tls_failure() -> httpx.ConnectError:
+    error = httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    error.__cause__ = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (_tls_failure(), "is the server serving plain HTTP? then use http://"),
+        (httpx.RemoteProtocolError("illegal status line"), "then use https://"),
+    ],
+    ids=["a failed TLS handshake", "an answer that is not HTTP"],
+)
+def test_tls_and_protocol_errors_are_not_retried(error: Exception, said: str) -> None:
+    script = Script(error, ok_encrypt())
+    with client_for(script) as client, pytest.raises(errors.Unavailable) as caught:
+        client.encrypt("k", b"data")
+    assert len(script.requests) == 1
+    assert said in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_the_ca_certificate_comes_from_the_environment_and_must_be_pem(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path), "COFFER_CA_CERT": "/etc/ca.pem"}
+    assert Connection.resolve(environ=env).ca_cert == "/etc/ca.pem"
+    assert Connection.resolve(ca_cert="/x.pem", environ=env).ca_cert == "/x.pem"
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate")
+    with pytest.raises(errors.InvalidRequest, match="CA certificate file"):
+        Client("https://coffer.test", "t", ca_cert=str(not_pem))
+    with pytest.raises(errors.InvalidRequest, match="No such file"):
+        Client("https://coffer.test", "t", ca_cert=str(tmp_path / "missing.pem"))

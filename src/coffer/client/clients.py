@@ -4,13 +4,16 @@ Errors are the classes the server raises (``coffer.errors``), chosen by the erro
 ``code``, with the server's message and ``request_id``. Calls that change nothing are retried
 with exponential back-off and jitter on 429, 502, 503 and 504 (honouring ``Retry-After``) and on
 lost connections; calls that change something (create, rotate, disable, ...) only when the
-connection could not even be opened, so that a change is never made twice.
+connection could not even be opened, so that a change is never made twice. A failed TLS
+handshake and an answer that is not HTTP are not retried: another attempt would fail the same
+way (a server serving plain HTTP where HTTPS was asked for, or the reverse).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -92,6 +95,7 @@ class _Core:
         profile: str | None,
         retries: int,
         backoff: float,
+        ca_cert: str | None = None,
     ) -> None:
         self.connection = Connection.resolve(
             url=url,
@@ -100,6 +104,7 @@ class _Core:
             project=project,
             region=region,
             profile=profile,
+            ca_cert=ca_cert,
         )
         self._retries = retries
         self._backoff = backoff
@@ -112,6 +117,22 @@ class _Core:
             self._scoped["X-Organisation-Identity"] = self.connection.organisation
         if self.connection.project:
             self._scoped["X-Project-Identity"] = self.connection.project
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """How HTTPS servers are checked: the system's authorities, or those of ``ca_cert``."""
+        path = self.connection.ca_cert
+        if path is None:
+            return True
+        try:
+            return ssl.create_default_context(cafile=path)
+        except ssl.SSLError as exc:  # a file that holds no PEM certificate
+            reason = getattr(exc, "reason", None) or str(exc)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        raise InvalidRequest(
+            f"CA certificate file {path}: {reason}: give a PEM file of the certificate "
+            "authority that signed the server's certificate"
+        )
 
     def request(self, call: Call[Any]) -> dict[str, Any]:
         headers = self._scoped if call.organisation else self._headers
@@ -158,6 +179,8 @@ class _Core:
         """Seconds to wait before another attempt, or ``None`` to give up now."""
         if attempt >= self._retries:
             return None
+        if error is not None and _broken(error) is not None:
+            return None  # TLS or HTTP spoken to the wrong kind of server: it would fail again
         if error is not None:  # a lost connection: was anything sent? only ConnectError says no
             retry = call.idempotent or isinstance(error, httpx.ConnectError)
         else:
@@ -173,7 +196,45 @@ class _Core:
         return wait
 
     def unreachable(self, error: httpx.TransportError) -> Unavailable:
-        return Unavailable(f"cannot reach Coffer at {self._base}: {error}")
+        broken = _broken(error)
+        if isinstance(broken, ssl.SSLCertVerificationError):
+            why = getattr(broken, "verify_message", None) or broken
+            return Unavailable(
+                f"{self._base}: the server's TLS certificate is not trusted ({why}): give the "
+                "PEM file of its certificate authority (--ca-cert, COFFER_CA_CERT or ca_cert=)"
+            )
+        if isinstance(broken, ssl.SSLError):
+            why = getattr(broken, "reason", None) or broken
+            return Unavailable(
+                f"{self._base}: TLS handshake failed ({why}): is the server serving plain HTTP? "
+                "then use http://"
+            )
+        if broken is not None:
+            return Unavailable(
+                f"{self._base}: the answer is not HTTP ({error}): is the server serving HTTPS? "
+                "then use https://"
+            )
+        hint = ""
+        if isinstance(error, httpx.RemoteProtocolError) and self._base.startswith("http://"):
+            hint = " (if the server serves HTTPS, use https://)"
+        reason = str(error).rstrip(".") or type(error).__name__
+        return Unavailable(f"cannot reach Coffer at {self._base}: {reason}{hint}")
+
+
+def _broken(error: httpx.TransportError) -> BaseException | None:
+    """What makes ``error`` certain to happen again: a failed TLS handshake (the ``ssl`` error),
+    or an answer that is not HTTP (the error itself); ``None`` for a refused or lost
+    connection, which another attempt may find working."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, httpx.LocalProtocolError):
+        return error
+    if isinstance(error, httpx.RemoteProtocolError) and "disconnected" not in str(error):
+        return error  # a status line that is not HTTP; a dropped connection may be retried
+    return None
 
 
 def _sync(build: Callable[Concatenate[Connection, P], Call[T]]) -> Callable[Concatenate[Any, P], T]:
@@ -288,11 +349,14 @@ class Client:
         retries: int = 3,
         backoff: float = 0.2,
         transport: httpx.BaseTransport | None = None,
+        ca_cert: str | None = None,
     ) -> None:
-        self._core = _Core(url, token, organisation, project, region, profile, retries, backoff)
+        self._core = _Core(url, token, organisation, project, region, profile, retries, backoff,
+                           ca_cert)  # fmt: skip
         self.connection = self._core.connection
         self._client = self
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._http = httpx.Client(timeout=timeout, transport=transport,
+                                  verify=self._core.verify())  # fmt: skip
         self.keys = Keys(self)
         self.audit = Audit(self)
         self.sys = Sys(self)
@@ -424,11 +488,14 @@ class AsyncClient:
         retries: int = 3,
         backoff: float = 0.2,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca_cert: str | None = None,
     ) -> None:
-        self._core = _Core(url, token, organisation, project, region, profile, retries, backoff)
+        self._core = _Core(url, token, organisation, project, region, profile, retries, backoff,
+                           ca_cert)  # fmt: skip
         self.connection = self._core.connection
         self._client = self
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport,
+                                       verify=self._core.verify())  # fmt: skip
         self.keys = AsyncKeys(self)
         self.audit = AsyncAudit(self)
         self.sys = AsyncSys(self)

@@ -3,13 +3,15 @@
 Every setting is taken from the first of these that has it:
 
 1. the argument (the SDK's keyword, the CLI's ``--url``/``--token``/``--org``/``--project``/
-   ``--region``);
+   ``--region``/``--ca-cert``);
 2. the environment: ``COFFER_URL``, ``COFFER_TOKEN``, ``COFFER_ORG``, ``COFFER_PROJECT``,
-   ``COFFER_REGION``;
+   ``COFFER_REGION``, ``COFFER_CA_CERT``;
 3. the profile named by ``profile`` or ``COFFER_PROFILE`` (default ``default``) in the profile
    file, ``COFFER_PROFILE_FILE`` or ``$XDG_CONFIG_HOME/coffer/profiles.toml`` (by default
    ``~/.config/coffer/profiles.toml``);
-4. the defaults: ``http://127.0.0.1:8200`` and region ``nl-01``.
+4. the defaults: ``http://127.0.0.1:8200`` and region ``nl-01``; HTTPS servers are checked
+   against the system's certificate authorities unless ``ca_cert`` names a PEM file of the
+   authorities to trust instead (a private CA).
 
 A profile file that holds a token must be readable by its owner alone (``chmod 600``), as
 ``ssh`` insists for private keys: otherwise it is refused. A profile's token is sent only to
@@ -29,13 +31,14 @@ from coffer.errors import InvalidRequest
 
 DEFAULT_URL = "http://127.0.0.1:8200"
 DEFAULT_REGION = "nl-01"
-_FIELDS = ("url", "token", "organisation", "project", "region")
+_FIELDS = ("url", "token", "organisation", "project", "region", "ca_cert")
 _ENVIRONMENT = {
     "url": "COFFER_URL",
     "token": "COFFER_TOKEN",
     "organisation": "COFFER_ORG",
     "project": "COFFER_PROJECT",
     "region": "COFFER_REGION",
+    "ca_cert": "COFFER_CA_CERT",
 }
 
 
@@ -51,12 +54,14 @@ class Connection:
     organisation: str | None = None
     project: str | None = None
     region: str = DEFAULT_REGION
+    #: A PEM file of the certificate authorities an HTTPS server is checked against.
+    ca_cert: str | None = None
 
     def __repr__(self) -> str:  # the token stays out of logs and tracebacks
         token = "<set>" if self.token else None
         return (
             f"Connection(url={self.url!r}, token={token}, organisation={self.organisation!r}, "
-            f"project={self.project!r}, region={self.region!r})"
+            f"project={self.project!r}, region={self.region!r}, ca_cert={self.ca_cert!r})"
         )
 
     @classmethod
@@ -69,6 +74,7 @@ class Connection:
         project: str | None = None,
         region: str | None = None,
         profile: str | None = None,
+        ca_cert: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> Connection:
         """The settings from arguments, environment and profile, in that order."""
@@ -79,6 +85,7 @@ class Connection:
             "organisation": organisation,
             "project": project,
             "region": region,
+            "ca_cert": ca_cert,
         }
         from_profile = _read_profile(env, profile)
         chosen: dict[str, str] = {}
