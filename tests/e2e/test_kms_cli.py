@@ -63,7 +63,7 @@ def test_key_life_cycle_commands(coffer_server: RunningCoffer, tmp_path: Path) -
     env = coffer_server.env()
     name = f"cli-{secrets.token_hex(4)}"
     created = as_json(env, "keys", "create", name, "--type", "aes256-gcm96", "--label",
-                      "team=payments", "--export-allowed", "--rotation-period", "90")  # fmt: skip
+                      "team=payments", "--export-allowed", "--rotation-period", "90d")  # fmt: skip
     assert created["labels"] == {"team": "payments"}
     assert (created["keyRotationEnabled"], created["rotationPeriodInDays"]) == (True, 90)
     listed = as_json(env, "keys", "list", "--label", "team=payments")["items"]
@@ -137,7 +137,7 @@ def test_errors_are_one_line_and_usage_errors_exit_2(coffer_server: RunningCoffe
     missing = coffer(env, "encrypt", "no-such-key", "x")
     assert missing.returncode == 1
     line = missing.stderr.decode()
-    assert line.startswith("coffer: key not found (key_not_found, request ")
+    assert line.startswith("coffer: key 'no-such-key' not found in region nl-01 (key_not_found, ")
     assert line.count("\n") == 1
     assert coffer(env, "encrypt", "k", "data", "--in", "f").returncode == 2  # both given
     assert coffer(env, "keys", "create", "k").returncode == 2  # --type missing

@@ -11,11 +11,22 @@ from typing import Annotated, Any
 
 import typer
 
-from coffer.cli.connect import Org, Output, OutputFormat, Token, Url, client, plain
+from coffer.cli.connect import (
+    App,
+    CaCert,
+    Org,
+    Output,
+    OutputFormat,
+    Profile,
+    Token,
+    Url,
+    client,
+    plain,
+)
 from coffer.client import Client
 from coffer.config import ConfigError, load_settings
 
-app = typer.Typer(help="The audit log.", no_args_is_help=True)
+app = App(help="The audit log.")
 
 PAGE = 1000
 
@@ -26,8 +37,11 @@ Until = Annotated[str | None, typer.Option(help="Before this RFC 3339 time.")]
 
 
 DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False)
-]
+    str | None,
+    typer.Option("--database-url", envvar="COFFER_DATABASE_URL", metavar="URL",
+                 help="postgresql://... (default: SQLite in the data directory).",
+                 show_default=False),
+]  # fmt: skip
 ServerConfig = Annotated[
     Path | None,
     typer.Option(
@@ -159,10 +173,13 @@ def verify(
 
 
 @app.command("public-key")
-def public_key(token: Token = None, url: Url = None) -> None:
+def public_key(
+    token: Token = None, url: Url = None, profile: Profile = None, ca_cert: CaCert = None
+) -> None:
     """The public key (PEM) that verifies the audit log's signed checkpoints: what a verifier
     outside needs. It cannot sign."""
-    with client(url, token, None, None) as coffer:
+    with client(url, token, None, None, None, profile, ca_cert=ca_cert,
+                needs_org=False) as coffer:  # fmt: skip
         typer.echo(coffer.audit.public_key(), nl=False)
 
 
@@ -189,12 +206,14 @@ def list_records(
     since: Since = None,
     until: Until = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 50,
+    profile: Profile = None,
+    ca_cert: CaCert = None,
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """The newest records of the organisation."""
     filters: dict[str, Any] = {"action": action, "resource_identity": resource, "since": since,
                                "until": until}  # fmt: skip
-    with client(url, token, org, None) as coffer:
+    with client(url, token, org, None, None, profile, ca_cert=ca_cert) as coffer:
         records = list(_pages(coffer, filters, limit))
     if output is OutputFormat.JSON:
         typer.echo(json.dumps(records))
@@ -213,7 +232,9 @@ def export(
     token: Token = None,
     url: Url = None,
     org: Org = None,
-    output_format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.JSONL,
+    output_format: Annotated[
+        ExportFormat, typer.Option("--format", help="jsonl: one JSON object a line.")
+    ] = ExportFormat.JSONL,
     action: Action = None,
     resource: Resource = None,
     since: Since = None,
@@ -230,6 +251,8 @@ def export(
     ] = None,
     database_url: DatabaseUrl = None,
     config: ServerConfig = None,
+    profile: Profile = None,
+    ca_cert: CaCert = None,
 ) -> None:
     """Every matching record of the organisation, oldest first, one JSON object per line (for a
     SIEM), through the server; or, with --data-dir, the whole verifiable chain."""
@@ -251,7 +274,7 @@ def export(
         return
     # Paged by sequence number, not by offset: records pruned or added meanwhile shift no page.
     after = 0
-    with client(url, token, org, None) as coffer:
+    with client(url, token, org, None, None, profile, ca_cert=ca_cert) as coffer:
         while True:
             page = coffer.audit.list(**filters, order="asc", limit=PAGE, page=1, after_seq=after)
             for record in plain(page.items):

@@ -2,15 +2,16 @@
 
 The interface is exact (other tools drive it)::
 
-    coffer envelope encrypt --region REGION --key KEY IN -o OUT
-    coffer envelope decrypt IN -o OUT
+    coffer envelope encrypt --region REGION --key KEY IN --out OUT
+    coffer envelope decrypt IN --out OUT
 
-``-`` is stdin or stdout. The message's header names the region and key, so decrypt needs
-neither. An output file appears only when the whole input was processed (and, for decrypt,
-authenticated); on an error nothing is written to it. To stdout (``-o -``), decrypt streams
-each segment once it is authenticated: when it exits 1, what it wrote must be discarded (a
-message cut at a segment boundary is known to be truncated only at its end). A progress bar
-shows on stderr when stderr is a terminal.
+``-`` is stdin or stdout. ``-o OUT``, the first spelling, still works: ``-o`` is ``--output``
+(the format) on every other command, so it is left out of the help. The message's header names
+the region and key, so decrypt needs neither. An output file appears only when the whole input
+was processed (and, for decrypt, authenticated); on an error nothing is written to it. To stdout
+(``--out -``), decrypt streams each segment once it is authenticated: when it exits 1, what it
+wrote must be discarded (a message cut at a segment boundary is known to be truncated only at
+its end). A progress bar shows on stderr when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -31,15 +32,40 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from coffer.cli.connect import Org, Profile, Project, Region, Token, Url, client
+from coffer.cli.connect import (
+    App,
+    CaCert,
+    Org,
+    Profile,
+    Project,
+    Region,
+    Token,
+    Url,
+    client,
+)
 from coffer.client.envelope import Envelope, atomic_output
 
-app = typer.Typer(help="Envelope encryption of files of any size.", no_args_is_help=True)
+app = App(help="Envelope encryption of files of any size.")
 
-Source = Annotated[Path, typer.Argument(help="Input file, or - for stdin.", show_default=False)]
-Target = Annotated[
-    Path, typer.Option("--out", "-o", help="Output file, or - for stdout.", show_default=False)
+Source = Annotated[
+    Path, typer.Argument(help="Input file, or - for stdin.", metavar="IN", show_default=False)
 ]
+Target = Annotated[
+    Path | None,
+    typer.Option("--out", help="Output file, or - for stdout.", metavar="OUT",
+                 show_default=False),
+]  # fmt: skip
+#: ``-o OUT``: the first spelling of ``--out``, kept for the tools that use it.
+OldTarget = Annotated[Path | None, typer.Option("-o", hidden=True, show_default=False)]
+
+
+def _target(out: Path | None, old: Path | None) -> Path:
+    if out is not None and old is not None:
+        raise typer.BadParameter("give --out once (-o is its old spelling)")
+    chosen = out if out is not None else old
+    if chosen is None:
+        raise typer.BadParameter("give --out OUT: the output file, or - for stdout")
+    return chosen
 
 
 @contextlib.contextmanager
@@ -77,15 +103,18 @@ def _progress(path: Path, verb: str) -> Iterator[Callable[[int], None] | None]:
 @app.command("encrypt")
 def encrypt(
     source: Source,
-    out: Target,
-    key: Annotated[str, typer.Option("--key", help="Key identity or slug.", show_default=False)],
+    key: Annotated[str, typer.Option("--key", help="Key identity or slug.", metavar="KEY",
+                                     show_default=False)],
+    out: Target = None,
+    old_out: OldTarget = None,
     region: Region = None,
     url: Url = None, token: Token = None, org: Org = None, project: Project = None,
-    profile: Profile = None,
+    profile: Profile = None, ca_cert: CaCert = None,
 ) -> None:  # fmt: skip
     """Encrypt IN with a fresh data key wrapped by KEY."""
+    out = _target(out, old_out)
     with (
-        client(url, token, org, project, region, profile) as coffer,
+        client(url, token, org, project, region, profile, ca_cert=ca_cert, key=key) as coffer,
         _input(source) as reader,
         _output(out) as writer,
         _progress(source, "encrypting") as advance,
@@ -96,14 +125,16 @@ def encrypt(
 @app.command("decrypt")
 def decrypt(
     source: Source,
-    out: Target,
+    out: Target = None,
+    old_out: OldTarget = None,
     url: Url = None, token: Token = None, org: Org = None, project: Project = None,
-    profile: Profile = None,
+    profile: Profile = None, ca_cert: CaCert = None,
 ) -> None:  # fmt: skip
     """Decrypt IN; its header names the region and key. To a file only if all of it is
-    authentic; to stdout (-o -) as it is checked: discard the output if the exit code is 1."""
+    authentic; to stdout (--out -) as it is checked: discard the output if the exit code is 1."""
+    out = _target(out, old_out)
     with (
-        client(url, token, org, project, None, profile) as coffer,
+        client(url, token, org, project, None, profile, ca_cert=ca_cert) as coffer,
         _input(source) as reader,
         _output(out) as writer,
         _progress(source, "decrypting") as advance,

@@ -12,22 +12,67 @@ import logging
 import os
 from datetime import timedelta
 from enum import StrEnum
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from coffer.cli import admin, audit, backup, envelope, kms, operator
+from coffer.cli.connect import (
+    App,
+    CaCert,
+    Org,
+    Profile,
+    Project,
+    Region,
+    Token,
+    Url,
+    parse_duration,
+    plain_usage,
+    remember_global_options,
+    run,
+)
 from coffer.config import ConfigError, Settings, load_settings
 from coffer.metrics import multiprocess_dir, remove_multiprocess_dir
 
-app = typer.Typer(
-    help="Coffer: a self-hosted Key Management Service.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = App(help="Coffer: a self-hosted Key Management Service.")
 log = logging.getLogger("coffer")
+
+
+def _version() -> str:
+    try:
+        return version("coffer")
+    except PackageNotFoundError:
+        import coffer
+
+        return str(getattr(coffer, "__version__", "unknown"))
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"coffer {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def connection_options(
+    ctx: typer.Context,
+    url: Url = None, token: Token = None, org: Org = None, project: Project = None,
+    region: Region = None, profile: Profile = None, ca_cert: CaCert = None,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:  # fmt: skip
+    """Coffer: a self-hosted Key Management Service.
+
+    The connection options may come before the command (coffer --token T encrypt ...) or
+    after it; after wins. init and serve do not use them."""
+    given = {"url": url, "token": token, "org": org, "project": project, "region": region,
+             "profile": profile, "ca_cert": ca_cert}  # fmt: skip
+    remember_global_options(ctx, given)
 
 
 class OutputFormat(StrEnum):
@@ -98,9 +143,12 @@ def init(
         ),
     ] = None,
     admin_token_ttl: Annotated[
-        str | None,
+        int | None,
         typer.Option(
-            help="Lifetime of the admin token, e.g. 30d or 12h (default: until revoked).",
+            parser=parse_duration,
+            metavar="DURATION",
+            help="Lifetime of the admin token with its unit, e.g. 30d or 12h (default: until "
+            "revoked).",
             show_default=False,
         ),
     ] = None,
@@ -109,11 +157,7 @@ def init(
     from coffer.bootstrap import SealChoice, initialise  # the server's modules: init and serve
     from coffer.domain.seal import SealType
 
-    lifetime = (
-        timedelta(seconds=admin.parse_duration(admin_token_ttl))
-        if admin_token_ttl is not None
-        else None
-    )
+    lifetime = timedelta(seconds=admin_token_ttl) if admin_token_ttl is not None else None
 
     if seal is SealKind.PKCS11 and not (pkcs11_library and pkcs11_token):
         raise _fail("--seal pkcs11 needs --pkcs11-library and --pkcs11-token")
@@ -337,4 +381,5 @@ app.add_typer(admin.role_app, name="role")
 
 
 def main() -> None:
-    app()
+    plain_usage(app)
+    run(app)

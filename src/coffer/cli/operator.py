@@ -20,11 +20,23 @@ from typing import Annotated, Any
 
 import typer
 
-from coffer.cli.connect import Output, OutputFormat, Token, Url, client, fail, plain
+from coffer.cli.connect import (
+    App,
+    CaCert,
+    Output,
+    OutputFormat,
+    Profile,
+    Token,
+    Url,
+    client,
+    fail,
+    parse_duration,
+    plain,
+)
 from coffer.config import ConfigError, Settings
 from coffer.schemas import RootStatusResponse, SealStatusResponse
 
-app = typer.Typer(help="The seal and the root key.", no_args_is_help=True)
+app = App(help="The seal and the root key.")
 
 #: How often ``rotate-root`` asks how far the rotation is.
 POLL_SECONDS = 0.5
@@ -78,9 +90,13 @@ def _show_root(status: RootStatusResponse, output: OutputFormat) -> None:
 
 
 @app.command("seal-status")
-def seal_status(url: Url = None, output: Output = OutputFormat.TEXT) -> None:
+def seal_status(
+    url: Url = None, profile: Profile = None, ca_cert: CaCert = None,
+    output: Output = OutputFormat.TEXT,
+) -> None:  # fmt: skip
     """Whether the server is sealed, and how far unsealing is (no token needed)."""
-    with client(url, None, None, None) as coffer:
+    with client(url, None, None, None, None, profile, ca_cert=ca_cert, needs_token=False,
+                needs_org=False) as coffer:  # fmt: skip
         _show_seal(coffer.sys.seal_status(), output)
 
 
@@ -88,27 +104,38 @@ def seal_status(url: Url = None, output: Output = OutputFormat.TEXT) -> None:
 def unseal(
     url: Url = None,
     reset: Annotated[bool, typer.Option(help="Forget the shares given so far.")] = False,
+    profile: Profile = None,
+    ca_cert: CaCert = None,
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """Give the server one unseal key share (shamir seal), read from a hidden prompt or stdin.
     Each share holder runs it once; at the threshold the server opens."""
     share = None if reset else read_share()
-    with client(url, None, None, None) as coffer:
+    with client(url, None, None, None, None, profile, ca_cert=ca_cert, needs_token=False,
+                needs_org=False) as coffer:  # fmt: skip
         _show_seal(coffer.sys.unseal(share, reset=reset), output)
 
 
 @app.command("seal")
-def seal(token: Token = None, url: Url = None, output: Output = OutputFormat.TEXT) -> None:
+def seal(
+    token: Token = None, url: Url = None, profile: Profile = None, ca_cert: CaCert = None,
+    output: Output = OutputFormat.TEXT,
+) -> None:  # fmt: skip
     """Seal the server now: every key leaves its memory (platform administrators). The shamir
     seal opens again with its shares; the file and pkcs11 seals at the next start."""
-    with client(url, token, None, None) as coffer:
+    with client(url, token, None, None, None, profile, ca_cert=ca_cert,
+                needs_org=False) as coffer:  # fmt: skip
         _show_seal(coffer.sys.seal(), output)
 
 
 @app.command("root-status")
-def root_status(token: Token = None, url: Url = None, output: Output = OutputFormat.TEXT) -> None:
+def root_status(
+    token: Token = None, url: Url = None, profile: Profile = None, ca_cert: CaCert = None,
+    output: Output = OutputFormat.TEXT,
+) -> None:  # fmt: skip
     """The root key's generation, and any rotation under way (platform administrators)."""
-    with client(url, token, None, None) as coffer:
+    with client(url, token, None, None, None, profile, ca_cert=ca_cert,
+                needs_org=False) as coffer:  # fmt: skip
         _show_root(coffer.sys.root_status(), output)
 
 
@@ -117,11 +144,14 @@ def rotate_root(
     token: Token = None,
     url: Url = None,
     wait: Annotated[bool, typer.Option(help="Wait until the rotation is complete.")] = True,
+    profile: Profile = None,
+    ca_cert: CaCert = None,
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """Make a new root key and rewrap everything the root wraps, online (platform
     administrators). Old ciphertexts keep decrypting; the old root key is useless afterwards."""
-    with client(url, token, None, None) as coffer:
+    with client(url, token, None, None, None, profile, ca_cert=ca_cert,
+                needs_org=False) as coffer:  # fmt: skip
         status = coffer.sys.rotate_root()
         if output is OutputFormat.TEXT:
             typer.echo(f"root rotation to generation {status.active_generation} begun")
@@ -133,11 +163,25 @@ def rotate_root(
 
 @app.command("migrate-seal")
 def migrate_seal(
-    data_dir: Annotated[Path, typer.Option("--data-dir", envvar="COFFER_DATA_DIR")],
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir",
+            envvar="COFFER_DATA_DIR",
+            metavar="DIR",
+            help="Data directory of the installation.",
+        ),
+    ],
     to: Annotated[Seal, typer.Option("--to", help="The seal to move to.")],
     database_url: Annotated[
         str | None,
-        typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False),
+        typer.Option(
+            "--database-url",
+            envvar="COFFER_DATABASE_URL",
+            metavar="URL",
+            help="postgresql://... (default: SQLite in the data directory).",
+            show_default=False,
+        ),
     ] = None,
     key_shares: Annotated[int, typer.Option(help="shamir: shares to make.", min=1, max=255)] = 5,
     key_threshold: Annotated[
@@ -195,16 +239,32 @@ def migrate_seal(
 
 @app.command("generate-admin-token")
 def generate_admin_token(
-    data_dir: Annotated[Path, typer.Option("--data-dir", envvar="COFFER_DATA_DIR")],
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            "--data-dir",
+            envvar="COFFER_DATA_DIR",
+            metavar="DIR",
+            help="Data directory of the installation.",
+        ),
+    ],
     database_url: Annotated[
         str | None,
-        typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_default=False),
+        typer.Option(
+            "--database-url",
+            envvar="COFFER_DATABASE_URL",
+            metavar="URL",
+            help="postgresql://... (default: SQLite in the data directory).",
+            show_default=False,
+        ),
     ] = None,
     expires_in: Annotated[
-        str | None,
+        int | None,
         typer.Option(
             "--expires-in",
-            help="Lifetime, e.g. 30d or 12h (default: until revoked).",
+            parser=parse_duration,
+            metavar="DURATION",
+            help="Lifetime with its unit, e.g. 30d or 12h (default: until revoked).",
             show_default=False,
         ),
     ] = None,
@@ -216,9 +276,8 @@ def generate_admin_token(
     from datetime import timedelta
 
     from coffer.bootstrap import generate_admin_token as generate
-    from coffer.cli.admin import parse_duration
 
-    lifetime = timedelta(seconds=parse_duration(expires_in)) if expires_in is not None else None
+    lifetime = timedelta(seconds=expires_in) if expires_in is not None else None
     try:
         settings = Settings(data_dir=data_dir, database_url=database_url)
         created = asyncio.run(generate(settings, lifetime, read_shares))
