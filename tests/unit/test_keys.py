@@ -70,9 +70,12 @@ def test_invalid_key_specs_are_rejected(spec: dict[str, object]) -> None:
         new_key(**spec)
 
 
-def test_unknown_key_type_is_unsupported_key_type() -> None:
-    with pytest.raises(UnsupportedKeyType):
+def test_unknown_key_type_is_unsupported_key_type_and_lists_the_valid_ones() -> None:
+    with pytest.raises(UnsupportedKeyType) as refused:
         new_key(key_type="aes512-gcm")
+    assert "'aes512-gcm'" in refused.value.message
+    assert "aes256-gcm96, chacha20-poly1305" in refused.value.message
+    assert "hmac-sha512" in refused.value.message
 
 
 def test_rotation_needs_a_period_when_enabled() -> None:

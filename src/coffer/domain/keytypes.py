@@ -31,7 +31,9 @@ class KeyType(StrEnum):
         try:
             return cls(value)
         except ValueError:
-            raise UnsupportedKeyType(f"unknown key type {shown(value)}") from None
+            raise UnsupportedKeyType(
+                f"unknown key type {shown(value)}: use one of {', '.join(cls)}"
+            ) from None
 
 
 class Operation(StrEnum):
