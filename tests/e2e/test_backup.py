@@ -267,7 +267,7 @@ def test_restore_refuses_a_foreign_root_key_and_an_occupied_target(tmp_path: Pat
     occupied = run_coffer("restore", tmp_path / "b", "--data-dir", other,
                           "--root-key", data_dir / "root.key")  # fmt: skip
     assert occupied.returncode == 1
-    assert "already holds" in occupied.stderr
+    assert "is not empty" in occupied.stderr
     assert run_coffer("audit", "verify", "--data-dir", other).returncode == 0
 
 
@@ -319,3 +319,197 @@ def test_the_docs_name_coffer_backup_and_warn_against_copying_a_live_database() 
         text = (root / name).read_text()
         assert "cp -p data" not in text, name
         assert "cp data/coffer.db" not in text, name
+
+
+def rewrite(path: Path, target: Path, edit: Any) -> None:
+    """``path`` with its header changed by ``edit(header)`` and extra members' bytes appended by
+    it, and a recomputed trailing digest: what someone who can write the backup can make."""
+    import hashlib
+
+    raw = path.read_bytes()[:-32]
+    magic, rest = raw.split(b"\n", 1)
+    line, body = rest.split(b"\n", 1)
+    header = json.loads(line)
+    body += edit(header) or b""
+    data = magic + b"\n" + json.dumps(header).encode() + b"\n" + body
+    target.write_bytes(data + hashlib.sha256(data).digest())
+
+
+@pytest.mark.one_engine  # the file's format: one engine shows it
+def test_a_crafted_backup_cannot_name_a_path_or_smuggle_in_a_root_key(tmp_path: Path) -> None:
+    data_dir, other = tmp_path / "data", tmp_path / "other"
+    init(data_dir)
+    init(other)
+    assert run_coffer("backup", tmp_path / "b", "--data-dir", data_dir).returncode == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    key = (other / "root.key").read_bytes()
+    import hashlib
+
+    def renamed(name: str) -> Any:
+        def edit(header: dict[str, Any]) -> None:
+            header["members"][-1]["name"] = name
+
+        return edit
+
+    def smuggled(header: dict[str, Any]) -> bytes:
+        header["members"].append({"name": "root.key", "size": len(key),
+                                  "sha256": hashlib.sha256(key).hexdigest()})  # fmt: skip
+        return key
+
+    def doubled(header: dict[str, Any]) -> None:
+        header["members"].append(dict(header["members"][0], size=0))
+
+    cases = {"../victim.txt": renamed("../victim.txt"), "absolute": renamed(str(victim)),
+             "root key": smuggled, "duplicate": doubled}  # fmt: skip
+    for case, edit in cases.items():
+        crafted = tmp_path / f"crafted-{len(case)}"
+        rewrite(tmp_path / "b", crafted, edit)
+        done = run_coffer("restore", crafted, "--data-dir", tmp_path / "r", "--root-key",
+                          data_dir / "root.key")  # fmt: skip
+        assert done.returncode == 1, case
+        assert "Traceback" not in done.stderr, case
+        assert len(done.stderr.strip().splitlines()) == 1, (case, done.stderr)
+        assert victim.read_text() == "keep me", case
+        assert not (tmp_path / "r").exists(), case
+    smuggled_restore = run_coffer("restore", tmp_path / f"crafted-{len('root key')}",
+                                  "--data-dir", tmp_path / "r")  # fmt: skip
+    assert "holds a root key without encryption" in smuggled_restore.stderr
+
+
+@pytest.mark.one_engine  # SQLite's file put back: the anchor's part is the same on both engines
+def test_backup_refuses_a_database_rolled_back_behind_its_anchor(tmp_path: Path) -> None:
+    """A database put back to an older copy: `audit verify` says so, and a backup — which would
+    carry the rollback into a restore that verifies — is refused."""
+    data_dir = tmp_path / "data"
+    boot = init(data_dir)
+    token, org = boot["token"], boot["organisation"]
+    for round_ in range(2):  # each server's shutdown signs a checkpoint into the anchor
+        port = free_port()
+        process = start_serve("--data-dir", data_dir, "--port", str(port),
+                              log=tmp_path / f"{round_}.log")  # fmt: skip
+        try:
+            wait_until_healthy(process, port, tmp_path / f"{round_}.log")
+            for n in range(3):
+                status, _ = call(port, "POST", KEYS, token, org,
+                                 {"name": f"k{round_}-{n}", "keyType": "aes256-gcm96"})  # fmt: skip
+                assert status == 201
+        finally:
+            stop(process)
+        if round_ == 0:
+            old = (data_dir / "coffer.db").read_bytes()  # the server is stopped: a whole copy
+    (data_dir / "coffer.db").write_bytes(old)
+    assert run_coffer("audit", "verify", "--data-dir", data_dir).returncode == 1
+    refused = run_coffer("backup", tmp_path / "b", "--data-dir", data_dir)
+    assert refused.returncode == 1
+    assert "rolled back or edited" in refused.stderr
+    assert not (tmp_path / "b").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.one_engine  # files and directories: one engine shows it
+def test_backup_and_restore_leave_nothing_of_their_own_and_touch_nothing_else(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    init(data_dir)
+    out = tmp_path / "b"
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    out.symlink_to(victim)
+    refused = run_coffer("backup", out, "--data-dir", data_dir)
+    assert refused.returncode == 1
+    assert "exists" in refused.stderr
+    old = os.umask(0)
+    try:
+        forced = run_coffer("backup", out, "--data-dir", data_dir, "--force")
+    finally:
+        os.umask(old)
+    assert forced.returncode == 0, forced.stderr
+    assert not out.is_symlink()  # the link was replaced, not written through
+    assert victim.read_text() == "keep me"
+    assert os.stat(out).st_mode & 0o777 == 0o600
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    foreign = run_coffer("restore", out, "--data-dir", empty, "--root-key", victim)
+    assert foreign.returncode == 1  # not a root key: refused before anything is written
+    init(tmp_path / "other")
+    wrong = run_coffer("restore", out, "--data-dir", empty, "--root-key",
+                       tmp_path / "other" / "root.key")  # fmt: skip
+    assert wrong.returncode == 1
+    assert "root key" in wrong.stderr
+    assert empty.is_dir()  # the directory that was there stays, empty again
+    assert list(empty.iterdir()) == []
+    done = run_coffer("restore", out, "--data-dir", empty, "--root-key", data_dir / "root.key")
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.one_engine  # the copy's check: one engine shows it
+def test_restore_refuses_an_audit_copy_that_does_not_reach_past_the_backup(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    init(data_dir)
+    assert run_coffer("backup", tmp_path / "b", "--data-dir", data_dir).returncode == 0
+    env = {**clean_env(), **database_env(("--data-dir", data_dir))}
+    with (tmp_path / "copy.jsonl").open("w") as out:
+        subprocess.run([str(COFFER), "audit", "export", "--data-dir", data_dir], stdout=out,
+                       env=env, check=True)  # fmt: skip
+    stale = run_coffer("restore", tmp_path / "b", "--data-dir", tmp_path / "r", "--root-key",
+                       data_dir / "root.key", "--audit-copy", tmp_path / "copy.jsonl")  # fmt: skip
+    assert stale.returncode == 1
+    assert "ends at the backup's newest record or before" in stale.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.one_engine  # starts a PostgreSQL of its own: both engines in one test
+def test_a_backup_restores_across_engines_both_ways(tmp_path: Path) -> None:
+    from tests.postgres import new_schema, private_cluster
+
+    data_dir = tmp_path / "data"
+    boot = init(data_dir)
+    token, org = boot["token"], boot["organisation"]
+    sealed: dict[str, str] = {}
+
+    def serving(directory: Path, env: dict[str, str], work: Any) -> None:
+        port = free_port()
+        log = tmp_path / f"{directory.name}.log"
+        process = start_serve("--data-dir", directory, "--port", str(port), log=log, env=env)
+        try:
+            wait_until_healthy(process, port, log)
+            work(port)
+        finally:
+            stop(process)
+
+    def write(port: int) -> None:
+        assert call(port, "POST", KEYS, token, org, {"name": "k", "keyType": "aes256-gcm96"}
+                    )[0] == 201  # fmt: skip
+        sealed["v1"] = call(port, "POST", f"{KEYS}/k/encrypt", token, org,
+                            {"plaintext": b64(b"one")})[1]["ciphertext"]  # fmt: skip
+        assert call(port, "POST", f"{KEYS}/k/rotate", token, org, {})[0] == 200
+
+    def read(port: int) -> None:
+        status, body = call(port, "POST", f"{KEYS}/k/decrypt", token, org,
+                            {"ciphertext": sealed["v1"]})  # fmt: skip
+        assert status == 200, body
+        assert base64.b64decode(body["plaintext"]) == b"one"
+
+    serving(data_dir, {}, write)
+    with private_cluster() as (cluster, _):
+        url = new_schema(cluster)
+        pg_env = {"COFFER_DATABASE_URL": url}
+        assert run_coffer("backup", tmp_path / "from-sqlite", "--data-dir", data_dir
+                          ).returncode == 0  # fmt: skip
+        into_pg = run_coffer("restore", tmp_path / "from-sqlite", "--data-dir", tmp_path / "pg",
+                             "--root-key", data_dir / "root.key",
+                             env=clean_env(**pg_env))  # fmt: skip
+        assert into_pg.returncode == 0, into_pg.stderr
+        serving(tmp_path / "pg", pg_env, read)
+        from_pg = run_coffer("backup", tmp_path / "from-pg", "--data-dir", tmp_path / "pg",
+                             env=clean_env(**pg_env))  # fmt: skip
+        assert from_pg.returncode == 0, from_pg.stderr
+    back = run_coffer("restore", tmp_path / "from-pg", "--data-dir", tmp_path / "sqlite",
+                      "--root-key", data_dir / "root.key", env=clean_env())  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    serving(tmp_path / "sqlite", {}, read)

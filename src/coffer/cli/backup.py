@@ -17,6 +17,11 @@ import typer
 from coffer.cli.connect import Output, OutputFormat, fail
 from coffer.config import ConfigError, load_settings
 
+UNKNOWN_LATER = (
+    "Anything changed after the backup is not in it: tokens revoked and role bindings removed "
+    "since are valid again, keys created or rotated since are missing. Give --audit-copy (an "
+    "audit sink's file or a newer `coffer audit export`) to list them."
+)
 #: A passphrase guards every key of the installation: shorter ones are refused.
 MIN_PASSPHRASE = 12
 
@@ -48,7 +53,7 @@ def _passphrase(confirm: bool) -> bytes:
         if confirm and getpass.getpass("Again: ") != first:
             raise fail("the passphrases differ; nothing was written")
     else:
-        first = sys.stdin.readline().rstrip("\n")
+        first = sys.stdin.readline().rstrip("\r\n")
     if len(first) < MIN_PASSPHRASE:
         raise fail(f"the passphrase must be at least {MIN_PASSPHRASE} characters")
     return first.encode()
@@ -74,15 +79,16 @@ def backup(
             "the whole backup then encrypted with a passphrase (prompt or stdin).",
         ),
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
     output: Output = OutputFormat.TEXT,
 ) -> None:
     """Write a consistent backup of a running installation to one file (never copy coffer.db)."""
     from coffer.backup import backup as make_backup
 
     settings = _settings(data_dir, database_url, config)
-    passphrase = _passphrase(confirm=True) if include_root_key else None
+    passphrase = (lambda: _passphrase(confirm=True)) if include_root_key else None
     try:
-        manifest = make_backup(settings, out, passphrase)
+        manifest = make_backup(settings, out, passphrase, force=force)
     except ConfigError as exc:
         raise fail(str(exc)) from None
     if output is OutputFormat.JSON:
@@ -145,13 +151,18 @@ def restore(
 
     if check:
         try:
-            header = inspect(source, lambda: _passphrase(confirm=False))
+            header = inspect(source)
         except ConfigError as exc:
             raise fail(str(exc)) from None
         if output is OutputFormat.JSON:
             typer.echo(json.dumps(header.manifest))
             return
-        typer.echo(f"{source}: a whole Coffer backup")
+        state = (
+            "encrypted (the passphrase is asked when it is restored)"
+            if header.encrypted
+            else "not encrypted"
+        )
+        typer.echo(f"{source}: a whole Coffer backup, {state}")
         for name, value in header.manifest.items():
             typer.echo(f"  {name}: {json.dumps(value)}")
         return
@@ -169,6 +180,7 @@ def restore(
         typer.echo(json.dumps({
             "manifest": manifest, "verifiedRecords": report.verified_records,
             "laterRecords": report.later_records,
+            "warning": None if report.later_records is not None else UNKNOWN_LATER,
             "undone": [vars_of(c) for c in report.undone],
             "lost": [vars_of(c) for c in report.lost],
         }))  # fmt: skip
@@ -178,11 +190,7 @@ def restore(
         f"{data_dir}: the audit chain verifies ({report.verified_records} records)."
     )
     if report.later_records is None:
-        typer.echo(
-            "Anything changed after the backup is not in it: tokens revoked and role bindings "
-            "removed since are valid again, keys created or rotated since are missing. Give "
-            "--audit-copy (an audit sink's file or a newer `coffer audit export`) to list them."
-        )
+        typer.echo(UNKNOWN_LATER)
     elif not report.undone and not report.lost:
         typer.echo(f"The audit copy shows {report.later_records} record(s) after the backup, "
                    "none of which the restore undoes.")  # fmt: skip

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +79,20 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _derive(passphrase: bytes, params: dict[str, Any]) -> AESGCM:
-    kdf = Scrypt(salt=bytes.fromhex(params["salt"]), length=32, n=int(params["n"]),
-                 r=int(params["r"]), p=int(params["p"]))  # fmt: skip
+    n, r, p = int(params["n"]), int(params["r"]), int(params["p"])
+    # A header is read before it is authenticated: its cost must not exhaust the machine.
+    if not (2 <= n <= 1 << 20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+        raise BackupFileError("the backup's key derivation parameters are out of bounds")
+    kdf = Scrypt(salt=bytes.fromhex(params["salt"]), length=32, n=n, r=r, p=p)
     return AESGCM(kdf.derive(passphrase))
 
 
@@ -123,7 +135,10 @@ def write_backup(
 ) -> BackupHeader:
     """Write the backup file ``target`` (mode 0600, fsynced, put in place whole): ``members``
     are (name, file) pairs, encrypted under ``passphrase`` if one is given."""
-    listed = tuple(Member(name, path.stat().st_size, _file_digest(path)) for name, path in members)
+    # An encrypted body is authenticated chunk by chunk: its members' digests would only let a
+    # reader of the header confirm a guess of them (the root key's, say).
+    listed = tuple(Member(name, path.stat().st_size, "" if passphrase else _file_digest(path))
+                   for name, path in members)  # fmt: skip
     encryption: dict[str, Any] | None = None
     if passphrase is not None:
         encryption = {
@@ -137,8 +152,10 @@ def write_backup(
         "encryption": encryption,
     }
     raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    partial = target.with_name(f".{target.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A new name of this write's own (mode 0600, never an existing file or a link), renamed
+    # into place whole.
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    partial = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
             writer = _DigestingWriter(out)
@@ -166,6 +183,7 @@ def write_backup(
             out.flush()
             os.fsync(out.fileno())
         os.replace(partial, target)
+        _sync_directory(target.parent)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -241,7 +259,7 @@ def _body(source: BinaryIO, header: BackupHeader, passphrase: bytes | None) -> I
             yield aead.decrypt(_nonce(prefix, number), sealed, _aad(header_digest, number, last))
         except InvalidTag:
             raise WrongPassphrase(
-                "the passphrase does not open this backup"
+                "the passphrase does not open this backup (or the backup was changed)"
                 if number == 0
                 else "the backup is damaged: an encrypted chunk does not verify"
             ) from None
@@ -266,9 +284,10 @@ def extract(
                 digest = hashlib.sha256()
                 out = None
                 if target is not None:
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                    fd = os.open(target, flags, 0o600)
+                    written.append(target)  # made here: removed if the restore fails
                     out = os.fdopen(fd, "wb")
-                    written.append(target)
                 try:
                     left = member.size
                     while left > 0:
@@ -287,7 +306,10 @@ def extract(
                 finally:
                     if out is not None:
                         out.close()
-                if digest.hexdigest() != member.sha256:
+                # An encrypted member was authenticated with its chunks (it has no digest).
+                if (header.encrypted and member.sha256) or (
+                    not header.encrypted and digest.hexdigest() != member.sha256
+                ):
                     raise BackupFileError(f"the backup's {member.name} does not match its digest")
             for _ in body:  # the end: an encrypted body's last chunk is checked too
                 pass

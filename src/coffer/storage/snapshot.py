@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, DateTime, Table, func, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
 from coffer.storage import schema
 from coffer.storage.database import plain_engine, read_only_engine, schema_revision, upgrade
@@ -42,6 +43,9 @@ class SnapshotFacts:
     revision: str
     installation: str | None
     seal_type: str | None
+    #: The active root key generation, and its check value (which only its key opens).
+    root_generation: int
+    root_check_value: bytes
     audit_head: tuple[int, bytes]
     checkpoints: tuple[tuple[int, bytes], ...]  # (seq, link), oldest first
     newest_checkpoint_at: datetime | None
@@ -110,7 +114,7 @@ def _copy(source: Connection, target: Connection, tables: list[Table]) -> None:
 
 def snapshot_postgres(url: str, target: Path) -> None:
     """``target`` (new): the PostgreSQL database ``url`` as one snapshot, in a SQLite file."""
-    _current_revision(url)
+    revision = _current_revision(url)
     upgrade(f"sqlite:///{target}")
     source_engine = plain_engine(url)
     target_engine = plain_engine(f"sqlite:///{target}")
@@ -118,7 +122,13 @@ def snapshot_postgres(url: str, target: Path) -> None:
         with source_engine.connect() as source, target_engine.begin() as copy:
             source = source.execution_options(isolation_level="REPEATABLE READ",
                                               postgresql_readonly=True)  # fmt: skip
-            with source.begin():  # one snapshot for every table
+            with source.begin():  # one snapshot for every table, and the schema's revision
+                current = source.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                if current != revision:
+                    raise SnapshotError(
+                        f"the database's schema moved from revision {revision} to {current} "
+                        "while the backup began (an upgrade): run the backup again"
+                    )
                 _copy(source, copy, _tables())
     finally:
         source_engine.dispose()
@@ -132,6 +142,12 @@ def describe(snapshot: Path) -> SnapshotFacts:
         with engine.connect() as conn:
             revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
             row = conn.execute(select(schema.installation)).mappings().first()
+            generation = int(row["active_generation"]) if row else 0
+            check_value = conn.execute(
+                select(schema.root_keys.c.check_value).where(
+                    schema.root_keys.c.generation == generation
+                )
+            ).scalar()
             head = conn.execute(select(schema.audit_chain_head)).mappings().first()
             checkpoints = conn.execute(
                 select(schema.audit_checkpoints.c.seq, schema.audit_checkpoints.c.hash,
@@ -150,11 +166,27 @@ def describe(snapshot: Path) -> SnapshotFacts:
         revision=str(revision),
         installation=row["identity"] if row else None,
         seal_type=row["seal_type"] if row else None,
+        root_generation=generation,
+        root_check_value=bytes(check_value or b""),
         audit_head=(int(head["seq"]), bytes(head["hash"])) if head else (0, b""),
         checkpoints=tuple((int(seq), bytes(link)) for seq, link, _ in checkpoints),
         newest_checkpoint_at=_utc(checkpoints[-1][2]) if checkpoints else None,
         counts=counts,
     )
+
+
+def snapshot_revision(snapshot: Path) -> str | None:
+    """The schema revision of a snapshot, read before anything else of it (an older Coffer's
+    snapshot has older tables: it is migrated before they are read)."""
+    engine = read_only_engine(f"sqlite:///{snapshot}")
+    try:
+        with engine.connect() as conn:
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DBAPIError:
+        return None
+    finally:
+        engine.dispose()
+    return None if revision is None else str(revision)
 
 
 def check_empty(url: str) -> None:
