@@ -513,3 +513,54 @@ def test_a_backup_restores_across_engines_both_ways(tmp_path: Path) -> None:
                       "--root-key", data_dir / "root.key", env=clean_env())  # fmt: skip
     assert back.returncode == 0, back.stderr
     serving(tmp_path / "sqlite", {}, read)
+
+
+def test_a_backup_made_by_an_older_coffer_is_migrated_as_it_is_restored(tmp_path: Path) -> None:
+    """A backup at the previous schema revision (its database taken back one migration, as the
+    previous release wrote it) restores, is migrated, verifies and decrypts."""
+    from alembic import command
+
+    from coffer.crypto.backup_file import extract, read_header, write_backup
+    from coffer.storage.database import _alembic_config, plain_engine
+
+    data_dir = tmp_path / "data"
+    boot = init(data_dir)
+    token, org = boot["token"], boot["organisation"]
+    port = free_port()
+    process = start_serve("--data-dir", data_dir, "--port", str(port), log=tmp_path / "a.log")
+    try:
+        wait_until_healthy(process, port, tmp_path / "a.log")
+        assert call(port, "POST", KEYS, token, org, {"name": "k", "keyType": "aes256-gcm96"}
+                    )[0] == 201  # fmt: skip
+        sealed = call(port, "POST", f"{KEYS}/k/encrypt", token, org,
+                      {"plaintext": b64(b"older")})[1]["ciphertext"]  # fmt: skip
+    finally:
+        stop(process)
+    assert run_coffer("backup", tmp_path / "b", "--data-dir", data_dir).returncode == 0
+    header = read_header(tmp_path / "b")
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    extract(tmp_path / "b", header, lambda name: unpacked / name)
+    previous = "0011"
+    engine = plain_engine(f"sqlite:///{unpacked / 'coffer.db'}")
+    try:
+        command.downgrade(_alembic_config(engine), previous)
+    finally:
+        engine.dispose()
+    manifest = dict(header.manifest, schemaRevision=previous)
+    members = [(m.name, unpacked / m.name) for m in header.members]
+    write_backup(tmp_path / "older", manifest, members)
+
+    done = run_coffer("restore", tmp_path / "older", "--data-dir", tmp_path / "r",
+                      "--root-key", data_dir / "root.key")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    port = free_port()
+    process = start_serve("--data-dir", tmp_path / "r", "--port", str(port),
+                          log=tmp_path / "r.log")  # fmt: skip
+    try:
+        wait_until_healthy(process, port, tmp_path / "r.log")
+        status, body = call(port, "POST", f"{KEYS}/k/decrypt", token, org, {"ciphertext": sealed})
+        assert status == 200, body
+        assert base64.b64decode(body["plaintext"]) == b"older"
+    finally:
+        stop(process)
