@@ -6,9 +6,10 @@ and — only when asked, for the file seal — the root key files, the whole bod
 under a passphrase. Its manifest says what it is (installation, schema revision, seal, audit head
 and newest checkpoint, counts, time); the file's layout is ``coffer.crypto.backup_file``'s.
 
-A restore checks the whole file before it writes anything, refuses a backup whose installation
-already lives in the target or whose root key is not the installation's, verifies the restored
-audit chain with the root of trust, and removes what it wrote if any step fails.
+A restore checks the whole file before it writes anything, writes only into a new or empty
+directory (and an empty PostgreSQL database), refuses a root key that is not the installation's,
+verifies the restored audit chain with the root of trust, and removes what it wrote if any step
+fails.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def _anchor_for(anchor: Path, before: bytes, after: bytes, facts: SnapshotFacts)
     the snapshot is not in it, and the restored anchor must not claim it)."""
     if not after:
         return None
+    before = before[: before.rfind(b"\n") + 1]  # a line being appended meanwhile is not yet one
     if not after.startswith(before):
         raise ConfigError(
             f"{anchor} changed while the backup ran other than by appends: it was replaced or "
