@@ -126,3 +126,41 @@ async def two_servers(settings: Settings, organisation: str) -> int:
     finally:
         for node in nodes:
             await node.close()
+
+
+def test_get_key_reads_the_counts_once_a_second_and_after_a_reservation_of_its_own(
+    kms: Kms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of a key shows its encryptions exactly for this process, without a database read
+    per request: the counts are read again when they are a second old, or when this process
+    reserved a new block of one of the key's versions."""
+    from sqlalchemy import event
+
+    from coffer.service import budget
+
+    kms.create_key("k")
+    for _ in range(3):
+        assert encrypt(kms).status_code == 200
+    reads: list[str] = []
+    engine = kms.services.store.engine.sync_engine  # type: ignore[attr-defined]
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "encryptions" in statement and "key_versions" in statement:
+            reads.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        monkeypatch.setattr(budget, "COUNTS_TTL_SECONDS", 3600.0)
+        for _ in range(20):
+            assert counts(kms) == [(1, 3)]  # 4,096 reserved, 4,093 of them not made
+        assert len(reads) == 1
+        assert kms.post(f"{KEYS}/k/rotate", {}).status_code == 200
+        assert encrypt(kms).json()["keyVersion"] == "2"  # a block of version 2: read again
+        assert counts(kms) == [(1, 3), (2, 1)]
+        assert len(reads) == 3  # the reservation's update, and the read after it
+        monkeypatch.setattr(budget, "COUNTS_TTL_SECONDS", 0.0)
+        for _ in range(4):
+            assert counts(kms) == [(1, 3), (2, 1)]
+        assert len(reads) == 7
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -16,6 +16,7 @@ the budget, reservations go one by one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from coffer.domain.keytypes import KeyType
@@ -27,38 +28,53 @@ BUDGETED = frozenset({KeyType.AES128_GCM96, KeyType.AES256_GCM96, KeyType.CHACHA
 MAX_BUDGET = 1 << 32
 #: The largest block a process reserves at once.
 MAX_BLOCK = 4096
+#: How long a key's counts read from the database are shown again (``made``) before they are
+#: read anew; a reservation of this process's own makes them be read at once.
+COUNTS_TTL_SECONDS = 1.0
+#: The most keys whose counts are kept (beyond, all are forgotten: they are read again).
+MAX_COUNTED_KEYS = 10_000
 
 
 class EncryptionBudget:
-    def __init__(self, store: Store, budget: int, meter: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        budget: int,
+        meter: Callable[[], None] | None = None,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self.budget = budget
         #: Blocks small against the budget: a crash never wastes more than 1/1024 of it.
         self.block = max(1, min(MAX_BLOCK, budget // 1024))
-        self._left: dict[tuple[str, int], int] = {}
+        #: key → version → encryptions this process reserved and has not made yet.
+        self._left: dict[str, dict[int, int]] = {}
+        #: key → how many blocks of its versions this process reserved (it changes with every
+        #: reservation: a copy of the key's counts read before one is out of date).
+        self.reservations: dict[str, int] = {}
         self._reserving: dict[tuple[str, int], asyncio.Future[int]] = {}
         self._meter = meter
+        self._timer = timer
+        #: key → (when read, ``reservations`` then, the database's counts per version).
+        self._counted: dict[str, tuple[float, int, dict[int, int]]] = {}
 
     def take_reserved(self, key_identity: str, version: int) -> bool:
         """Count one encryption from this process's reservation, if it has one left (the hot
         path: no await)."""
-        which = (key_identity, version)
-        left = self._left.get(which, 0)
-        if left > 0:
-            self._left[which] = left - 1
-            return True
+        versions = self._left.get(key_identity)
+        if versions:
+            left = versions.get(version, 0)
+            if left > 0:
+                versions[version] = left - 1
+                return True
         return False
 
     async def take(self, key_identity: str, version: int) -> bool:
         """Count one encryption of the version; ``False`` if its budget is spent."""
-        which = (key_identity, version)
-        while True:
-            left = self._left.get(which, 0)
-            if left > 0:
-                self._left[which] = left - 1
-                return True
-            if await self._reserve(which) == 0:
+        while not self.take_reserved(key_identity, version):
+            if await self._reserve((key_identity, version)) == 0:
                 return False
+        return True
 
     async def _reserve(self, which: tuple[str, int]) -> int:
         """Reserve a block (one request does it; the others of the moment wait for it)."""
@@ -69,7 +85,10 @@ class EncryptionBudget:
         self._reserving[which] = future
         try:
             granted = await self._store.reserve_encryptions(*which, self.block, self.budget)
-            self._left[which] = self._left.get(which, 0) + granted
+            key, version = which
+            versions = self._left.setdefault(key, {})
+            versions[version] = versions.get(version, 0) + granted
+            self.reservations[key] = self.reservations.get(key, 0) + 1
             if granted == 0 and self._meter is not None:
                 self._meter()
             future.set_result(granted)
@@ -83,4 +102,22 @@ class EncryptionBudget:
 
     def unused(self, key_identity: str) -> dict[int, int]:
         """Encryptions this process reserved of the key's versions and has not made yet."""
-        return {v: left for (k, v), left in self._left.items() if k == key_identity}
+        return dict(self._left.get(key_identity, {}))
+
+    async def made(self, key_identity: str) -> dict[int, int]:
+        """Encryptions made per version of the key, as this process knows them: the database's
+        counts (reserved by every process; read at most once a ``COUNTS_TTL_SECONDS``, and
+        again after a reservation of this process's own) less what this process reserved and
+        has not made. Other processes' blocks count as made until they are read again."""
+        now = self._timer()
+        mine = self.reservations.get(key_identity, 0)
+        cached = self._counted.get(key_identity)
+        if cached is None or cached[1] != mine or now - cached[0] >= COUNTS_TTL_SECONDS:
+            counts = dict(await self._store.encryption_counts(key_identity))
+            if len(self._counted) >= MAX_COUNTED_KEYS:
+                self._counted.clear()
+            cached = self._counted[key_identity] = (now, mine, counts)
+        made = dict(cached[2])
+        for version, left in self._left.get(key_identity, {}).items():
+            made[version] = max(0, made.get(version, 0) - left)
+        return made

@@ -214,8 +214,9 @@ class KeyService:
             key = await self._scope.authorised_key(op, caller, region, key_ref, Action.READ)
             counts = None
             if key.key_type in BUDGETED:
-                counts = dict(await self._store.encryption_counts(key.identity))
-                if self._budget is not None:  # this process's unused reservations: not made
-                    for version, left in self._budget.unused(key.identity).items():
-                        counts[version] = max(0, counts.get(version, 0) - left)
+                counts = (
+                    await self._budget.made(key.identity)
+                    if self._budget is not None
+                    else dict(await self._store.encryption_counts(key.identity))
+                )
             return Scoped(key, caller, counts)
