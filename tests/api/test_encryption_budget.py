@@ -164,3 +164,38 @@ def test_get_key_reads_the_counts_once_a_second_and_after_a_reservation_of_its_o
         assert len(reads) == 7
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+def test_reservations_asked_for_together_are_committed_together(kms: Kms) -> None:
+    """The first encryptions of many keys at once reserve their blocks in a few commits (a
+    group commit), not a commit each; each version gets its whole block."""
+    from sqlalchemy import event
+
+    from coffer.service.budget import EncryptionBudget
+
+    identities = [kms.create_key(f"k{n}")["identity"] for n in range(40)]
+    budget = EncryptionBudget(kms.services.store, 1 << 30)
+    engine = kms.services.store.engine.sync_engine  # type: ignore[attr-defined]
+    commits: list[object] = []
+    updates: list[str] = []
+
+    def on_commit(conn: Any) -> None:
+        commits.append(conn)
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE key_versions"):
+            updates.append(statement)
+
+    async def first_encryptions() -> list[bool]:
+        return await asyncio.gather(*(budget.take(identity, 1) for identity in identities))
+
+    event.listen(engine, "commit", on_commit)
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        assert kms.run(first_encryptions) == [True] * 40
+    finally:
+        event.remove(engine, "commit", on_commit)
+        event.remove(engine, "before_cursor_execute", on_execute)
+    assert len(updates) == 40
+    assert 1 <= len(commits) <= 3, len(commits)
+    assert all(budget.unused(identity) == {1: budget.block - 1} for identity in identities)

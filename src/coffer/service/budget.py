@@ -53,6 +53,9 @@ class EncryptionBudget:
         #: reservation: a copy of the key's counts read before one is out of date).
         self.reservations: dict[str, int] = {}
         self._reserving: dict[tuple[str, int], asyncio.Future[int]] = {}
+        #: Reservations asked for and not yet being committed; the task committing them.
+        self._queued: list[tuple[str, int]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._meter = meter
         self._timer = timer
         #: key → (when read, ``reservations`` then, the database's counts per version).
@@ -77,28 +80,51 @@ class EncryptionBudget:
         return True
 
     async def _reserve(self, which: tuple[str, int]) -> int:
-        """Reserve a block (one request does it; the others of the moment wait for it)."""
+        """Reserve a block of the version: one request asks, the others of the moment wait for
+        its answer; the reservations asked for while a commit is under way are made together in
+        the next one (a group commit: a spread over many keys is not a commit per key)."""
+        loop = asyncio.get_running_loop()
         pending = self._reserving.get(which)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._reserving[which] = future
+        if pending is None or pending.get_loop() is not loop:
+            pending = self._reserving[which] = loop.create_future()
+            self._queued.append(which)
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush())
+        return await asyncio.shield(pending)
+
+    async def _flush(self) -> None:
         try:
-            granted = await self._store.reserve_encryptions(*which, self.block, self.budget)
-            key, version = which
-            versions = self._left.setdefault(key, {})
-            versions[version] = versions.get(version, 0) + granted
-            self.reservations[key] = self.reservations.get(key, 0) + 1
-            if granted == 0 and self._meter is not None:
-                self._meter()
-            future.set_result(granted)
-            return granted
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: those waiting get it, nobody else must
-            raise
+            while self._queued:
+                batch, self._queued = list(dict.fromkeys(self._queued)), []
+                try:
+                    grants = await self._store.reserve_encryptions_of(batch, self.block,
+                                                                      self.budget)  # fmt: skip
+                except Exception as exc:
+                    for which in batch:
+                        future = self._reserving.pop(which, None)
+                        if future is not None and not future.done():
+                            future.set_exception(exc)
+                            future.exception()  # retrieved: those waiting get it, no one else
+                    continue
+                except BaseException:  # cancelled (the process ends): those waiting are told
+                    for which in batch:
+                        future = self._reserving.pop(which, None)
+                        if future is not None:
+                            future.cancel()
+                    raise
+                for (key, version), granted in zip(batch, grants, strict=True):
+                    versions = self._left.setdefault(key, {})
+                    versions[version] = versions.get(version, 0) + granted
+                    self.reservations[key] = self.reservations.get(key, 0) + 1
+                    if granted == 0 and self._meter is not None:
+                        self._meter()
+                    future = self._reserving.pop((key, version), None)
+                    if future is not None and not future.done():
+                        future.set_result(granted)
         finally:
-            del self._reserving[which]
+            if self._flusher is asyncio.current_task():
+                self._flusher = None
 
     def unused(self, key_identity: str) -> dict[int, int]:
         """Encryptions this process reserved of the key's versions and has not made yet."""

@@ -188,6 +188,13 @@ class Store(RootStore, Protocol):
         how many were granted (``wanted``, or 1 near the end, or 0 once it is spent)."""
         ...
 
+    async def reserve_encryptions_of(
+        self, versions: Sequence[tuple[str, int]], wanted: int, budget: int
+    ) -> list[int]:
+        """``reserve_encryptions`` of several (key identity, version) pairs in one durable
+        transaction (one commit for all: a group commit); the grants, in order."""
+        ...
+
     async def encryption_counts(self, key_identity: str) -> Mapping[int, int]:
         """Encryptions reserved so far, by version."""
         ...

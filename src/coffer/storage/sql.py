@@ -268,19 +268,29 @@ class SqlStore:
     async def reserve_encryptions(
         self, key_identity: str, version: int, wanted: int, budget: int
     ) -> int:
+        return (await self.reserve_encryptions_of([(key_identity, version)], wanted, budget))[0]
+
+    async def reserve_encryptions_of(
+        self, versions: Sequence[tuple[str, int]], wanted: int, budget: int
+    ) -> list[int]:
         table = schema.key_versions
-        this = (table.c.key_identity == key_identity) & (table.c.version == version)
-        # One statement each, atomic on both engines: a whole block if it fits, else one.
-        for grant in dict.fromkeys((wanted, 1)):
-            query = (
-                table.update()
-                .where(this, table.c.encryptions + grant <= budget)
-                .values(encryptions=table.c.encryptions + grant)
-            )
-            async with self.transaction() as tx:
-                if (await tx.connection.execute(query)).rowcount == 1:
-                    return grant
-        return 0
+        grants = []
+        async with self.transaction() as tx:
+            for key_identity, version in versions:
+                this = (table.c.key_identity == key_identity) & (table.c.version == version)
+                # One statement each, atomic on both engines: a whole block if it fits, else one.
+                for grant in dict.fromkeys((wanted, 1)):
+                    query = (
+                        table.update()
+                        .where(this, table.c.encryptions + grant <= budget)
+                        .values(encryptions=table.c.encryptions + grant)
+                    )
+                    if (await tx.connection.execute(query)).rowcount == 1:
+                        grants.append(grant)
+                        break
+                else:
+                    grants.append(0)
+        return grants
 
     async def encryption_counts(self, key_identity: str) -> Mapping[int, int]:
         table = schema.key_versions
