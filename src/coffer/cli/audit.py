@@ -14,10 +14,12 @@ import typer
 from coffer.cli.connect import (
     App,
     CaCert,
+    DatabaseUrl,
     Org,
     Output,
     OutputFormat,
     Profile,
+    ServerConfig,
     Token,
     Url,
     client,
@@ -34,23 +36,6 @@ Action = Annotated[str | None, typer.Option(help="Only this action, e.g. kms.enc
 Resource = Annotated[str | None, typer.Option(help="Only records of this key identity.")]
 Since = Annotated[str | None, typer.Option(help="From this RFC 3339 time on.")]
 Until = Annotated[str | None, typer.Option(help="Before this RFC 3339 time.")]
-
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option("--database-url", envvar="COFFER_DATABASE_URL", metavar="URL",
-                 help="postgresql://... (default: SQLite in the data directory).",
-                 show_default=False),
-]  # fmt: skip
-ServerConfig = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        envvar="COFFER_CONFIG",
-        help="The server's config file (for its audit_anchor_path).",
-        show_default=False,
-    ),
-]
 
 
 class ExportFormat(StrEnum):

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from coffer.cli.connect import Output, OutputFormat, fail
+from coffer.cli.connect import DatabaseUrl, DataDir, Output, OutputFormat, ServerConfig, fail
 from coffer.config import ConfigError, load_settings
 
 UNKNOWN_LATER = (
@@ -24,27 +24,6 @@ UNKNOWN_LATER = (
 )
 #: A passphrase guards every key of the installation: shorter ones are refused.
 MIN_PASSPHRASE = 12
-
-DataDir = Annotated[
-    Path,
-    typer.Option("--data-dir", envvar="COFFER_DATA_DIR", show_envvar=True,
-                 help="The installation's data directory."),
-]  # fmt: skip
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar="COFFER_DATABASE_URL",
-        show_envvar=True,
-        help="postgresql://user:password@host:port/db (default: SQLite in the data directory).",
-        show_default=False,
-    ),
-]
-Config = Annotated[
-    Path | None,
-    typer.Option("--config", envvar="COFFER_CONFIG", show_envvar=True, show_default=False,
-                 help="The server's TOML settings file (for audit_anchor_path)."),
-]  # fmt: skip
 
 
 def _passphrase(confirm: bool) -> bytes:
@@ -70,7 +49,7 @@ def backup(
     out: Annotated[Path, typer.Argument(help="The backup file to write.", show_default=False)],
     data_dir: DataDir,
     database_url: DatabaseUrl = None,
-    config: Config = None,
+    config: ServerConfig = None,
     include_root_key: Annotated[
         bool,
         typer.Option(
@@ -121,7 +100,7 @@ def restore(
         ),
     ] = None,
     database_url: DatabaseUrl = None,
-    config: Config = None,
+    config: ServerConfig = None,
     root_key: Annotated[
         Path | None,
         typer.Option(

@@ -120,6 +120,26 @@ Profile = Annotated[
     typer.Option("--profile", envvar="COFFER_PROFILE", show_envvar=True, metavar="NAME",
                  help="Profile of the profile file (default: default).", show_default=False),
 ]  # fmt: skip
+# The options of the commands that work on an installation's files (init, serve, audit verify
+# and export, backup, restore, the offline operator commands).
+DataDir = Annotated[
+    Path,
+    typer.Option("--data-dir", envvar="COFFER_DATA_DIR", show_envvar=True, metavar="DIR",
+                 help="Data directory of the installation."),
+]  # fmt: skip
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", envvar="COFFER_DATABASE_URL", show_envvar=True,
+                 metavar="URL", show_default=False,
+                 help="postgresql://user:password@host:port/db (default: SQLite in the data "
+                 "directory)."),
+]  # fmt: skip
+ServerConfig = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="COFFER_CONFIG", show_envvar=True, metavar="FILE",
+                 show_default=False,
+                 help="The server's TOML settings file (for its audit_anchor_path)."),
+]  # fmt: skip
 CaCert = Annotated[
     Path | None,
     typer.Option("--ca-cert", envvar="COFFER_CA_CERT", show_envvar=True, metavar="FILE",

@@ -22,6 +22,8 @@ from coffer.cli import admin, audit, backup, envelope, kms, operator
 from coffer.cli.connect import (
     App,
     CaCert,
+    DatabaseUrl,
+    DataDir,
     Org,
     Profile,
     Project,
@@ -89,21 +91,6 @@ class SealKind(StrEnum):
     FILE = "file"
     SHAMIR = "shamir"
     PKCS11 = "pkcs11"
-
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar="COFFER_DATABASE_URL",
-        help="postgresql://user:password@host:port/db (default: SQLite in the data directory).",
-        show_default=False,
-    ),
-]
-DataDir = Annotated[
-    Path,
-    typer.Option("--data-dir", envvar="COFFER_DATA_DIR", help="Data directory of this Coffer."),
-]
 
 
 def _fail(message: str) -> typer.Exit:

@@ -15,7 +15,6 @@ import json
 import sys
 import time
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +22,7 @@ import typer
 from coffer.cli.connect import (
     App,
     CaCert,
+    DataDir,
     Output,
     OutputFormat,
     Profile,
@@ -163,15 +163,7 @@ def rotate_root(
 
 @app.command("migrate-seal")
 def migrate_seal(
-    data_dir: Annotated[
-        Path,
-        typer.Option(
-            "--data-dir",
-            envvar="COFFER_DATA_DIR",
-            metavar="DIR",
-            help="Data directory of the installation.",
-        ),
-    ],
+    data_dir: DataDir,
     to: Annotated[Seal, typer.Option("--to", help="The seal to move to.")],
     database_url: Annotated[
         str | None,
@@ -239,15 +231,7 @@ def migrate_seal(
 
 @app.command("generate-admin-token")
 def generate_admin_token(
-    data_dir: Annotated[
-        Path,
-        typer.Option(
-            "--data-dir",
-            envvar="COFFER_DATA_DIR",
-            metavar="DIR",
-            help="Data directory of the installation.",
-        ),
-    ],
+    data_dir: DataDir,
     database_url: Annotated[
         str | None,
         typer.Option(
