@@ -23,12 +23,12 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+import coffer
 from coffer.audit.lines import LinesError, read_lines
 from coffer.bootstrap import open_data_dir, verify_audit
 from coffer.config import (
@@ -96,13 +96,6 @@ LOST_KEYS = {
     "kms.rotate.scheduled": "key rotated (schedule)",
     "kms.rotate.budget": "key rotated (encryption budget)",
 }
-
-
-def coffer_version() -> str:
-    try:
-        return version("coffer")
-    except PackageNotFoundError:  # a source tree that was never installed
-        return "unknown"
 
 
 def _iso(moment: datetime) -> str:
@@ -181,7 +174,7 @@ def _manifest(settings: Settings, facts: SnapshotFacts, root_key: bool) -> dict[
         checkpoint = {"seq": seq, "link": link.hex(), "createdAt": _iso(at) if at else None}
     return {
         "format": FORMAT,
-        "cofferVersion": coffer_version(),
+        "cofferVersion": coffer.version(),
         "schemaRevision": facts.revision,
         "installation": facts.installation,
         "sealType": facts.seal_type,

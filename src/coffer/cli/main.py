@@ -12,12 +12,12 @@ import logging
 import os
 from datetime import timedelta
 from enum import StrEnum
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+import coffer
 from coffer.cli import admin, audit, backup, envelope, kms, operator
 from coffer.cli.connect import (
     App,
@@ -42,18 +42,9 @@ app = App(help="Coffer: a self-hosted Key Management Service.")
 log = logging.getLogger("coffer")
 
 
-def _version() -> str:
-    try:
-        return version("coffer")
-    except PackageNotFoundError:
-        import coffer
-
-        return str(getattr(coffer, "__version__", "unknown"))
-
-
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"coffer {_version()}")
+        typer.echo(f"coffer {coffer.version()}")
         raise typer.Exit()
 
 
